@@ -1,0 +1,95 @@
+"""The one settings object: every knob of leadflow, read from the environment (LEADFLOW_*) or `.env`.
+
+Secrets are `SecretStr` so they never print; production credentials can instead be named by
+reference (`*_secret_block`), resolved from a Prefect Secret block at call time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path(".leadflow")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LEADFLOW_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    # --- storage -------------------------------------------------------------------------
+    database_url: str = Field(
+        default=f"sqlite:///{DATA_DIR / 'leadflow.db'}",
+        description="SQLAlchemy URL; postgresql+psycopg://... selects PostgreSQL.",
+    )
+    db_pool_size: int = 10
+
+    # --- external APIs (base URLs point at the sandbox in the demo and tests) --------------
+    apollo_base_url: str = "https://api.apollo.io/api/v1"
+    google_places_base_url: str = "https://places.googleapis.com/v1"
+    pdl_base_url: str = "https://api.peopledatalabs.com/v5"
+    hunter_base_url: str = "https://api.hunter.io/v2"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+
+    apollo_api_key: SecretStr | None = None
+    google_places_api_key: SecretStr | None = None
+    pdl_api_key: SecretStr | None = None
+    hunter_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    # Names of Prefect Secret blocks to read a key from when the key itself is not set.
+    apollo_secret_block: str | None = None
+    google_places_secret_block: str | None = None
+    pdl_secret_block: str | None = None
+    hunter_secret_block: str | None = None
+    openai_secret_block: str | None = None
+
+    # Order in which sources are tried when one is exhausted or keeps failing.
+    source_fallback_order: list[str] = ["apollo", "google_places", "pdl"]
+
+    # --- HTTP behaviour ----------------------------------------------------------------
+    http_timeout_s: float = 10.0
+    http_connect_timeout_s: float = 3.0
+    http_max_attempts: int = 4
+    http_backoff_base_s: float = 0.5
+    http_backoff_max_s: float = 30.0
+    http_concurrency: int = 32
+
+    # --- website analysis ----------------------------------------------------------------
+    site_timeout_s: float = 8.0
+    site_max_bytes: int = 2_000_000
+    site_max_redirects: int = 5
+    site_cache_days: int = 30
+    # Networks the fetcher may reach although they are private/loopback (the sandbox).
+    site_allow_networks: list[str] = []
+    # Host patterns routed to a fixed address instead of DNS, e.g. {"*.example": "127.0.0.1:8799"}.
+    site_host_overrides: dict[str, str] = {}
+    parse_workers: int = 2
+
+    # --- pipeline ------------------------------------------------------------------------
+    batch_size: int = 1000
+    score_hot_threshold: int = 70
+    score_warm_threshold: int = 40
+    dedupe_name_threshold: float = 88.0
+
+    # --- sandbox -------------------------------------------------------------------------
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = 8799
+    sandbox_businesses: int = 20_000
+    sandbox_seed: int = 7
+
+    # --- outputs -------------------------------------------------------------------------
+    data_dir: Path = DATA_DIR
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()
