@@ -113,22 +113,9 @@ class Sandbox:
 
     def env(self) -> dict[str, str]:
         """Environment that points leadflow's settings at this sandbox."""
-        import json
+        from sandbox.environment import sandbox_env
 
-        return {
-            "LEADFLOW_APOLLO_BASE_URL": self.api("apollo"),
-            "LEADFLOW_GOOGLE_PLACES_BASE_URL": self.api("google_places"),
-            "LEADFLOW_PDL_BASE_URL": self.api("pdl"),
-            "LEADFLOW_HUNTER_BASE_URL": self.api("hunter"),
-            "LEADFLOW_OPENAI_BASE_URL": self.api("openai"),
-            "LEADFLOW_APOLLO_API_KEY": "sandbox-apollo-key",
-            "LEADFLOW_GOOGLE_PLACES_API_KEY": "sandbox-google-key",
-            "LEADFLOW_PDL_API_KEY": "sandbox-pdl-key",
-            "LEADFLOW_HUNTER_API_KEY": "sandbox-hunter-key",
-            "LEADFLOW_OPENAI_API_KEY": "sandbox-openai-key",
-            "LEADFLOW_SITE_HOST_OVERRIDES": json.dumps({"*": f"127.0.0.1:{self.port}"}),
-            "LEADFLOW_SITE_ALLOW_NETWORKS": json.dumps(["127.0.0.1/32"]),
-        }
+        return sandbox_env("127.0.0.1", self.port)
 
 
 def start_sandbox(port: int, *extra: str) -> subprocess.Popen[bytes]:

@@ -1,0 +1,172 @@
+"""The `leadflow` command line. Heavy imports (Prefect, pandas, Great Expectations) happen inside
+each command so that `leadflow --help` stays fast."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="leadflow: find, enrich, score and contact B2B leads.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+class Source(str, Enum):
+    apollo = "apollo"
+    google_places = "google_places"
+    pdl = "pdl"
+
+
+def _summary_table(summary: dict) -> Table:  # type: ignore[type-arg]
+    table = Table(title=f"Batch {summary['batch_id']}", show_header=False)
+    tiers = summary.get("tier_distribution") or {}
+    rows = [
+        ("batch id", summary["batch_id"]),
+        ("sources used", ", ".join(summary.get("sources_used") or []) or "-"),
+        ("leads generated", summary["leads_generated"]),
+        ("merged duplicates", summary["leads_merged"]),
+        ("rejected rows", summary["rows_rejected"]),
+        ("average score", summary.get("avg_score") if summary.get("avg_score") is not None else "-"),
+        ("tiers", "  ".join(f"{t}: {tiers.get(t, 0)}" for t in ("hot", "warm", "cold"))),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    for note in summary.get("notes") or []:
+        table.add_row("note", note)
+    return table
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic) for LEADFLOW_DATABASE_URL."""
+    from leadflow.settings import get_settings
+    from models.db import upgrade_database
+
+    upgrade_database()
+    console.print(f"schema at head: {_safe_url(get_settings().database_url)}")
+
+
+@app.command()
+def generate(
+    source: Source = typer.Option(Source.apollo, help="Where to look for leads first."),
+    industry: str = typer.Option("salon", help="Industry keyword, e.g. salon, dental clinic."),
+    location: str = typer.Option("Austin, TX", help="City, 'City, ST', state or country."),
+    max_results: int = typer.Option(200, min=1, max=50_000, help="How many leads to fetch."),
+    enrich: bool = typer.Option(True, help="Find and verify emails (Hunter)."),
+    analyse: bool = typer.Option(True, help="Fetch and analyse the websites."),
+) -> None:
+    """Run the lead-generation flow once and print its summary."""
+    from flows.generate_leads import generate_leads
+    from models.db import upgrade_database
+
+    upgrade_database()
+    summary = generate_leads(
+        source=source.value, industry=industry, location=location,
+        max_results=max_results, enrich=enrich, analyse=analyse,
+    )
+    console.print(_summary_table(summary))
+
+
+@app.command("import-csv")
+def import_csv(path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
+    """Import a LinkedIn Sales Navigator export or a generic CSV of companies/contacts."""
+    from flows.import_csv import import_csv as import_flow
+    from models.db import upgrade_database
+    from tasks.csv_import import CsvFormatError
+
+    upgrade_database()
+    try:
+        summary = import_flow(path=str(path.resolve()))
+    except CsvFormatError as exc:
+        err.print(f"[red]cannot import {path}:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(_summary_table(summary))
+
+
+@app.command("analyse-site")
+def analyse_site(
+    targets: list[str] = typer.Argument(None, help="A URL, or with --html, local HTML files."),
+    html: bool = typer.Option(False, "--html", help="The arguments are local HTML files."),
+    as_url: str = typer.Option("https://example.com/", "--url", help="URL the files came from."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Detect booking tools, contact forms, booking keywords, analytics and digital maturity."""
+    from tasks.website.analyse import analyse_files, analyse_url
+
+    if not targets:
+        err.print("give a URL, or --html FILE [FILE ...]")
+        raise typer.Exit(2)
+    if html:
+        missing = [t for t in targets if not Path(t).is_file()]
+        if missing:
+            err.print(f"not a file: {', '.join(missing)}")
+            raise typer.Exit(2)
+        results = analyse_files([Path(t) for t in targets], url=as_url)
+    else:
+        results = [analyse_url(t) for t in targets]
+    for result in results:
+        if as_json:
+            print(json.dumps(result))
+        else:
+            console.print(result)
+
+
+@app.command("dedupe-csv")
+def dedupe_csv(
+    input_csv: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    out: Path = typer.Option(..., "--out", help="Where to write id,cluster_id."),
+) -> None:
+    """Cluster the rows of a companies CSV (id,company_name,address,city,phone) into businesses."""
+    from tasks.dedupe import dedupe_csv as run
+
+    report = run(input_csv, out)
+    err.print(str(report))
+
+
+@app.command()
+def sandbox(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8799),
+    businesses: int = typer.Option(20_000, help="Size of the synthetic dataset."),
+    seed: int = typer.Option(7),
+    latency_ms: int = typer.Option(0, help="Latency added to every response."),
+    faults: str = typer.Option("", help='Fault config as JSON, e.g. {"apollo": {"rate": 0.1}}.'),
+) -> None:
+    """Serve the local stand-in for Apollo, Google Places, PDL, Hunter, OpenAI and the websites."""
+    from sandbox.environment import sandbox_env
+    from sandbox.server import serve
+
+    err.print("point leadflow at it with:")
+    for key, value in sandbox_env(host, port).items():
+        err.print(f"  export {key}='{value}'")
+    serve(host, port, businesses, seed, latency_ms, json.loads(faults) if faults else None)
+
+
+@app.command()
+def demo(
+    max_results: int = typer.Option(200, help="Leads to generate."),
+    industry: str = typer.Option("salon"),
+    location: str = typer.Option("Austin, TX"),
+) -> None:
+    """Run the whole lead-generation job on the embedded defaults: a SQLite file and the sandbox
+    (started here) in place of the external APIs and the businesses' websites. No keys, no
+    network."""
+    from leadflow.demo import run_demo
+
+    summary = run_demo(max_results=max_results, industry=industry, location=location)
+    console.print(_summary_table(summary))
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,20 @@
+"""Process-wide environment defaults applied before Prefect or Great Expectations are imported:
+telemetry off (it only produces lock errors and timeouts here) and a start-up timeout long enough
+for Prefect's ephemeral server to migrate its database on a fresh machine."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_LOGGING_LEVEL": "INFO",
+}
+
+
+def apply_runtime_defaults() -> None:
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,97 @@
+"""The batch record of a lead-generation run or CSV import (the seed's `leadBatches`), and the
+quarantine where rejected rows are kept with their reason."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import Lead, LeadBatch, QuarantinedRow
+from tasks.load import leads_created_by_batch
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A row that failed a rule; becomes a quarantined_rows row."""
+
+    source: str
+    stage: str  # normalise | enrich | validate | csv
+    rule: str
+    reason: str
+    row_ref: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchSummary:
+    batch_id: int
+    source: str
+    sources_used: list[str]
+    leads_generated: int
+    leads_merged: int
+    rows_rejected: int
+    avg_score: float | None
+    tier_distribution: dict[str, int]
+    notes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def start_batch(session: Session, run_key: str, kind: str, source: str, industry: str | None,
+                location: str | None, max_results: int | None) -> int:
+    """Create the batch record, or return the one this run (same run_key) already made."""
+    existing = session.scalar(select(LeadBatch.id).where(LeadBatch.run_key == run_key))
+    if existing is not None:
+        return existing
+    batch = LeadBatch(run_key=run_key, kind=kind, source=source, industry=industry,
+                      location=location, max_results=max_results, status="running",
+                      sources_used=[], tier_distribution={}, validation={}, notes=[])
+    session.add(batch)
+    session.flush()
+    return batch.id
+
+
+def quarantine(session: Session, batch_id: int | None, rows: list[Rejected]) -> int:
+    if rows:
+        session.execute(
+            QuarantinedRow.__table__.insert(),
+            [
+                {"batch_id": batch_id, "source": r.source, "stage": r.stage, "rule": r.rule,
+                 "reason": r.reason[:2000], "row_ref": r.row_ref, "payload": r.payload}
+                for r in rows
+            ],
+        )
+    return len(rows)
+
+
+def finish_batch(session: Session, batch_id: int, rows_loaded: int, sources_used: list[str],
+                 validation: dict[str, Any], notes: list[str], status: str = "done") -> BatchSummary:
+    """Write the batch's summary, derived from the database (exact under retries)."""
+    batch = session.get_one(LeadBatch, batch_id)
+    generated = leads_created_by_batch(session, batch_id)
+    rejected = int(session.scalar(
+        select(func.count()).where(QuarantinedRow.batch_id == batch_id)) or 0)
+    tiers = dict(session.execute(
+        select(Lead.tier, func.count()).where(Lead.batch_id == batch_id).group_by(Lead.tier)
+    ).all())
+    avg = session.scalar(select(func.avg(Lead.quality_score)).where(Lead.batch_id == batch_id))
+    batch.leads_generated = generated
+    batch.leads_merged = max(rows_loaded - generated, 0)
+    batch.rows_rejected = rejected
+    batch.avg_score = round(float(avg), 1) if avg is not None else None
+    batch.tier_distribution = {t: int(tiers.get(t, 0)) for t in ("hot", "warm", "cold")}
+    batch.sources_used = sources_used
+    batch.validation = validation
+    batch.notes = notes
+    batch.status = status
+    batch.finished_at = datetime.now(UTC)
+    return BatchSummary(
+        batch_id=batch_id, source=batch.source, sources_used=sources_used,
+        leads_generated=generated, leads_merged=batch.leads_merged, rows_rejected=rejected,
+        avg_score=batch.avg_score, tier_distribution=batch.tier_distribution, notes=notes,
+    )
