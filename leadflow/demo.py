@@ -1,0 +1,72 @@
+"""The embedded-defaults demo: starts the sandbox on a free loopback port, points the settings at
+it and at a SQLite file, and runs the lead-generation flow end to end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from leadflow.settings import reset_settings_cache
+
+console = Console(stderr=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sandbox(businesses: int = 5000, latency_ms: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `python -m sandbox` on a free port and wait until it answers."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
+         "--businesses", str(businesses), "--latency-ms", str(latency_ms)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the sandbox exited with status {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("the sandbox did not start within 60 s")
+
+
+def run_demo(max_results: int, industry: str, location: str) -> dict[str, Any]:
+    from sandbox.environment import sandbox_env
+
+    with console.status("starting the sandbox (stand-in for the APIs and websites)..."):
+        proc, port = start_sandbox()
+    try:
+        os.environ.update(sandbox_env("127.0.0.1", port))
+        reset_settings_cache()
+        from flows.generate_leads import generate_leads
+        from leadflow.settings import get_settings
+        from models.db import upgrade_database
+
+        console.print(f"database: {get_settings().database_url}")
+        with console.status("migrating the database..."):
+            upgrade_database()
+        console.print(
+            f"generating up to {max_results} {industry} leads in {location} "
+            "(fetch -> enrich -> analyse -> score -> dedupe -> validate -> load)"
+        )
+        return generate_leads(source="apollo", industry=industry, location=location,
+                              max_results=max_results, enrich=True, analyse=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
