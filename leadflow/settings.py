@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     http_backoff_base_s: float = 0.5
     http_backoff_max_s: float = 30.0
     http_concurrency: int = 32
+    # Hunter answers 202 while a verification is still running: poll this often, this many times.
+    hunter_verify_max_polls: int = 5
+    hunter_verify_poll_s: float = 2.0
+    # Concurrent Hunter requests during enrichment.
+    enrich_concurrency: int = 16
 
     # --- website analysis ----------------------------------------------------------------
     site_timeout_s: float = 8.0
