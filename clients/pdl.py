@@ -1,0 +1,125 @@
+"""People Data Labs company search (POST /company/search): X-Api-Key auth, an Elasticsearch
+`query` or a `sql` string, size/scroll_token pagination, typed company records."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+from pydantic import WrapValidator
+
+from clients.fields import OptInt, OptStr, VendorModel, or_none
+from clients.http import SearchPage, transport_for
+from clients.keys import require_api_key
+from leadflow.settings import Settings
+
+SOURCE = "pdl"
+ENDPOINT_COMPANY_SEARCH = "company/search"
+MAX_SIZE = 100
+
+
+class PdlLocation(VendorModel):
+    name: OptStr = None
+    locality: OptStr = None
+    region: OptStr = None
+    country: OptStr = None
+    street_address: OptStr = None
+    address_line_2: OptStr = None
+    postal_code: OptStr = None
+
+
+class PdlCompany(VendorModel):
+    """A company record of the PDL company schema."""
+
+    id: OptStr = None
+    name: OptStr = None
+    display_name: OptStr = None
+    website: OptStr = None
+    industry: OptStr = None
+    employee_count: OptInt = None
+    size: OptStr = None
+    founded: OptInt = None
+    linkedin_url: OptStr = None
+    location: Annotated[PdlLocation | None, WrapValidator(or_none)] = None
+    # Not in the documented company schema, but present on some records: kept if given.
+    phone: OptStr = None
+
+
+class PdlSearchResponse(VendorModel):
+    status: OptInt = None
+    data: list[Any] = []
+    total: OptInt = None
+    scroll_token: OptStr = None
+
+
+def _not_found_is_empty(status: int, _headers: httpx.Headers) -> str | None:
+    # PDL answers a search without matches with 404 not_found: an empty result, not an error.
+    return "ok" if status == 404 else None
+
+
+class PdlClient:
+    """People Data Labs company search over a shared AsyncClient."""
+
+    source = SOURCE
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, api_key: str) -> None:
+        self._transport = transport_for(
+            http,
+            settings,
+            source=SOURCE,
+            base_url=settings.pdl_base_url,
+            auth_headers={"X-Api-Key": api_key},
+            classify=_not_found_is_empty,
+        )
+
+    def __repr__(self) -> str:
+        return f"PdlClient(base_url={self._transport.base_url!r})"
+
+    @classmethod
+    def from_settings(cls, http: httpx.AsyncClient, settings: Settings) -> PdlClient:
+        return cls(http, settings, require_api_key(SOURCE, settings))
+
+    async def search_companies(
+        self,
+        *,
+        limit: int,
+        query: dict[str, Any] | None = None,
+        sql: str | None = None,
+        size: int = MAX_SIZE,
+    ) -> AsyncIterator[SearchPage]:
+        """Yield pages of companies matching exactly one of `query` (Elasticsearch) or `sql`
+        until `limit` records or the scroll ends. Credits = records returned."""
+        if (query is None) == (sql is None):
+            raise ValueError("give exactly one of query (Elasticsearch) or sql")
+        if limit <= 0:
+            return
+        # The scroll token is tied to the query and size, so the size stays fixed.
+        size = max(1, min(size, MAX_SIZE, limit))
+        body: dict[str, Any] = {"size": size}
+        if query is not None:
+            body["query"] = query
+        else:
+            body["sql"] = sql
+        seen, number, token = 0, 0, None
+        while seen < limit:
+            number += 1
+            resp = await self._transport.request(
+                "POST",
+                "/company/search",
+                endpoint=ENDPOINT_COMPANY_SEARCH,
+                parse=PdlSearchResponse.model_validate,
+                units=lambda r: len(r.data),
+                json_body={**body, "scroll_token": token} if token else body,
+            )
+            data = resp.data
+            if resp.status_code == 404:
+                data = PdlSearchResponse()
+            records = data.data[: limit - seen]
+            seen += len(records)
+            yield SearchPage(
+                source=SOURCE, number=number, records=records, calls=resp.calls, total=data.total
+            )
+            token = data.scroll_token
+            if not token or len(data.data) < size:
+                return

@@ -1,0 +1,276 @@
+"""Pure functions that map each vendor's record (Apollo organization, Google place, PDL company)
+into the one staging shape, `CandidateLead`; a record that cannot become a lead raises
+`InvalidRecord` so the caller quarantines it with its reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from clients.apollo import ApolloOrganization
+from clients.google_places import Place
+from clients.pdl import PdlCompany
+from tasks.batches import Rejected
+from tasks.staging import CandidateLead
+
+
+class InvalidRecord(ValueError):
+    """A vendor record that cannot become a candidate lead (the caller quarantines it)."""
+
+    def __init__(self, reason: str, rule: str = "invalid_record") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.rule = rule
+
+
+_COUNTRIES = {
+    "us": "US", "usa": "US", "u.s.": "US", "u.s.a.": "US", "united states": "US",
+    "united states of america": "US", "ca": "CA", "canada": "CA", "uk": "GB", "gb": "GB",
+    "united kingdom": "GB", "great britain": "GB", "england": "GB", "au": "AU",
+    "australia": "AU", "ie": "IE", "ireland": "IE", "nz": "NZ", "new zealand": "NZ",
+}
+_US_STATES = {
+    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "california": "CA",
+    "colorado": "CO", "connecticut": "CT", "delaware": "DE", "district of columbia": "DC",
+    "florida": "FL", "georgia": "GA", "hawaii": "HI", "idaho": "ID", "illinois": "IL",
+    "indiana": "IN", "iowa": "IA", "kansas": "KS", "kentucky": "KY", "louisiana": "LA",
+    "maine": "ME", "maryland": "MD", "massachusetts": "MA", "michigan": "MI",
+    "minnesota": "MN", "mississippi": "MS", "missouri": "MO", "montana": "MT",
+    "nebraska": "NE", "nevada": "NV", "new hampshire": "NH", "new jersey": "NJ",
+    "new mexico": "NM", "new york": "NY", "north carolina": "NC", "north dakota": "ND",
+    "ohio": "OH", "oklahoma": "OK", "oregon": "OR", "pennsylvania": "PA",
+    "rhode island": "RI", "south carolina": "SC", "south dakota": "SD", "tennessee": "TN",
+    "texas": "TX", "utah": "UT", "vermont": "VT", "virginia": "VA", "washington": "WA",
+    "west virginia": "WV", "wisconsin": "WI", "wyoming": "WY",
+}
+# "TX 78701" / "TX 78701-1234" at the end of a US formatted address.
+_STATE_ZIP = re.compile(r"^([A-Z]{2})\s+(\d{5}(?:-\d{4})?)$")
+_MAX_TEXT = 500
+
+
+def _country(value: str | None) -> str | None:
+    if not value:
+        return None
+    return _COUNTRIES.get(value.strip().lower(), value.strip())
+
+
+def _state(value: str | None, country: str | None) -> str | None:
+    if not value:
+        return None
+    if country in (None, "US"):
+        return _US_STATES.get(value.strip().lower(), value.strip().upper()
+                              if len(value.strip()) == 2 else value.strip())
+    return value.strip()
+
+
+def _titled(value: str | None) -> str | None:
+    # PDL lower-cases names and places; restore a readable form without touching mixed case.
+    return value.title() if value and value.islower() else value
+
+
+def _website(value: str | None) -> str | None:
+    if not value or " " in value.strip():
+        return None
+    value = value.strip()
+    return value if "://" in value else f"http://{value}"
+
+
+def _clip(value: str | None) -> str | None:
+    return value[:_MAX_TEXT] if value else value
+
+
+def _record_id(record: Mapping[str, Any], vendor_id: str | None) -> str:
+    if vendor_id:
+        return vendor_id[:200]
+    # No vendor id: a stable hash of the payload, so a re-run maps to the same row.
+    blob = json.dumps(record, sort_keys=True, default=str).encode()
+    return "sha1:" + hashlib.sha1(blob).hexdigest()[:20]
+
+
+def _as_mapping(record: Any) -> Mapping[str, Any]:
+    if not isinstance(record, Mapping):
+        raise InvalidRecord(f"record is a {type(record).__name__}, not an object", "not_an_object")
+    return record
+
+
+def _company_name(*candidates: str | None) -> str:
+    for name in candidates:
+        if name and name.strip() and any(ch.isalnum() for ch in name):
+            return _clip(name.strip()) or ""
+    raise InvalidRecord("no usable company name", "missing_company_name")
+
+
+def normalise_apollo_org(record: Any) -> CandidateLead:
+    """An Apollo organization search row as a CandidateLead."""
+    raw = _as_mapping(record)
+    try:
+        org = ApolloOrganization.model_validate(raw)
+    except ValidationError as exc:  # the model is lenient; this is a defensive net
+        raise InvalidRecord(f"unreadable organization: {exc.error_count()} errors") from None
+    name = _company_name(org.name)
+    country = _country(org.country)
+    phone = org.sanitized_phone or (org.primary_phone and org.primary_phone.sanitized_number)
+    return CandidateLead(
+        source="apollo",
+        source_record_id=_record_id(raw, org.id),
+        company_name=name,
+        phone=_clip(phone or org.phone or (org.primary_phone and org.primary_phone.number)),
+        website=_clip(_website(org.website_url or org.primary_domain)),
+        address=_clip(org.street_address or org.raw_address),
+        city=_clip(org.city),
+        state=_state(org.state, country),
+        postal_code=org.postal_code,
+        country=country,
+        industry=_clip(org.industry),
+        linkedin_url=_clip(org.linkedin_url),
+        employee_count=org.estimated_num_employees,
+        raw=dict(raw),
+    )
+
+
+def _place_address(place: Place) -> dict[str, str | None]:
+    """Street, city, state, postal code and country of a place, from its address components
+    when masked in, else from the formatted address (US layout), else the address as is."""
+    out: dict[str, str | None] = {"address": place.formattedAddress}
+    if place.addressComponents:
+        by_type: dict[str, Any] = {}
+        for comp in place.addressComponents:
+            for t in comp.types:
+                by_type.setdefault(t, comp)
+        street = " ".join(
+            c.longText for c in (by_type.get("street_number"), by_type.get("route"))
+            if c is not None and c.longText
+        )
+        city = by_type.get("locality") or by_type.get("postal_town")
+        state = by_type.get("administrative_area_level_1")
+        postal = by_type.get("postal_code")
+        country = by_type.get("country")
+        return {
+            "address": street or place.formattedAddress,
+            "city": city.longText if city else None,
+            "state": state.shortText if state else None,
+            "postal_code": postal.longText if postal else None,
+            "country": _country(country.shortText) if country else None,
+        }
+    if not place.formattedAddress:
+        return out
+    parts = [p.strip() for p in place.formattedAddress.split(",") if p.strip()]
+    country = None
+    if parts and parts[-1].lower() in _COUNTRIES:
+        country = _COUNTRIES[parts.pop().lower()]
+    if len(parts) >= 3 and (m := _STATE_ZIP.match(parts[-1])):
+        return {
+            "address": ", ".join(parts[:-2]),
+            "city": parts[-2],
+            "state": m.group(1),
+            "postal_code": m.group(2),
+            "country": country or "US",
+        }
+    out["country"] = country
+    return out
+
+
+def normalise_google_place(record: Any) -> CandidateLead:
+    """A Google Places (New) place as a CandidateLead; permanently closed places are refused."""
+    raw = _as_mapping(record)
+    try:
+        place = Place.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidRecord(f"unreadable place: {exc.error_count()} errors") from None
+    name = _company_name(place.displayName.text if place.displayName else None)
+    if place.businessStatus == "CLOSED_PERMANENTLY":
+        raise InvalidRecord("business is permanently closed", "closed_business")
+    vendor_id = place.id or (place.name.removeprefix("places/") if place.name else None)
+    addr = _place_address(place)
+    industry = (
+        place.primaryTypeDisplayName.text if place.primaryTypeDisplayName else None
+    ) or place.primaryType
+    return CandidateLead(
+        source="google_places",
+        source_record_id=_record_id(raw, vendor_id),
+        company_name=name,
+        phone=_clip(place.internationalPhoneNumber or place.nationalPhoneNumber),
+        website=_clip(_website(place.websiteUri)),
+        address=_clip(addr.get("address")),
+        city=_clip(addr.get("city")),
+        state=addr.get("state"),
+        postal_code=addr.get("postal_code"),
+        country=addr.get("country"),
+        industry=_clip(industry),
+        rating=place.rating,
+        review_count=place.userRatingCount,
+        raw=dict(raw),
+    )
+
+
+def normalise_pdl_company(record: Any) -> CandidateLead:
+    """A People Data Labs company as a CandidateLead (PDL's lower-cased text re-cased)."""
+    raw = _as_mapping(record)
+    try:
+        company = PdlCompany.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidRecord(f"unreadable company: {exc.error_count()} errors") from None
+    name = _company_name(company.display_name, _titled(company.name))
+    loc = company.location
+    country = _country(loc.country) if loc else None
+    street = None
+    if loc and loc.street_address:
+        street = " ".join(p for p in (loc.street_address, loc.address_line_2) if p)
+    linkedin = company.linkedin_url
+    if linkedin and "://" not in linkedin:
+        linkedin = f"https://{linkedin}"
+    return CandidateLead(
+        source="pdl",
+        source_record_id=_record_id(raw, company.id),
+        company_name=name,
+        phone=_clip(company.phone),
+        website=_clip(_website(company.website)),
+        address=_clip(_titled(street)),
+        city=_clip(_titled(loc.locality)) if loc else None,
+        state=_state(loc.region, country) if loc else None,
+        postal_code=loc.postal_code if loc else None,
+        country=country,
+        industry=_clip(company.industry),
+        linkedin_url=_clip(linkedin),
+        employee_count=company.employee_count,
+        raw=dict(raw),
+    )
+
+
+NORMALISERS: dict[str, Callable[[Any], CandidateLead]] = {
+    "apollo": normalise_apollo_org,
+    "google_places": normalise_google_place,
+    "pdl": normalise_pdl_company,
+}
+
+
+def normalise_records(
+    source: str, records: Iterable[Any]
+) -> tuple[list[CandidateLead], list[Rejected]]:
+    """Normalise a page (or batch) of one source's records: the leads, and the records that
+    could not become leads as `Rejected` rows for the quarantine (nothing is dropped)."""
+    try:
+        normalise = NORMALISERS[source]
+    except KeyError:
+        raise ValueError(f"no normaliser for source {source!r}") from None
+    leads: list[CandidateLead] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        try:
+            leads.append(normalise(record))
+        except InvalidRecord as exc:
+            if isinstance(record, Mapping):
+                payload = dict(record)
+            else:
+                payload = {"value": repr(record)[:1000]}
+            ref = payload.get("id") if isinstance(payload.get("id"), str) else None
+            rejected.append(
+                Rejected(source=source, stage="normalise", rule=exc.rule, reason=exc.reason,
+                         row_ref=ref, payload=payload)
+            )
+    return leads, rejected
