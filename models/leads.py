@@ -47,7 +47,8 @@ class Lead(Base):
         Index("ix_leads_email_norm", "email_norm"),
         Index("ix_leads_domain", "domain"),
         Index("ix_leads_phone_e164", "phone_e164"),
-        Index("ix_leads_name_key_city", "name_key", "city_key"),
+        # Blocks for fuzzy name matching (tasks/dedupe.py fetches whole blocks in bulk).
+        Index("ix_leads_city_key_name_block", "city_key", "name_block"),
         Index("ix_leads_status", "status"),
         Index("ix_leads_tier_score", "tier", "quality_score"),
         {"comment": "One business (lead), deduplicated across sources and batches."},
@@ -76,6 +77,12 @@ class Lead(Base):
     linkedin_url: Mapped[str | None] = mapped_column(String(500))
     name_key: Mapped[str | None] = mapped_column(String(300), comment="Normalised company name")
     city_key: Mapped[str | None] = mapped_column(String(100), comment="Normalised city")
+    name_block: Mapped[str | None] = mapped_column(
+        String(100), comment="Dedupe blocking key: first distinctive word of name_key"
+    )
+    address_key: Mapped[str | None] = mapped_column(
+        String(300), comment="Street number and normalised street, without unit"
+    )
     # What the website analysis found (copied from website_analyses at load time).
     booking_tools: Mapped[list[str]] = mapped_column(JSONType, default=list)
     has_contact_form: Mapped[bool | None]

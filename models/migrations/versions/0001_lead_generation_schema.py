@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 22:24:18.356048
+Create Date: 2026-11-25 22:35:42.861456
 """
 
 from collections.abc import Sequence
@@ -107,6 +107,8 @@ def upgrade() -> None:
     sa.Column('linkedin_url', sa.String(length=500), nullable=True),
     sa.Column('name_key', sa.String(length=300), nullable=True, comment='Normalised company name'),
     sa.Column('city_key', sa.String(length=100), nullable=True, comment='Normalised city'),
+    sa.Column('name_block', sa.String(length=100), nullable=True, comment='Dedupe blocking key: first distinctive word of name_key'),
+    sa.Column('address_key', sa.String(length=300), nullable=True, comment='Street number and normalised street, without unit'),
     sa.Column('booking_tools', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('has_contact_form', sa.Boolean(), nullable=True),
     sa.Column('booking_keyword_count', sa.Integer(), nullable=True),
@@ -125,9 +127,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_leads')),
     comment='One business (lead), deduplicated across sources and batches.'
     )
+    op.create_index('ix_leads_city_key_name_block', 'leads', ['city_key', 'name_block'], unique=False)
     op.create_index('ix_leads_domain', 'leads', ['domain'], unique=False)
     op.create_index('ix_leads_email_norm', 'leads', ['email_norm'], unique=False)
-    op.create_index('ix_leads_name_key_city', 'leads', ['name_key', 'city_key'], unique=False)
     op.create_index('ix_leads_phone_e164', 'leads', ['phone_e164'], unique=False)
     op.create_index('ix_leads_status', 'leads', ['status'], unique=False)
     op.create_index('ix_leads_tier_score', 'leads', ['tier', 'quality_score'], unique=False)
@@ -173,9 +175,9 @@ def downgrade() -> None:
     op.drop_index('ix_leads_tier_score', table_name='leads')
     op.drop_index('ix_leads_status', table_name='leads')
     op.drop_index('ix_leads_phone_e164', table_name='leads')
-    op.drop_index('ix_leads_name_key_city', table_name='leads')
     op.drop_index('ix_leads_email_norm', table_name='leads')
     op.drop_index('ix_leads_domain', table_name='leads')
+    op.drop_index('ix_leads_city_key_name_block', table_name='leads')
     op.drop_table('leads')
     op.drop_index('ix_api_usage_source_called_at', table_name='api_usage')
     op.drop_table('api_usage')
