@@ -1,0 +1,115 @@
+"""API plans, monthly quota and usage metering on PostgreSQL (and SQLite)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from clients.http import ApiCall, QuotaExceededError
+from models.api_usage import ApiConfig, ApiUsage
+from models.db import session_scope
+from tasks.usage import (
+    DEFAULT_PLANS,
+    Plan,
+    check_quota,
+    ensure_api_configs,
+    month_bounds,
+    record_calls,
+    remaining_quota,
+)
+
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+
+
+def call(source: str, units: int, when: datetime = NOW, status: int | None = 200) -> ApiCall:
+    return ApiCall(source, "search", status, units, when)
+
+
+def test_ensure_api_configs_seeds_missing_plans_once_and_keeps_edited_ones(pg_clean: str) -> None:
+    with session_scope(pg_clean) as s:
+        assert sorted(ensure_api_configs(s)) == sorted(DEFAULT_PLANS)
+    with session_scope(pg_clean) as s:
+        s.get(ApiConfig, "apollo").monthly_limit = 50  # type: ignore[union-attr]
+    with session_scope(pg_clean) as s:
+        assert ensure_api_configs(s) == []
+        apollo = s.get(ApiConfig, "apollo")
+        assert apollo is not None and apollo.monthly_limit == 50
+        assert apollo.key_ref == "LEADFLOW_APOLLO_API_KEY"
+        assert s.get(ApiConfig, "hunter").cost_per_unit == 0.0049  # type: ignore[union-attr]
+
+
+def test_record_calls_writes_one_row_per_call_with_cost(pg_clean: str) -> None:
+    with session_scope(pg_clean) as s:
+        ensure_api_configs(s)
+        n = record_calls(s, [call("apollo", 100), call("apollo", 0, status=429),
+                             call("pdl", 3), call("unplanned", 7)])
+        assert n == 4
+    with session_scope(pg_clean) as s:
+        rows = s.scalars(select(ApiUsage).order_by(ApiUsage.id)).all()
+        assert [(r.source, r.units, r.status_code) for r in rows] == [
+            ("apollo", 100, 200), ("apollo", 0, 429), ("pdl", 3, 200), ("unplanned", 7, 200)
+        ]
+        assert rows[0].cost == pytest.approx(2.0)
+        assert rows[1].cost == 0
+        assert rows[2].cost == pytest.approx(0.3)
+        assert rows[3].cost == 0
+        assert rows[0].called_at == NOW
+
+
+def test_remaining_quota_counts_only_the_current_utc_month(pg_clean: str) -> None:
+    with session_scope(pg_clean) as s:
+        ensure_api_configs(s, {"pdl": Plan(monthly_limit=100, cost_per_unit=0.1, unit="record")})
+        record_calls(s, [
+            call("pdl", 30),
+            call("pdl", 20, datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),  # first instant: counts
+            call("pdl", 500, datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC)),  # last month
+            call("pdl", 500, datetime(2026, 4, 1, 0, 0, tzinfo=UTC)),  # next month
+            call("apollo", 90),  # another source
+        ])
+    with session_scope(pg_clean) as s:
+        assert remaining_quota(s, "pdl", NOW) == 50
+        assert remaining_quota(s, "apollo", NOW) is None  # no plan for apollo here
+
+
+def test_check_quota_caps_near_the_limit_and_raises_when_exhausted(pg_clean: str) -> None:
+    with session_scope(pg_clean) as s:
+        ensure_api_configs(s, {"pdl": Plan(monthly_limit=100, cost_per_unit=0.1, unit="record")})
+        record_calls(s, [call("pdl", 80)])
+    with session_scope(pg_clean) as s:
+        assert check_quota(s, "pdl", 10, NOW) == 10
+        assert check_quota(s, "pdl", 50, NOW) == 20
+        record_calls(s, [call("pdl", 20)])
+    with session_scope(pg_clean) as s, pytest.raises(QuotaExceededError, match="monthly limit"):
+        check_quota(s, "pdl", 1, NOW)
+    with session_scope(pg_clean) as s:
+        # A new month starts from zero.
+        assert check_quota(s, "pdl", 50, datetime(2026, 4, 2, tzinfo=UTC)) == 50
+
+
+def test_inactive_plan_has_no_quota(pg_clean: str) -> None:
+    with session_scope(pg_clean) as s:
+        ensure_api_configs(s)
+        s.get(ApiConfig, "hunter").is_active = False  # type: ignore[union-attr]
+    with session_scope(pg_clean) as s, pytest.raises(QuotaExceededError, match="inactive"):
+        check_quota(s, "hunter", 1, NOW)
+
+
+def test_source_without_plan_is_unlimited(pg_clean: str) -> None:
+    with session_scope(pg_clean) as s:
+        assert check_quota(s, "apollo", 500, NOW) == 500
+
+
+def test_metering_and_quota_work_on_sqlite(sqlite_url: str) -> None:
+    with session_scope(sqlite_url) as s:
+        ensure_api_configs(s, {"pdl": Plan(monthly_limit=10, cost_per_unit=0.1, unit="record")})
+        record_calls(s, [call("pdl", 4), call("pdl", 9, datetime(2026, 2, 10, tzinfo=UTC))])
+    with session_scope(sqlite_url) as s:
+        assert remaining_quota(s, "pdl", NOW) == 6
+        assert s.scalar(select(func.count()).select_from(ApiUsage)) == 2
+
+
+def test_month_bounds_wraps_december() -> None:
+    start, end = month_bounds(datetime(2025, 12, 31, 23, 0, tzinfo=UTC))
+    assert (start, end) == (datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
