@@ -1,0 +1,2 @@
+"""The sandbox's fake external APIs, one module per vendor, each faithful to
+../shared/contracts/<vendor>.json."""
