@@ -47,8 +47,9 @@ class Lead(Base):
         Index("ix_leads_email_norm", "email_norm"),
         Index("ix_leads_domain", "domain"),
         Index("ix_leads_phone_e164", "phone_e164"),
-        # Blocks for fuzzy name matching (tasks/dedupe.py fetches whole blocks in bulk).
+        # Blocks for fuzzy name matching: same city and name block, or same city and address.
         Index("ix_leads_city_key_name_block", "city_key", "name_block"),
+        Index("ix_leads_city_key_address_key", "city_key", "address_key"),
         Index("ix_leads_status", "status"),
         Index("ix_leads_tier_score", "tier", "quality_score"),
         {"comment": "One business (lead), deduplicated across sources and batches."},

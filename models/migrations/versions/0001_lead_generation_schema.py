@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 22:35:42.861456
+Create Date: 2026-11-25 22:36:56.900671
 """
 
 from collections.abc import Sequence
@@ -127,6 +127,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_leads')),
     comment='One business (lead), deduplicated across sources and batches.'
     )
+    op.create_index('ix_leads_city_key_address_key', 'leads', ['city_key', 'address_key'], unique=False)
     op.create_index('ix_leads_city_key_name_block', 'leads', ['city_key', 'name_block'], unique=False)
     op.create_index('ix_leads_domain', 'leads', ['domain'], unique=False)
     op.create_index('ix_leads_email_norm', 'leads', ['email_norm'], unique=False)
@@ -178,6 +179,7 @@ def downgrade() -> None:
     op.drop_index('ix_leads_email_norm', table_name='leads')
     op.drop_index('ix_leads_domain', table_name='leads')
     op.drop_index('ix_leads_city_key_name_block', table_name='leads')
+    op.drop_index('ix_leads_city_key_address_key', table_name='leads')
     op.drop_table('leads')
     op.drop_index('ix_api_usage_source_called_at', table_name='api_usage')
     op.drop_table('api_usage')
