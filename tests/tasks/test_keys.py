@@ -1,0 +1,191 @@
+"""Unit behaviour of the dedupe key normalisers in tasks/keys.py."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tasks.keys import (
+    KEY_COLUMNS,
+    add_keys,
+    address_key,
+    city_key,
+    is_webmail,
+    name_block,
+    name_key,
+    normalise_email,
+    phone_e164,
+    phone_region,
+    registrable_domain,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Info@BellaSalon.COM ", "info@bellasalon.com"),
+        ("mailto:Hello@Glow.co", "hello@glow.co"),
+        ("<owner@studio.example>", "owner@studio.example"),
+        ("not-an-email", None),
+        ("two@@signs.com", None),
+        ("a@b", None),
+        ("spaces in@name.com", None),
+        ("dots..twice@x.com", None),
+        ("", None),
+        (None, None),
+        (float("nan"), None),
+    ],
+)
+def test_normalise_email_lowercases_and_rejects_obviously_invalid(raw, expected):
+    assert normalise_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://www.BellaSalon.com/book?x=1", "bellasalon.com"),
+        ("http://bellasalon.com", "bellasalon.com"),
+        ("bellasalon.com/contact", "bellasalon.com"),
+        ("shop.bellasalon.co.uk", "bellasalon.co.uk"),
+        ("info@bellasalon.com", "bellasalon.com"),
+        ("https://bella.square.site/", "bella.square.site"),  # private suffix: its own site
+        ("bella-spa.example", "bella-spa.example"),  # unknown TLD: the last two labels
+        ("https://www.facebook.com/bellasalon", None),
+        ("https://www.google.com/maps/place/Bella+Salon", None),
+        ("https://linktr.ee/bellasalon", None),
+        ("https://www.vagaro.com/bellasalon", None),
+        ("https://booksy.com/en-us/123_bella", None),
+        ("someone@gmail.com", None),
+        ("http://127.0.0.1:8799/", None),
+        ("localhost", None),
+        ("not a url", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_registrable_domain_ignores_shared_hosts(raw, expected):
+    assert registrable_domain(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("(512) 555-0142", "US", "+15125550142"),
+        ("512.555.0142", "US", "+15125550142"),
+        ("+1 512-555-0142", "GB", "+15125550142"),
+        ("1-512-555-0142 ext. 12", "US", "+15125550142"),
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("+44 20 7946 0958", "US", "+442079460958"),
+        ("555-0142", "US", None),  # too short
+        ("(012) 555-0142", "US", None),  # NANP area codes never start with 0
+        ("call us", "US", None),
+        ("", "US", None),
+        (None, "US", None),
+    ],
+)
+def test_phone_e164_formats_valid_numbers_and_rejects_invalid(raw, region, expected):
+    assert phone_e164(raw, region) == expected
+
+
+def test_phone_region_maps_country_names_and_codes():
+    assert phone_region("United Kingdom") == "GB"
+    assert phone_region("usa") == "US"
+    assert phone_region(None, "CA") == "CA"
+    assert phone_region("Atlantis", "US") == "US"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Bella Salon LLC", "bella salon"),
+        ("The Bella Salon, L.L.C.", "bella salon"),
+        ("bella salon", "bella salon"),
+        ("Bella's Salon & Spa", "bella salon and spa"),
+        ("Glow Med Spa PLLC", "glow med spa"),
+        ("Acme Corp.", "acme"),
+        ("Smith & Co.", "smith"),
+        ("Café Olé Inc", "cafe ole"),
+        ("  STUDIO   9  ", "studio 9"),
+        ("LLC", "llc"),  # a name that is only a legal form keeps it rather than vanish
+        (None, ""),
+    ],
+)
+def test_name_key_drops_case_accents_punctuation_and_legal_suffixes(raw, expected):
+    assert name_key(raw) == expected
+
+
+def test_name_block_skips_generic_words():
+    assert name_block("salon bella") == name_block("bella salon") == "bella"
+    assert name_block("nail bar") == "nail"  # every word generic: the first
+    assert name_block("") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("St. Louis", "saint louis"),
+        ("Saint Louis", "saint louis"),
+        ("Austin, TX", "austin"),
+        ("Austin TX", "austin"),
+        ("SAN JOSÉ", "san jose"),
+        ("", None),
+    ],
+)
+def test_city_key_normalises_city_names(raw, expected):
+    assert city_key(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("123 Main St.", "123 main street"),
+        ("123 Main Street Suite 4", "123 main street"),
+        ("123 Main St, Ste 4, Austin TX 78701", "123 main street"),
+        ("Suite 200, 45 N. Lamar Blvd", "45 north lamar boulevard"),
+        ("45 N Lamar Blvd #200", "45 north lamar boulevard"),
+        ("5 First St", "5 1st street"),
+        ("7 Rue Ln.", "7 rue lane"),
+        ("", None),
+    ],
+)
+def test_address_key_keeps_number_and_normalised_street_without_unit(raw, expected):
+    assert address_key(raw) == expected
+
+
+def test_is_webmail_only_for_webmail_providers():
+    assert is_webmail("x@gmail.com")
+    assert not is_webmail("x@bellasalon.com")
+    assert not is_webmail(None)
+
+
+def test_add_keys_adds_every_key_column_and_falls_back_to_email_domain():
+    df = pd.DataFrame(
+        {
+            "company_name": ["Bella Salon LLC", "Glow", None],
+            "email": ["Info@BellaSalon.com", "glow@gmail.com", "bad"],
+            "website": [None, "https://www.facebook.com/glow", None],
+            "phone": ["(512) 555-0142", "+44 20 7946 0958", "nope"],
+            "address": ["123 Main St.", None, ""],
+            "city": ["Austin, TX", "London", None],
+            "country": ["US", "United Kingdom", None],
+        },
+        index=[10, 11, 12],
+    )
+    out = add_keys(df)
+    assert list(out.index) == [10, 11, 12]
+    assert set(KEY_COLUMNS) <= set(out.columns)
+    first = out.loc[10]
+    assert first["email_norm"] == "info@bellasalon.com"
+    assert first["domain"] == "bellasalon.com"  # no website: the business email's domain
+    assert first["phone_e164"] == "+15125550142"
+    assert (first["name_key"], first["name_block"]) == ("bella salon", "bella")
+    assert (first["city_key"], first["address_key"]) == ("austin", "123 main street")
+    assert out.loc[11, "domain"] is None  # facebook page and gmail say nothing
+    assert out.loc[11, "phone_e164"] == "+442079460958"
+    assert out.loc[12, ["email_norm", "phone_e164", "name_key", "address_key"]].isna().all()
+
+
+def test_add_keys_treats_missing_staging_columns_as_empty():
+    out = add_keys(pd.DataFrame({"company_name": ["Bella Salon"]}))
+    assert out.loc[0, "name_key"] == "bella salon"
+    assert out.loc[0, "email_norm"] is None and out.loc[0, "domain"] is None
