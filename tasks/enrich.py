@@ -1,0 +1,179 @@
+"""Email enrichment with Hunter: find the best address for candidates that have a website but no
+email (domain search), verify every address (email verifier), syntax-checked first.
+
+Failures are per candidate: recorded with their reason, never raised, never dropping one."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+
+from email_validator import EmailNotValidError, validate_email
+
+from clients.http import ApiCall, ApiError, QuotaExceededError
+from clients.hunter import VERIFY_STATUSES, HunterClient, HunterEmail, VerificationPendingError
+from tasks.keys import registrable_domain
+from tasks.staging import CandidateLead
+
+# Titles of the people a cold email to a local business should reach.
+_DECISION_MAKER = re.compile(
+    r"\b(owner|co-?owner|founder|co-?founder|proprietor|principal|president|ceo|director|"
+    r"manager|partner|head|vp|vice president|chief|coo|cto)\b",
+    re.IGNORECASE,
+)
+HIGH_CONFIDENCE = 70
+DOMAIN_SEARCH_LIMIT = 10
+
+
+@dataclass(slots=True)
+class EnrichFailure:
+    candidate_id: str  # "<source>:<source_record_id>"
+    reason: str
+
+
+@dataclass(slots=True)
+class EnrichResult:
+    """The same candidates (updated in place, same order), what failed, and every API call."""
+
+    candidates: list[CandidateLead]
+    failures: list[EnrichFailure] = field(default_factory=list)
+    calls: list[ApiCall] = field(default_factory=list)
+    emails_found: int = 0
+    emails_verified: int = 0
+
+
+def candidate_id(candidate: CandidateLead) -> str:
+    return f"{candidate.source}:{candidate.source_record_id}"
+
+
+def check_syntax(address: str) -> str | None:
+    """The normalised address, or None when its syntax is invalid (no network involved)."""
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except (EmailNotValidError, AttributeError):
+        return None
+
+
+def pick_best_email(emails: list[HunterEmail]) -> HunterEmail | None:
+    """A decision maker's personal address with high confidence, else the best generic
+    address, else the most confident other personal one; only syntactically valid ones."""
+
+    def rank(e: HunterEmail) -> tuple[int, int]:
+        confidence = e.confidence or 0
+        personal = e.type == "personal" or bool(e.first_name and e.last_name)
+        if personal and confidence >= HIGH_CONFIDENCE and _DECISION_MAKER.search(
+            e.position or ""
+        ):
+            tier = 0
+        elif not personal:
+            tier = 1
+        else:
+            tier = 2
+        return tier, -confidence
+
+    for email in sorted(emails, key=rank):
+        if email.value and check_syntax(email.value):
+            return email
+    return None
+
+
+class _Run:
+    """State shared by the concurrent per-candidate coroutines of one enrichment."""
+
+    def __init__(self, hunter: HunterClient, result: EnrichResult) -> None:
+        self.hunter = hunter
+        self.result = result
+        self.quota_error: str | None = None
+
+    def fail(self, candidate: CandidateLead, reason: str) -> None:
+        self.result.failures.append(EnrichFailure(candidate_id(candidate), reason))
+
+    def api_failed(self, candidate: CandidateLead, step: str, exc: ApiError) -> None:
+        self.result.calls.extend(exc.calls)
+        if isinstance(exc, QuotaExceededError):
+            # Hunter's monthly usage is gone: stop calling it for the rest of the batch.
+            self.quota_error = str(exc)
+        self.fail(candidate, f"{step}: {exc}")
+
+    async def enrich(self, candidate: CandidateLead) -> None:
+        if candidate.email:
+            address = check_syntax(candidate.email)
+            if address is None:
+                candidate.email_status = "invalid"
+                return
+            candidate.email = address
+            await self.verify(candidate)
+            return
+        if not candidate.website:
+            return
+        domain = registrable_domain(candidate.website)
+        if domain is None:  # a Facebook page, a booking platform...: no domain of its own
+            return
+        if self.quota_error:
+            self.fail(candidate, f"domain-search skipped: {self.quota_error}")
+            return
+        try:
+            resp = await self.hunter.domain_search(domain, limit=DOMAIN_SEARCH_LIMIT)
+        except ApiError as exc:
+            self.api_failed(candidate, "domain-search", exc)
+            return
+        self.result.calls.extend(resp.calls)
+        best = pick_best_email(resp.data.parsed_emails())
+        if best is None or best.value is None:
+            return
+        candidate.email = check_syntax(best.value)
+        candidate.email_confidence = best.confidence
+        if best.first_name and best.last_name and not candidate.contact_name:
+            candidate.contact_first_name = best.first_name
+            candidate.contact_last_name = best.last_name
+            candidate.contact_title = best.position
+        self.result.emails_found += 1
+        await self.verify(candidate)
+
+    async def verify(self, candidate: CandidateLead) -> None:
+        if candidate.email is None:
+            return
+        if self.quota_error:
+            self.fail(candidate, f"email-verifier skipped: {self.quota_error}")
+            return
+        try:
+            resp = await self.hunter.email_verifier(candidate.email)
+        except VerificationPendingError as exc:
+            self.result.calls.extend(exc.calls)
+            candidate.email_status = "unknown"
+            self.fail(candidate, f"email-verifier: {exc}")
+            return
+        except ApiError as exc:
+            self.api_failed(candidate, "email-verifier", exc)
+            return
+        self.result.calls.extend(resp.calls)
+        status = resp.data.status
+        candidate.email_status = status if status in VERIFY_STATUSES else "unknown"
+        if candidate.email_confidence is None and resp.data.score is not None:
+            candidate.email_confidence = resp.data.score
+        self.result.emails_verified += 1
+
+
+async def enrich_candidates(
+    candidates: list[CandidateLead], hunter: HunterClient, concurrency: int
+) -> EnrichResult:
+    """Find and verify emails for a batch, at most `concurrency` candidates in flight."""
+    result = EnrichResult(candidates=candidates)
+    run = _Run(hunter, result)
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    # A fixed pool of workers pulling from one iterator: no coroutine per candidate, and the
+    # semaphore still bounds the requests in flight if the pool is ever widened.
+    pending = iter(candidates)
+
+    async def worker() -> None:
+        for candidate in pending:
+            async with semaphore:
+                try:
+                    await run.enrich(candidate)
+                except Exception as exc:  # noqa: BLE001 - one candidate must not sink the batch
+                    run.fail(candidate, f"unexpected {type(exc).__name__}: {str(exc)[:200]}")
+
+    workers = min(max(1, concurrency), len(candidates))
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return result
