@@ -1,0 +1,537 @@
+"""Which rows are the same business: clustering within a batch and matching against the `leads`
+table, on normalised email, registrable domain, E.164 phone and blocked fuzzy company names.
+
+The load step does the merging; this module only decides what matches what, and why."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import fuzz, process
+from sqlalchemy import Connection, String, Table, any_, bindparam, func, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from leadflow.settings import get_settings
+from models import Lead
+from tasks.keys import KEY_COLUMNS, add_keys, address_key, is_webmail, name_block, name_key
+
+log = logging.getLogger(__name__)
+
+# Two names sharing a webmail address must agree at least this much (token-set ratio, 0-100):
+# a receptionist's gmail used by two businesses is not a reason to merge them.
+WEBMAIL_NAME_MIN = 60.0
+# Street names with the same house number agree above this ratio ("Main" vs "Main Street").
+STREET_MIN = 85.0
+# Exact-key groups larger than this are compared against group leaders, not pairwise.
+PAIRWISE_MAX = 100
+# Rows per rapidfuzz cdist call inside one name block (bounds memory on huge blocks).
+CDIST_ROWS = 1000
+# Values per bulk lookup query.
+LOOKUP_CHUNK = 5000
+SQLITE_PAIR_CHUNK = 400
+
+
+class _Rec(NamedTuple):
+    """The match keys of one row or one existing lead."""
+
+    email: str | None
+    webmail: bool
+    domain: str | None
+    phone: str | None
+    name: str | None
+    city: str | None
+    block: str | None
+    addr: str | None
+
+
+def _none(v: Any) -> Any:
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    return v or None
+
+
+def _records(df: pd.DataFrame) -> list[_Rec]:
+    cols = [df[c].astype(object).tolist() for c in KEY_COLUMNS]
+    out = []
+    for email, domain, phone, name, city, block, addr in zip(*cols, strict=True):
+        email = _none(email)
+        out.append(_Rec(email, is_webmail(email), _none(domain), _none(phone), _none(name),
+                        _none(city), _none(block), _none(addr)))
+    return out
+
+
+def _with_keys(df: pd.DataFrame) -> pd.DataFrame:
+    return df if all(c in df.columns for c in KEY_COLUMNS) else add_keys(df)
+
+
+def _split_number(addr: str) -> tuple[str | None, str]:
+    head, _, rest = addr.partition(" ")
+    return (head, rest) if head.isdigit() else (None, addr)
+
+
+def _address_relation(a: str | None, b: str | None) -> int:
+    """1 when two address keys name the same place, -1 when they differ, 0 when one is missing."""
+    if not a or not b:
+        return 0
+    if a == b:
+        return 1
+    na, ra = _split_number(a)
+    nb, rb = _split_number(b)
+    if na is not None and nb is not None:
+        if na != nb:
+            return -1
+        return 1 if fuzz.ratio(ra, rb) >= STREET_MIN else -1
+    return 1 if fuzz.ratio(a, b) >= 90.0 else -1
+
+
+def _name_similarity(a: str, b: str) -> float:
+    """The best of plain ratio ("barbershop" vs "barber shop") and token-sort ratio (word
+    order); token-set ratio (one name contains the other: "Bella Salon" in "Bella Salon and
+    Spa") counts too when the names share at least two words."""
+    sim = max(fuzz.ratio(a, b), fuzz.token_sort_ratio(a, b))
+    if len(set(a.split()) & set(b.split())) >= 2:
+        sim = max(sim, fuzz.token_set_ratio(a, b))
+    return sim
+
+
+def judge(a: _Rec, b: _Rec, threshold: float) -> str | None:
+    """Why two records are the same business ("email", "domain", "phone", "name+address",
+    "name+city"), or None when they are not.
+
+    Every key is vetoed by a location conflict: different cities, or different street
+    addresses without the same phone (a chain's branches share a website, not a street)."""
+    if a.city and b.city and a.city != b.city:
+        return None
+    addr = _address_relation(a.addr, b.addr)
+    phone = 0 if not (a.phone and b.phone) else (1 if a.phone == b.phone else -1)
+    apart = addr < 0 and phone < 1
+    if a.email and a.email == b.email and not apart:
+        if not a.webmail:
+            return "email"
+        if a.name and b.name and fuzz.token_set_ratio(a.name, b.name) >= WEBMAIL_NAME_MIN:
+            return "email"
+    if a.domain and a.domain == b.domain and not apart:
+        return "domain"
+    if phone == 1:
+        return "phone"
+    if a.city and a.city == b.city and a.name and b.name:
+        if addr == 1 and _name_similarity(a.name, b.name) >= threshold:
+            return "name+address"
+        # Without an address on one side, only names that agree closely and no phone conflict.
+        if (addr == 0 and phone == 0 and a.block == b.block
+                and max(fuzz.ratio(a.name, b.name), fuzz.token_sort_ratio(a.name, b.name))
+                >= threshold):
+            return "name+city"
+    return None
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            # The smaller position is the root, so the root is the cluster's first row.
+            if ri < rj:
+                self.parent[rj] = ri
+            else:
+                self.parent[ri] = rj
+
+
+def _groups(values: Sequence[Any]) -> Iterator[list[int]]:
+    by: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        if v is not None:
+            by.setdefault(v, []).append(i)
+    return (g for g in by.values() if len(g) > 1)
+
+
+def _candidate_pairs(recs: list[_Rec], threshold: float) -> Iterator[tuple[int, int]]:
+    """Pairs worth judging: rows sharing an exact key, and rows of one (city, name block) or
+    one (city, address) whose names are close enough (rapidfuzz cdist, in C)."""
+    for key in ("email", "domain", "phone"):
+        for group in _groups([getattr(r, key) for r in recs]):
+            if len(group) <= PAIRWISE_MAX:
+                for x, i in enumerate(group):
+                    for j in group[x + 1 :]:
+                        yield i, j
+            else:
+                yield from _leader_pairs(recs, group, threshold)
+    # Two blocking passes: same city and name block, and same city and address (which
+    # catches "Green Leaf" vs "Greenleaf" at one address).
+    blocks = [(r.city, r.block) if r.city and r.block and r.name else None for r in recs]
+    at_address = [(r.city, r.addr) if r.city and r.addr and r.name else None for r in recs]
+    for group in [*_groups(blocks), *_groups(at_address)]:
+        names = [recs[i].name for i in group]
+        for start in range(0, len(group), CDIST_ROWS):
+            # Token-set ratio bounds token-sort ratio from above, not plain ratio: ask both.
+            rows = names[start : start + CDIST_ROWS]
+            scores = np.maximum(*(
+                process.cdist(rows, names, scorer=scorer, score_cutoff=threshold,
+                              dtype=np.uint8, workers=1)
+                for scorer in (fuzz.token_set_ratio, fuzz.ratio)
+            ))
+            for x, y in zip(*np.nonzero(scores), strict=True):
+                x = int(x) + start
+                if x < int(y):
+                    yield group[x], group[int(y)]
+
+
+def _leader_pairs(recs: list[_Rec], group: list[int], threshold: float) -> Iterator[
+    tuple[int, int]
+]:
+    """For a huge group (a chain's central phone on 500 rows): each row against the first row
+    of each cluster found so far, which is linear in the number of distinct businesses."""
+    leaders: list[int] = []
+    for i in group:
+        for lead in leaders:
+            if judge(recs[lead], recs[i], threshold):
+                yield lead, i
+                break
+        else:
+            leaders.append(i)
+
+
+def _cluster(recs: list[_Rec], threshold: float) -> tuple[list[int], list[str | None]]:
+    uf = _UnionFind(len(recs))
+    reasons: list[str | None] = [None] * len(recs)
+    judged: set[tuple[int, int]] = set()
+    for i, j in _candidate_pairs(recs, threshold):
+        if (i, j) in judged:
+            continue
+        judged.add((i, j))
+        if uf.find(i) == uf.find(j):
+            continue
+        reason = judge(recs[i], recs[j], threshold)
+        if reason:
+            uf.union(i, j)
+            # The first (strongest: email, domain, phone, name) link that reached each row.
+            reasons[i] = reasons[i] or reason
+            reasons[j] = reasons[j] or reason
+    roots = [uf.find(i) for i in range(len(recs))]
+    return roots, [None if roots[i] == i else reasons[i] for i in range(len(recs))]
+
+
+def _threshold(threshold: float | None) -> float:
+    return float(threshold if threshold is not None else get_settings().dedupe_name_threshold)
+
+
+def cluster_batch(df: pd.DataFrame, threshold: float | None = None) -> pd.Series:
+    """Cluster id per row (same index): rows judged to be the same business share the row
+    position of the cluster's first row. Keys are computed when `df` lacks them."""
+    roots, _ = _cluster(_records(_with_keys(df)), _threshold(threshold))
+    return pd.Series(roots, index=df.index, dtype="int64", name="cluster_id")
+
+
+# --- against the database ---------------------------------------------------------------------
+
+_LEAD_COLS = ("id", "email_norm", "domain", "phone_e164", "name_key", "city_key", "name_block",
+              "address_key", "address", "company_name")
+
+
+def _lead_rec(row: Sequence[Any]) -> _Rec:
+    _, email, domain, phone, nkey, city, block, akey, address, company = row
+    nkey = nkey or (name_key(company) or None)
+    return _Rec(email, is_webmail(email), domain, phone, nkey, city,
+                block or name_block(nkey), akey or address_key(address))
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
+    """Every existing lead sharing an exact key or a (city, name block) with a batch row, in
+    a few bulk queries that use the indexes on email_norm, domain, phone_e164 and
+    (city_key, name_block)."""
+    table: Table = Lead.__table__  # type: ignore[assignment]
+    cols = [table.c[c] for c in _LEAD_COLS]
+    postgres = conn.dialect.name == "postgresql"
+    found: dict[int, _Rec] = {}
+
+    def run(stmt: Any, params: dict[str, Any] | None = None) -> None:
+        for row in conn.execute(stmt, params or {}):
+            if row[0] not in found:
+                found[row[0]] = _lead_rec(row)
+
+    for key, column in (("email", "email_norm"), ("domain", "domain"), ("phone", "phone_e164")):
+        values = sorted({getattr(r, key) for r in recs if getattr(r, key)})
+        for chunk in _chunks(values, LOOKUP_CHUNK):
+            if postgres:
+                param = bindparam("values", type_=ARRAY(String))
+                run(select(*cols).where(table.c[column] == any_(param)), {"values": list(chunk)})
+            else:
+                run(select(*cols).where(table.c[column].in_(list(chunk))))
+    for attr, column in (("block", "name_block"), ("addr", "address_key")):
+        pairs = sorted({(r.city, getattr(r, attr)) for r in recs
+                        if r.city and getattr(r, attr) and r.name})
+        if postgres:
+            for chunk in _chunks(pairs, LOOKUP_CHUNK):
+                keys = func.unnest(
+                    bindparam("cities", type_=ARRAY(String)), bindparam("keys", type_=ARRAY(String))
+                ).table_valued("city", "key").render_derived(name="k")
+                stmt = select(*cols).join_from(
+                    table, keys,
+                    (table.c.city_key == keys.c.city) & (table.c[column] == keys.c.key),
+                )
+                run(stmt, {"cities": [c for c, _ in chunk], "keys": [k for _, k in chunk]})
+        else:
+            for chunk in _chunks(pairs, SQLITE_PAIR_CHUNK):
+                run(select(*cols).where(tuple_(table.c.city_key, table.c[column]).in_(list(chunk))))
+    return found
+
+
+@dataclass(slots=True)
+class ExistingMatches:
+    """Per batch row: the existing lead it matches (lowest id when several), why, and every
+    lead it matched (more than one means the database already holds duplicates)."""
+
+    lead_id: pd.Series  # Int64, <NA> for no match
+    reason: pd.Series  # object: "email", "domain", ... or None
+    ambiguous: dict[Any, list[int]]  # row label -> all matched lead ids, when more than one
+
+
+def match_existing_details(
+    conn: Connection, df: pd.DataFrame, threshold: float | None = None
+) -> ExistingMatches:
+    """Match every row of a batch against the `leads` table (see `match_existing`)."""
+    limit = _threshold(threshold)
+    recs = _records(_with_keys(df))
+    leads = _fetch_candidates(conn, recs)
+    index: dict[tuple[str, Any], list[int]] = {}
+    for lead_id, rec in leads.items():
+        for kind, value in (("e", rec.email), ("d", rec.domain), ("p", rec.phone)):
+            if value:
+                index.setdefault((kind, value), []).append(lead_id)
+        if rec.city and rec.block:
+            index.setdefault(("b", (rec.city, rec.block)), []).append(lead_id)
+        if rec.city and rec.addr:
+            index.setdefault(("a", (rec.city, rec.addr)), []).append(lead_id)
+    ids: list[Any] = [pd.NA] * len(recs)
+    reasons: list[str | None] = [None] * len(recs)
+    ambiguous: dict[Any, list[int]] = {}
+    labels = list(df.index)
+    for pos, rec in enumerate(recs):
+        candidates: set[int] = set()
+        for kind, value in (("e", rec.email), ("d", rec.domain), ("p", rec.phone),
+                            ("b", (rec.city, rec.block) if rec.city and rec.block else None),
+                            ("a", (rec.city, rec.addr) if rec.city and rec.addr else None)):
+            if value:
+                candidates.update(index.get((kind, value), ()))
+        matched = sorted(
+            (lead_id, reason) for lead_id in candidates
+            if (reason := judge(rec, leads[lead_id], limit))
+        )
+        if matched:
+            ids[pos], reasons[pos] = matched[0]
+            if len(matched) > 1:
+                ambiguous[labels[pos]] = [lead_id for lead_id, _ in matched]
+    if ambiguous:
+        log.warning("%d rows match several existing leads; each goes to the lowest id",
+                    len(ambiguous))
+    return ExistingMatches(
+        lead_id=pd.Series(ids, index=df.index, dtype="Int64", name="existing_lead_id"),
+        reason=pd.Series(reasons, index=df.index, dtype=object, name="match_reason"),
+        ambiguous=ambiguous,
+    )
+
+
+def match_existing(conn: Connection, df: pd.DataFrame, threshold: float | None = None) -> pd.Series:
+    """Existing lead id per row (Int64, <NA> when new), on PostgreSQL or SQLite. A row matching
+    several leads goes to the lowest id (and is logged; `match_existing_details` lists them)."""
+    return match_existing_details(conn, df, threshold).lead_id
+
+
+# --- both together, for the flow ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DedupeResult:
+    """What the load step needs: rows of one business share `cluster_id`; `existing_lead_id`
+    is the lead the whole cluster merges into (<NA>: a new lead); `reason` says why a row was
+    merged (None for the first row of a new business)."""
+
+    cluster_id: pd.Series  # int64: row position of the cluster's first row
+    existing_lead_id: pd.Series  # Int64
+    reason: pd.Series  # object
+    ambiguous: dict[Any, list[int]] = field(default_factory=dict)
+
+    @property
+    def clusters(self) -> int:
+        return int(self.cluster_id.nunique())
+
+    @property
+    def merged_in_batch(self) -> int:
+        """Rows that are another row of the same batch."""
+        return int(len(self.cluster_id) - self.clusters)
+
+    @property
+    def matched_existing(self) -> int:
+        """Rows whose business is already in the database."""
+        return int(self.existing_lead_id.notna().sum())
+
+    def apply(self, df: pd.DataFrame) -> pd.DataFrame:
+        """A copy of `df` with columns cluster_id, existing_lead_id and dedupe_reason."""
+        out = df.copy()
+        out["cluster_id"] = self.cluster_id
+        out["existing_lead_id"] = self.existing_lead_id
+        out["dedupe_reason"] = self.reason
+        return out
+
+
+def dedupe_frame(
+    conn: Connection | None, df: pd.DataFrame, threshold: float | None = None
+) -> DedupeResult:
+    """Cluster a batch and, given a connection, match it against the database: a cluster
+    merges into the lowest existing lead any of its rows matched."""
+    limit = _threshold(threshold)
+    keyed = _with_keys(df)
+    roots, reasons = _cluster(_records(keyed), limit)
+    existing: list[Any] = [pd.NA] * len(roots)
+    ambiguous: dict[Any, list[int]] = {}
+    if conn is not None and len(df):
+        matches = match_existing_details(conn, keyed, limit)
+        ambiguous = dict(matches.ambiguous)
+        per_cluster: dict[int, set[int]] = {}
+        for pos, (lead_id, reason) in enumerate(zip(matches.lead_id, matches.reason, strict=True)):
+            if lead_id is not pd.NA:
+                per_cluster.setdefault(roots[pos], set()).add(int(lead_id))
+                reasons[pos] = reason  # the row's own match to the database explains it best
+        labels = list(df.index)
+        for pos, root in enumerate(roots):
+            ids = per_cluster.get(root)
+            if ids:
+                existing[pos] = min(ids)
+                if len(ids) > 1 and pos == root:
+                    ambiguous.setdefault(labels[pos], sorted(ids))
+        for pos, root in enumerate(roots):
+            if existing[pos] is not pd.NA and reasons[pos] is None:
+                reasons[pos] = reasons[root] or "cluster"
+    return DedupeResult(
+        cluster_id=pd.Series(roots, index=df.index, dtype="int64", name="cluster_id"),
+        existing_lead_id=pd.Series(existing, index=df.index, dtype="Int64",
+                                   name="existing_lead_id"),
+        reason=pd.Series(reasons, index=df.index, dtype=object, name="dedupe_reason"),
+        ambiguous=ambiguous,
+    )
+
+
+# --- dedupe-csv ---------------------------------------------------------------------------------
+
+CSV_REQUIRED: tuple[str, ...] = ("id", "company_name", "address", "city", "phone")
+CSV_OPTIONAL: tuple[str, ...] = ("website", "email", "industry")
+CSV_ENCODINGS: tuple[str, ...] = ("utf-8-sig", "cp1252", "latin-1")
+
+
+class DedupeCsvError(ValueError):
+    """The input CSV cannot be deduplicated (unreadable, or a required column is missing)."""
+
+
+@dataclass(slots=True)
+class DedupeCsvReport:
+    rows: int  # data rows read and written
+    clusters: int  # distinct businesses
+    duplicates: int  # rows that share a business with an earlier row
+    encoding: str
+    warnings: list[str] = field(default_factory=list)  # malformed rows, repaired and kept
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    for encoding in CSV_ENCODINGS:
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    raise DedupeCsvError("cannot decode the file")  # unreachable: latin-1 decodes any byte
+
+
+def read_companies_csv(path: str | Path) -> tuple[pd.DataFrame, str, list[str]]:
+    """The companies of a dedupe-csv input as a staging frame (all text), the encoding it was
+    read with, and warnings about rows that had to be repaired (short rows padded, long rows
+    cut). Header names are matched case-insensitively; extra columns are ignored."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DedupeCsvError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    text, encoding = _decode(data)
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    warnings: list[str] = []
+    try:
+        for line in reader:
+            if not any(cell.strip() for cell in line):
+                continue  # blank lines carry no company
+            if header is None:
+                header = [h.strip().lstrip("\ufeff").lower() for h in line]
+                continue
+            if len(line) != len(header):
+                warnings.append(
+                    f"line {reader.line_num}: {len(line)} fields, expected {len(header)}"
+                )
+                line = (line + [""] * len(header))[: len(header)]
+            rows.append(line)
+    except csv.Error as exc:
+        raise DedupeCsvError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
+    if header is None:
+        raise DedupeCsvError(f"{path} is empty: expected a header with {', '.join(CSV_REQUIRED)}")
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise DedupeCsvError(
+            f"{path} lacks required column(s) {', '.join(missing)}; "
+            f"found {', '.join(header) or 'none'}; expected {', '.join(CSV_REQUIRED)} "
+            f"(optional: {', '.join(CSV_OPTIONAL)})"
+        )
+    wanted = [c for c in (*CSV_REQUIRED, *CSV_OPTIONAL) if c in header]
+    positions = [header.index(c) for c in wanted]
+    frame = pd.DataFrame(
+        [[row[p].strip() for p in positions] for row in rows], columns=wanted, dtype=object
+    )
+    return frame, encoding, warnings
+
+
+def dedupe_csv(
+    input_path: str | Path, output_path: str | Path, threshold: float | None = None
+) -> DedupeCsvReport:
+    """Write `id,cluster_id` for every company of `input_path`, in input order; rows judged to
+    be the same business share a cluster_id, which is the id of the cluster's first row."""
+    frame, encoding, warnings = read_companies_csv(input_path)
+    clusters = cluster_batch(frame, threshold) if len(frame) else pd.Series([], dtype="int64")
+    ids = frame["id"].tolist() if len(frame) else []
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "cluster_id"])
+        writer.writerows(_id_rows(ids, clusters.tolist()))
+    n_clusters = len(set(clusters.tolist()))
+    return DedupeCsvReport(
+        rows=len(ids), clusters=n_clusters, duplicates=len(ids) - n_clusters,
+        encoding=encoding, warnings=warnings,
+    )
+
+
+def _id_rows(ids: list[str], roots: Iterable[int]) -> Iterator[tuple[str, str]]:
+    for row_id, root in zip(ids, roots, strict=True):
+        yield row_id, ids[root]
