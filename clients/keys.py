@@ -33,7 +33,8 @@ def resolve_api_key(
         raise ValueError(f"unknown API source {source!r}; expected one of {', '.join(SOURCES)}")
     secret = getattr(settings, f"{source}_api_key", None)
     if secret is not None:
-        value = secret.get_secret_value().strip()
+        # SecretStr from the environment; a plain str if settings were built without validation.
+        value = (secret if isinstance(secret, str) else secret.get_secret_value()).strip()
         if value:
             return value
     block_name = getattr(settings, f"{source}_secret_block", None)

@@ -1,0 +1,168 @@
+"""The real clients over real HTTP against the sandbox: pagination to a limit on every source,
+fault storms injected at runtime, Hunter's 202 polling, and keys kept out of errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from clients.apollo import ApolloClient
+from clients.google_places import GooglePlacesClient
+from clients.http import (
+    PermanentApiError,
+    RateLimitedError,
+    SearchPage,
+    TransientApiError,
+    make_async_client,
+)
+from clients.hunter import HunterClient
+from clients.pdl import PdlClient
+from leadflow.settings import Settings, get_settings
+from sandbox.dataset import generate_businesses
+from tests.conftest import Sandbox
+
+
+@pytest.fixture()
+def sb(sandbox_env: Sandbox, sandbox_clean: Sandbox) -> Iterator[Sandbox]:
+    yield sandbox_clean
+
+
+def fast(**overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(http_max_attempts=3, http_backoff_base_s=0.01,
+                                  http_backoff_max_s=5.0, http_timeout_s=0.5,
+                                  http_connect_timeout_s=0.5)
+    values.update(overrides)
+    return get_settings().model_copy(update=values)
+
+
+def requests_to(sb: Sandbox, target: str) -> int:
+    return int(sb.stats().get("targets", {}).get(target, {}).get("requests", 0))
+
+
+async def pages_of(make: Any, method: str, settings: Settings, **kw: Any) -> list[SearchPage]:
+    async with make_async_client(settings) as http:
+        client = make(http, settings)
+        return [p async for p in getattr(client, method)(**kw)]
+
+
+def apollo(settings: Settings, **kw: Any) -> list[SearchPage]:
+    kw.setdefault("limit", 5)
+    return asyncio.run(pages_of(ApolloClient.from_settings, "search_organizations", settings,
+                                **kw))
+
+
+def test_apollo_paginates_to_the_limit(sb: Sandbox) -> None:
+    before = requests_to(sb, "apollo")
+    pages = apollo(fast(), limit=250)
+    assert [len(p.records) for p in pages] == [100, 100, 50]
+    assert requests_to(sb, "apollo") - before == 3
+    ids = [r["id"] for p in pages for r in p.records]
+    assert len(set(ids)) == 250
+    assert pages[0].total and pages[0].total >= 250
+
+
+def test_google_places_stops_at_60_per_query(sb: Sandbox) -> None:
+    pages = asyncio.run(pages_of(GooglePlacesClient.from_settings, "search_text", fast(),
+                                 text_query="hair salon in Austin, TX", limit=500))
+    records = [r for p in pages for r in p.records]
+    assert 0 < len(records) <= 60
+    assert len({r["id"] for r in records}) == len(records)
+    assert all(p.units == 1 for p in pages)
+
+
+def test_pdl_scrolls_to_the_limit(sb: Sandbox) -> None:
+    before = requests_to(sb, "pdl")
+    pages = asyncio.run(pages_of(PdlClient.from_settings, "search_companies", fast(),
+                                 query={"match_all": {}}, limit=30, size=10))
+    records = [r for p in pages for r in p.records]
+    assert len(records) == 30 and len({r["id"] for r in records}) == 30
+    assert requests_to(sb, "pdl") - before == 3
+    assert sum(p.units for p in pages) == 30
+
+
+def test_429_storm_honours_retry_after(sb: Sandbox) -> None:
+    sb.set_faults({"apollo": {"sequence": ["429", "429", "ok"], "retry_after": 1}})
+    before = requests_to(sb, "apollo")
+    started = time.monotonic()
+    pages = apollo(fast())
+    elapsed = time.monotonic() - started
+    assert requests_to(sb, "apollo") - before == 3
+    assert elapsed >= 1.8  # two waits of the server's 1 s, far above our 10 ms backoff
+    assert [c.status_code for c in pages[0].calls] == [429, 429, 200]
+
+
+def test_429_storm_beyond_the_attempts_is_rate_limited(sb: Sandbox) -> None:
+    sb.set_faults({"pdl": {"rate": 1.0, "kinds": ["429"], "retry_after": 0}})
+    before = requests_to(sb, "pdl")
+    with pytest.raises(RateLimitedError):
+        asyncio.run(pages_of(PdlClient.from_settings, "search_companies", fast(),
+                             sql="SELECT * FROM company", limit=5))
+    assert requests_to(sb, "pdl") - before == 3
+
+
+def test_5xx_storm_ends_in_transient_error(sb: Sandbox) -> None:
+    sb.set_faults({"apollo": {"rate": 1.0, "kinds": ["500", "502", "503"], "retry_after": 0}})
+    before = requests_to(sb, "apollo")
+    with pytest.raises(TransientApiError):
+        apollo(fast())
+    assert requests_to(sb, "apollo") - before == 3
+
+
+def test_timeout_is_retried_and_then_reported(sb: Sandbox) -> None:
+    sb.set_faults({"google_places": {"sequence": ["timeout", "timeout"]}})
+    with pytest.raises(TransientApiError, match="timed out"):
+        asyncio.run(pages_of(GooglePlacesClient.from_settings, "search_text",
+                             fast(http_max_attempts=2, http_timeout_s=0.3),
+                             text_query="nail salon", limit=5))
+
+
+def test_malformed_json_then_ok_succeeds(sb: Sandbox) -> None:
+    sb.set_faults({"apollo": {"sequence": ["malformed", "ok"]}})
+    before = requests_to(sb, "apollo")
+    pages = apollo(fast())
+    assert len(pages[0].records) == 5
+    assert requests_to(sb, "apollo") - before == 2
+
+
+@pytest.mark.parametrize("kind", ["401", "403"])
+def test_auth_errors_are_not_retried(sb: Sandbox, kind: str) -> None:
+    sb.set_faults({"apollo": {"sequence": [kind]}})
+    before = requests_to(sb, "apollo")
+    with pytest.raises(PermanentApiError) as info:
+        apollo(fast())
+    assert info.value.status_code == int(kind)
+    assert requests_to(sb, "apollo") - before == 1
+
+
+def test_invalid_key_never_appears_in_the_error(sb: Sandbox) -> None:
+    key = "invalid-but-secret-KEY-4242"
+    settings = fast(apollo_api_key=SecretStr(key), pdl_api_key=SecretStr(key))
+    with pytest.raises(PermanentApiError) as apollo_info:
+        apollo(settings)
+    with pytest.raises(PermanentApiError) as pdl_info:
+        asyncio.run(pages_of(PdlClient.from_settings, "search_companies", settings,
+                             sql="SELECT * FROM company", limit=5))
+    for info in (apollo_info, pdl_info):
+        assert info.value.status_code == 401
+        assert key not in str(info.value) and key not in repr(info.value)
+
+
+def test_hunter_verifier_polls_a_pending_verification(sb: Sandbox) -> None:
+    pending = next(e.address for b in generate_businesses(2000, 7) for e in b.emails
+                   if e.verify_pending)
+    settings = fast(hunter_verify_poll_s=0.05)
+
+    async def verify() -> Any:
+        async with make_async_client(settings) as http:
+            return await HunterClient.from_settings(http, settings).email_verifier(pending)
+
+    resp = asyncio.run(verify())
+    assert [c.status_code for c in resp.calls] == [202, 200]
+    assert [c.units for c in resp.calls] == [0, 1]
+    assert resp.data.status in {"valid", "invalid", "accept_all", "webmail", "disposable",
+                                "unknown"}
