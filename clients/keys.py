@@ -16,7 +16,7 @@ def load_prefect_secret(name: str) -> str:
 
     # `_sync=True`: callers may be inside an event loop, where Prefect would otherwise hand
     # back a coroutine instead of the block.
-    block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+    block: Secret = Secret.load(name, _sync=True)  # type: ignore[call-arg, assignment]
     return str(block.get())
 
 

@@ -114,12 +114,18 @@ def normalise_apollo_org(record: Any) -> CandidateLead:
         raise InvalidRecord(f"unreadable organization: {exc.error_count()} errors") from None
     name = _company_name(org.name)
     country = _country(org.country)
-    phone = org.sanitized_phone or (org.primary_phone and org.primary_phone.sanitized_number)
+    primary = org.primary_phone
+    phone = (
+        org.sanitized_phone
+        or (primary.sanitized_number if primary else None)
+        or org.phone
+        or (primary.number if primary else None)
+    )
     return CandidateLead(
         source="apollo",
         source_record_id=_record_id(raw, org.id),
         company_name=name,
-        phone=_clip(phone or org.phone or (org.primary_phone and org.primary_phone.number)),
+        phone=_clip(phone),
         website=_clip(_website(org.website_url or org.primary_domain)),
         address=_clip(org.street_address or org.raw_address),
         city=_clip(org.city),
