@@ -12,6 +12,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from clients.apollo import ApolloClient
 from clients.http import (
@@ -70,7 +71,7 @@ def test_settings_key_wins_and_secret_block_is_used_otherwise() -> None:
         loaded.append(name)
         return "from-block"
 
-    assert resolve_api_key("apollo", Settings(apollo_api_key="direct"), loader) == "direct"
+    assert resolve_api_key("apollo", Settings(apollo_api_key=SecretStr("direct")), loader) == "direct"
     assert loaded == []
     s = Settings(apollo_api_key=None, apollo_secret_block="apollo-prod")
     assert resolve_api_key("apollo", s, loader) == "from-block"
