@@ -71,7 +71,8 @@ def test_settings_key_wins_and_secret_block_is_used_otherwise() -> None:
         loaded.append(name)
         return "from-block"
 
-    assert resolve_api_key("apollo", Settings(apollo_api_key=SecretStr("direct")), loader) == "direct"
+    direct = Settings(apollo_api_key=SecretStr("direct"))
+    assert resolve_api_key("apollo", direct, loader) == "direct"
     assert loaded == []
     s = Settings(apollo_api_key=None, apollo_secret_block="apollo-prod")
     assert resolve_api_key("apollo", s, loader) == "from-block"
