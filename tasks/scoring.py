@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from leadflow.settings import get_settings
 
@@ -205,7 +206,7 @@ def score_leads(
     return out
 
 
-@task(name="score-leads")
+@task(name="score-leads", cache_policy=NO_CACHE)  # hashing a DataFrame costs more than scoring
 def score_leads_task(df: pd.DataFrame) -> pd.DataFrame:
     """Prefect wrapper: score a batch with the default weights and the configured thresholds."""
     return score_leads(df)
