@@ -372,6 +372,7 @@ class DedupeResult:
     existing_lead_id: pd.Series  # Int64
     reason: pd.Series  # object
     ambiguous: dict[Any, list[int]] = field(default_factory=dict)
+    keys: pd.DataFrame | None = None  # the KEY_COLUMNS the rows were matched on
 
     @property
     def clusters(self) -> int:
@@ -388,8 +389,12 @@ class DedupeResult:
         return int(self.existing_lead_id.notna().sum())
 
     def apply(self, df: pd.DataFrame) -> pd.DataFrame:
-        """A copy of `df` with columns cluster_id, existing_lead_id and dedupe_reason."""
+        """A copy of `df` with the match keys (which the load step stores on the lead) and
+        columns cluster_id, existing_lead_id and dedupe_reason."""
         out = df.copy()
+        if self.keys is not None:
+            for column in KEY_COLUMNS:
+                out[column] = self.keys[column]
         out["cluster_id"] = self.cluster_id
         out["existing_lead_id"] = self.existing_lead_id
         out["dedupe_reason"] = self.reason
@@ -400,9 +405,10 @@ def dedupe_frame(
     conn: Connection | None, df: pd.DataFrame, threshold: float | None = None
 ) -> DedupeResult:
     """Cluster a batch and, given a connection, match it against the database: a cluster
-    merges into the lowest existing lead any of its rows matched."""
+    merges into the lowest existing lead any of its rows matched. Keys are always computed
+    afresh from the staging columns (enrichment may have added an email since normalise)."""
     limit = _threshold(threshold)
-    keyed = _with_keys(df)
+    keyed = add_keys(df)
     roots, reasons = _cluster(_records(keyed), limit)
     existing: list[Any] = [pd.NA] * len(roots)
     ambiguous: dict[Any, list[int]] = {}
@@ -430,6 +436,7 @@ def dedupe_frame(
                                    name="existing_lead_id"),
         reason=pd.Series(reasons, index=df.index, dtype=object, name="dedupe_reason"),
         ambiguous=ambiguous,
+        keys=keyed[list(KEY_COLUMNS)],
     )
 
 

@@ -230,8 +230,19 @@ def test_dedupe_frame_combines_clusters_and_existing_leads(pg_clean):
     assert result.reason.tolist() == [None, "domain", "phone", "name+address"]
     assert (result.clusters, result.merged_in_batch, result.matched_existing) == (2, 2, 2)
     out = result.apply(batch)
-    assert {"cluster_id", "existing_lead_id", "dedupe_reason"} <= set(out.columns)
+    assert {"cluster_id", "existing_lead_id", "dedupe_reason", *KEY_COLUMNS} <= set(out.columns)
+    assert out["domain"].tolist() == [None, "bellasalon.com", None, None]
     assert set(KEY_COLUMNS).isdisjoint(batch.columns)  # the caller's frame is not modified
+
+
+def test_dedupe_frame_recomputes_stale_keys():
+    # Keys computed at normalise time, before enrichment found the email: the match must use
+    # the email as it is now.
+    batch = add_keys(pd.DataFrame([{"company_name": "A", "city": "Austin"},
+                                   {"company_name": "B", "city": "Dallas"}]))
+    batch["email"] = ["owner@same-business.com", "owner@same-business.com"]
+    batch["city"] = [None, None]
+    assert dedupe_frame(None, batch, THRESHOLD).cluster_id.tolist() == [0, 0]
 
 
 def test_dedupe_frame_without_database_only_clusters():
