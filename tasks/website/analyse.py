@@ -1,0 +1,287 @@
+"""The website-analysis batch step: fetch many sites concurrently, parse them on a reused process
+pool, record per-site errors, and cache results per registrable domain in `website_analyses`."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import multiprocessing
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tldextract
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.analysis import WebsiteAnalysis
+from tasks.website.detect import SiteFacts, analyse_html
+from tasks.website.fetch import FetchResult, fetch_site, make_client
+
+# A failed fetch is retried sooner than a successful analysis is refreshed.
+ERROR_CACHE = timedelta(days=1)
+_EXTRACT: tldextract.TLDExtract | None = None
+_POOL: ProcessPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+@dataclass(slots=True)
+class SiteAnalysis:
+    """One domain's analysis (or why there is none); mirrors a `website_analyses` row."""
+
+    domain: str
+    url: str
+    final_url: str | None = None
+    http_status: int | None = None
+    error: str | None = None
+    booking_tools: list[str] = field(default_factory=list)
+    has_contact_form: bool | None = None
+    booking_keyword_count: int | None = None
+    has_analytics: bool | None = None
+    digital_maturity: int | None = None
+    signals: dict[str, Any] = field(default_factory=dict)
+    bytes_read: int | None = None
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    expires_at: datetime | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: WebsiteAnalysis) -> SiteAnalysis:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+def _extractor() -> tldextract.TLDExtract:
+    global _EXTRACT
+    if _EXTRACT is None:
+        # Bundled suffix snapshot only: never touches the network.
+        _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    return _EXTRACT
+
+
+def normalise_site_url(url: str) -> str:
+    """A website as sources give it ('example.com', 'www.x.com/', 'https://...') -> a URL.
+    Scheme-less sites start on http: sites with TLS redirect there themselves."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url.lstrip("/")
+    return url
+
+
+def registrable_domain(url: str) -> str:
+    """The cache key: registrable domain of the URL's host (host without www. as fallback)."""
+    try:
+        host = (urlsplit(normalise_site_url(url)).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return url.strip().lower()
+    ext = _extractor()(host)
+    domain = ext.top_domain_under_public_suffix
+    if domain:
+        return domain
+    return host.removeprefix("www.") or url.strip().lower()
+
+
+def _parse(body: bytes, url: str, content_type: str | None) -> SiteFacts:
+    return analyse_html(body, url, content_type)
+
+
+def parse_pool(workers: int) -> ProcessPoolExecutor | None:
+    """The process pool shared by every batch (created once; None means parse inline)."""
+    global _POOL, _POOL_SIZE
+    if workers <= 1:
+        return None
+    if _POOL is None or _POOL_SIZE != workers:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+        # forkserver: the parent may run threads (Prefect, the event loop), which fork would copy
+        # in whatever state they are in.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["tasks.website.detect"])
+        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        _POOL_SIZE = workers
+    return _POOL
+
+
+@atexit.register
+def shutdown_parse_pool() -> None:
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+        _POOL = None
+
+
+def _from_fetch(domain: str, fetched: FetchResult, now: datetime, cache_days: float) -> SiteAnalysis:
+    return SiteAnalysis(
+        domain=domain,
+        url=fetched.url,
+        final_url=fetched.final_url,
+        http_status=fetched.status,
+        error=fetched.error,
+        bytes_read=len(fetched.body),
+        fetched_at=now,
+        expires_at=now + (ERROR_CACHE if fetched.error else timedelta(days=cache_days)),
+        signals={"redirects": fetched.redirects, "truncated": fetched.truncated},
+    )
+
+
+def _apply(analysis: SiteAnalysis, facts: SiteFacts) -> SiteAnalysis:
+    analysis.booking_tools = facts.booking_tools
+    analysis.has_contact_form = facts.has_contact_form
+    analysis.booking_keyword_count = facts.booking_keyword_count
+    analysis.has_analytics = facts.has_analytics
+    analysis.digital_maturity = facts.digital_maturity
+    analysis.signals = {
+        **analysis.signals,
+        **facts.signals,
+        "has_viewport": facts.has_viewport,
+        "is_https": facts.is_https,
+        "social_links": facts.social_links,
+        "has_structured_data": facts.has_structured_data,
+        "phone_booking": facts.phone_booking,
+    }
+    return analysis
+
+
+async def analyse_sites(urls: Sequence[str], settings: Any) -> dict[str, SiteAnalysis]:
+    """Fetch and analyse each site once per registrable domain (first URL wins). Failures are
+    recorded in SiteAnalysis.error, never raised."""
+    by_domain: dict[str, str] = {}
+    for url in urls:
+        if url and url.strip():
+            by_domain.setdefault(registrable_domain(url), normalise_site_url(url))
+    if not by_domain:
+        return {}
+    loop = asyncio.get_running_loop()
+    pool = parse_pool(settings.parse_workers)
+    limit = asyncio.Semaphore(max(1, settings.http_concurrency))
+    now = datetime.now(UTC)
+
+    async def one(domain: str, url: str, client: Any) -> SiteAnalysis:
+        async with limit:
+            fetched = await fetch_site(url, client, settings)
+        analysis = _from_fetch(domain, fetched, now, settings.site_cache_days)
+        if fetched.error is not None:
+            return analysis
+        # Parsing happens outside the semaphore, so the next fetches start while this parses.
+        try:
+            if pool is None:
+                facts = _parse(fetched.body, fetched.final_url, fetched.content_type)
+            else:
+                facts = await loop.run_in_executor(
+                    pool, _parse, fetched.body, fetched.final_url, fetched.content_type
+                )
+        except Exception as exc:  # a page that breaks the parser must not sink the batch
+            analysis.error = f"parse_error: {type(exc).__name__}: {exc}"[:300]
+            analysis.expires_at = now + ERROR_CACHE
+            return analysis
+        return _apply(analysis, facts)
+
+    async with make_client(settings) as client:
+        results = await asyncio.gather(*(one(d, u, client) for d, u in by_domain.items()))
+    return {a.domain: a for a in results}
+
+
+# --- cache --------------------------------------------------------------------------------------
+
+
+def load_cached(
+    session: Session, domains: Iterable[str], now: datetime | None = None
+) -> dict[str, SiteAnalysis]:
+    """Unexpired cached analyses for `domains`."""
+    now = now or datetime.now(UTC)
+    wanted = sorted(set(domains))
+    found: dict[str, SiteAnalysis] = {}
+    for i in range(0, len(wanted), 1000):
+        rows = session.scalars(
+            select(WebsiteAnalysis).where(
+                WebsiteAnalysis.domain.in_(wanted[i:i + 1000]), WebsiteAnalysis.expires_at > now
+            )
+        )
+        for row in rows:
+            found[row.domain] = SiteAnalysis.from_row(row)
+    return found
+
+
+def store_analyses(session: Session, analyses: Iterable[SiteAnalysis]) -> int:
+    """Insert or replace analyses by domain (ON CONFLICT DO UPDATE on PostgreSQL and SQLite)."""
+    rows = []
+    for a in analyses:
+        row = a.to_row()
+        row["url"] = row["url"][:500]
+        row["final_url"] = row["final_url"][:500] if row["final_url"] else None
+        if row["expires_at"] is None:
+            row["expires_at"] = row["fetched_at"] + timedelta(days=30)
+        rows.append(row)
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    else:
+        raise NotImplementedError(f"no upsert for {dialect}")
+    columns = [c for c in rows[0] if c != "domain"]
+    for i in range(0, len(rows), 500):
+        stmt = insert(WebsiteAnalysis).values(rows[i:i + 500])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["domain"], set_={c: stmt.excluded[c] for c in columns}
+        )
+        session.execute(stmt)
+    return len(rows)
+
+
+# --- the acceptance interface (leadflow analyse-site) ---------------------------------------------
+
+
+def _summary(name: str, facts: SiteFacts | None, error: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "file": name,
+        "booking_tools": facts.booking_tools if facts else [],
+        "has_contact_form": facts.has_contact_form if facts else False,
+        "booking_keyword_count": facts.booking_keyword_count if facts else 0,
+        "has_analytics": facts.has_analytics if facts else False,
+        "digital_maturity": facts.digital_maturity if facts else 0,
+    }
+    if error is not None:
+        out["error"] = error
+    return out
+
+
+def analyse_files(paths: Sequence[Path | str], url: str = "https://example.com/") -> list[dict]:
+    """One summary per local HTML file, as if fetched from `url` (bytes, charset detected)."""
+    results = []
+    for path in paths:
+        try:
+            body = Path(path).read_bytes()
+        except OSError as exc:
+            results.append(_summary(str(path), None, f"unreadable: {exc.strerror or exc}"))
+            continue
+        results.append(_summary(str(path), analyse_html(body, url)))
+    return results
+
+
+def analyse_url(url: str, settings: Any = None) -> dict:
+    """Fetch and analyse one live URL (same safety rules as the pipeline)."""
+    if settings is None:
+        from leadflow.settings import get_settings
+
+        settings = get_settings()
+
+    async def run() -> FetchResult:
+        async with make_client(settings) as client:
+            return await fetch_site(normalise_site_url(url), client, settings)
+
+    fetched = asyncio.run(run())
+    if fetched.error is not None:
+        return _summary(url, None, fetched.error)
+    return _summary(url, analyse_html(fetched.body, fetched.final_url, fetched.content_type))
