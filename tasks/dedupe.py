@@ -34,6 +34,10 @@ STREET_MIN = 85.0
 PAIRWISE_MAX = 100
 # Rows per rapidfuzz cdist call inside one name block (bounds memory on huge blocks).
 CDIST_ROWS = 1000
+# Strength of each reason, strongest first: picks among several matching leads.
+REASON_RANK: dict[str, int] = {
+    "email": 0, "domain": 1, "phone": 2, "name+address": 3, "name+city": 4,
+}
 # Values per bulk lookup query.
 LOOKUP_CHUNK = 5000
 SQLITE_PAIR_CHUNK = 400
@@ -335,16 +339,19 @@ def match_existing_details(
                             ("a", (rec.city, rec.addr) if rec.city and rec.addr else None)):
             if value:
                 candidates.update(index.get((kind, value), ()))
+        # The strongest evidence wins (an email match over a same-named branch), then the
+        # lowest id, so the choice is deterministic.
         matched = sorted(
-            (lead_id, reason) for lead_id in candidates
+            (REASON_RANK[reason], lead_id, reason) for lead_id in candidates
             if (reason := judge(rec, leads[lead_id], limit))
         )
         if matched:
-            ids[pos], reasons[pos] = matched[0]
+            _, ids[pos], reasons[pos] = matched[0]
             if len(matched) > 1:
-                ambiguous[labels[pos]] = [lead_id for lead_id, _ in matched]
+                ambiguous[labels[pos]] = sorted(lead_id for _, lead_id, _ in matched)
     if ambiguous:
-        log.warning("%d rows match several existing leads; each goes to the lowest id",
+        log.warning("%d rows match several existing leads; each goes to the strongest match "
+                    "(then the lowest id)",
                     len(ambiguous))
     return ExistingMatches(
         lead_id=pd.Series(ids, index=df.index, dtype="Int64", name="existing_lead_id"),
@@ -355,7 +362,8 @@ def match_existing_details(
 
 def match_existing(conn: Connection, df: pd.DataFrame, threshold: float | None = None) -> pd.Series:
     """Existing lead id per row (Int64, <NA> when new), on PostgreSQL or SQLite. A row matching
-    several leads goes to the lowest id (and is logged; `match_existing_details` lists them)."""
+    several leads goes to the one with the strongest reason (email, domain, phone, name+address,
+    name+city), then the lowest id; it is logged and `match_existing_details` lists them."""
     return match_existing_details(conn, df, threshold).lead_id
 
 
@@ -415,18 +423,20 @@ def dedupe_frame(
     if conn is not None and len(df):
         matches = match_existing_details(conn, keyed, limit)
         ambiguous = dict(matches.ambiguous)
-        per_cluster: dict[int, set[int]] = {}
+        # The cluster goes where its strongest row match points (then the lowest id).
+        per_cluster: dict[int, set[tuple[int, int]]] = {}
         for pos, (lead_id, reason) in enumerate(zip(matches.lead_id, matches.reason, strict=True)):
             if lead_id is not pd.NA:
-                per_cluster.setdefault(roots[pos], set()).add(int(lead_id))
+                per_cluster.setdefault(roots[pos], set()).add((REASON_RANK[reason], int(lead_id)))
                 reasons[pos] = reason  # the row's own match to the database explains it best
         labels = list(df.index)
         for pos, root in enumerate(roots):
-            ids = per_cluster.get(root)
-            if ids:
-                existing[pos] = min(ids)
+            found = per_cluster.get(root)
+            if found:
+                existing[pos] = min(found)[1]
+                ids = sorted({lead_id for _, lead_id in found})
                 if len(ids) > 1 and pos == root:
-                    ambiguous.setdefault(labels[pos], sorted(ids))
+                    ambiguous.setdefault(labels[pos], ids)
         for pos, root in enumerate(roots):
             if existing[pos] is not pd.NA and reasons[pos] is None:
                 reasons[pos] = reasons[root] or "cluster"

@@ -191,6 +191,23 @@ def test_match_existing_on_sqlite(sqlite_url):
     check_matches(sqlite_url)
 
 
+def test_match_existing_prefers_the_strongest_match_over_the_lowest_id(sqlite_url):
+    # A same-named branch (lower id) matches on name and city only; the email names the lead.
+    branch, owner = insert_leads(sqlite_url, [
+        {"company_name": "Glow Spa", "city": "Austin", "address": "1 Oak St"},
+        {"company_name": "Glow Spa", "city": "Austin", "email": "me@glowspa.com"},
+    ])
+    batch = pd.DataFrame([{"company_name": "Glow Spa", "city": "Austin",
+                           "email": "ME@glowspa.com"}])
+    with get_engine(sqlite_url).connect() as conn:
+        details = match_existing_details(conn, batch, THRESHOLD)
+        result = dedupe_frame(conn, batch, THRESHOLD)
+    assert details.lead_id.tolist() == [owner]
+    assert details.reason.tolist() == ["email"]
+    assert details.ambiguous == {0: [branch, owner]}
+    assert result.existing_lead_id.tolist() == [owner]
+
+
 def test_match_existing_uses_stored_keys_only_where_present(pg_clean):
     # A lead loaded without the newer keys (name_block, address_key) is still found by its
     # exact keys, and its address key is derived from its address.
