@@ -1,0 +1,210 @@
+"""The SSRF-safe fetcher over real HTTP against a small local server: redirects re-checked at
+every hop, internal addresses refused, deadline, byte cap and content-type rules."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from leadflow.settings import Settings
+from tasks.website.fetch import fetch_site, make_client, resolve_target
+from tests.conftest import free_port
+
+PAGE = b"<!DOCTYPE html><html><head><title>ok</title></head><body><p>Book now</p></body></html>"
+
+
+async def page(request: Request) -> Response:
+    body = PAGE.replace(b"ok", request.headers.get("host", "").encode())
+    proto = request.headers.get("x-forwarded-proto", "")
+    return Response(body, headers={"content-type": "text/html", "x-proto-seen": proto})
+
+
+async def never_ends(request: Request) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"<html><body>"
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            yield b"<p>still here</p>"
+
+    return StreamingResponse(body(), media_type="text/html")
+
+
+async def huge(request: Request) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"<html><body>"
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    return StreamingResponse(body(), media_type="text/html")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/page", page),
+        Route("/hop1", lambda r: RedirectResponse("http://other.shop.test/hop2", 302)),
+        Route("/hop2", lambda r: RedirectResponse("/page", 301)),
+        Route("/loop", lambda r: RedirectResponse("/loop", 302)),
+        Route("/to-metadata", lambda r: RedirectResponse(
+            "http://169.254.169.254/latest/meta-data/", 302)),
+        Route("/to-localhost", lambda r: RedirectResponse("http://localhost/page", 302)),
+        Route("/never-ends", never_ends),
+        Route("/huge", huge),
+        Route("/pdf", lambda r: Response(b"%PDF-1.4", media_type="application/pdf")),
+        Route("/error", lambda r: HTMLResponse("<h1>boom</h1>", 500)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def server_port() -> Iterator[int]:
+    port = free_port()
+    config = uvicorn.Config(Starlette(routes=routes()), host="127.0.0.1", port=port,
+                            log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield port
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+def settings_for(port: int, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "site_host_overrides": {"*.shop.test": f"127.0.0.1:{port}"},
+        "site_allow_networks": ["127.0.0.1/32"],
+        "site_timeout_s": 5.0,
+        "site_max_bytes": 2_000_000,
+        "site_max_redirects": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def fetch(url: str, settings: Settings) -> object:
+    async def run() -> object:
+        async with make_client(settings) as client:
+            return await fetch_site(url, client, settings)
+
+    return asyncio.run(run())
+
+
+def test_page_fetched_through_host_override_keeping_scheme_and_host(server_port: int) -> None:
+    result = fetch("https://www.shop.test/page", settings_for(server_port))
+    assert result.error is None and result.status == 200  # type: ignore[attr-defined]
+    assert b"<title>www.shop.test</title>" in result.body  # type: ignore[attr-defined]
+    assert result.final_url == "https://www.shop.test/page"  # type: ignore[attr-defined]
+
+
+def test_redirects_are_followed_and_each_hop_recorded(server_port: int) -> None:
+    result = fetch("http://www.shop.test/hop1", settings_for(server_port))
+    assert result.error is None  # type: ignore[attr-defined]
+    assert result.redirects == [  # type: ignore[attr-defined]
+        "http://other.shop.test/hop2", "http://other.shop.test/page"]
+    assert result.final_url == "http://other.shop.test/page"  # type: ignore[attr-defined]
+    assert b"other.shop.test" in result.body  # type: ignore[attr-defined]
+
+
+def test_redirect_to_the_metadata_address_is_refused(server_port: int) -> None:
+    result = fetch("http://www.shop.test/to-metadata", settings_for(server_port))
+    assert result.error.startswith("refused:")  # type: ignore[attr-defined]
+    assert "169.254.169.254" in result.error  # type: ignore[attr-defined]
+    assert result.body == b""  # type: ignore[attr-defined]
+
+
+def test_redirect_to_localhost_is_refused_even_with_loopback_allowed(server_port: int) -> None:
+    settings = settings_for(server_port, site_host_overrides={"*": f"127.0.0.1:{server_port}"})
+    result = fetch("http://www.shop.test/to-localhost", settings)
+    assert result.error.startswith("refused:")  # type: ignore[attr-defined]
+
+
+def test_too_many_redirects_is_an_error(server_port: int) -> None:
+    result = fetch("http://www.shop.test/loop", settings_for(server_port, site_max_redirects=3))
+    assert result.error.startswith("too_many_redirects")  # type: ignore[attr-defined]
+    assert len(result.redirects) == 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.2/", "http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/", "http://localhost/", "http://[::ffff:127.0.0.1]/", "http://2130706434/",
+        "http://0x7f.2/", "http://012.1/", "http://192.168.1.1/", "http://[fe80::1]/", "http://0.0.0.0/",
+        "http://224.0.0.1/", "http://foo.localhost/", "ftp://shop.test/", "file:///etc/passwd",
+        "http://user:pw@www.shop.test/", "http://www.example.com:8080/",
+    ],
+)
+def test_forbidden_urls_are_refused_without_any_connection_attempt(url: str) -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, html="<html></html>")
+
+    # Overrides admit everything and loopback is allowed: literal IPs and local names must still
+    # be refused on their own merits.
+    settings = Settings(site_host_overrides={"www.shop.test": "127.0.0.1:9"},
+                        site_allow_networks=["127.0.0.1/32"])
+
+    async def run() -> object:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await fetch_site(url, client, settings)
+
+    result = asyncio.run(run())
+    assert result.error and result.error.split(":")[0] in ("refused", "invalid_url")  # type: ignore[attr-defined]
+    assert calls == []
+
+
+def test_literal_allowed_ip_is_reachable_but_not_via_overrides() -> None:
+    settings = Settings(site_host_overrides={"*": "127.0.0.1:9"}, site_allow_networks=[])
+
+    async def run() -> object:
+        return await resolve_target("http://169.254.169.254/", settings)
+
+    with pytest.raises(Exception, match="refused"):
+        asyncio.run(run())
+
+
+def test_sandbox_address_refused_when_allow_list_is_empty(server_port: int) -> None:
+    result = fetch("http://www.shop.test/page", settings_for(server_port, site_allow_networks=[]))
+    assert result.error.startswith("refused:")  # type: ignore[attr-defined]
+    assert "127.0.0.1" in result.error  # type: ignore[attr-defined]
+
+
+def test_body_that_never_finishes_is_cut_off_by_the_deadline(server_port: int) -> None:
+    result = fetch("http://www.shop.test/never-ends", settings_for(server_port, site_timeout_s=1.0))
+    assert result.error.startswith("timeout:")  # type: ignore[attr-defined]
+
+
+def test_huge_body_is_truncated_at_the_cap(server_port: int) -> None:
+    result = fetch("http://www.shop.test/huge", settings_for(server_port, site_max_bytes=50_000))
+    assert result.error is None and result.truncated  # type: ignore[attr-defined]
+    assert len(result.body) == 50_000  # type: ignore[attr-defined]
+
+
+def test_non_html_is_refused(server_port: int) -> None:
+    result = fetch("http://www.shop.test/pdf", settings_for(server_port))
+    assert result.error.startswith("not_html:")  # type: ignore[attr-defined]
+    assert result.body == b""  # type: ignore[attr-defined]
+
+
+def test_server_error_is_recorded_with_its_status(server_port: int) -> None:
+    result = fetch("http://www.shop.test/error", settings_for(server_port))
+    assert result.status == 500 and result.error == "http_error: status 500"  # type: ignore[attr-defined]
+
+
+def test_unreachable_port_is_reported_not_raised() -> None:
+    result = fetch("http://www.shop.test/page", settings_for(free_port()))
+    assert result.error.startswith("unreachable:")  # type: ignore[attr-defined]
