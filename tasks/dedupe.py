@@ -334,9 +334,12 @@ def match_existing_details(
     labels = list(df.index)
     for pos, rec in enumerate(recs):
         candidates: set[int] = set()
-        for kind, value in (("e", rec.email), ("d", rec.domain), ("p", rec.phone),
-                            ("b", (rec.city, rec.block) if rec.city and rec.block else None),
-                            ("a", (rec.city, rec.addr) if rec.city and rec.addr else None)):
+        lookups: list[tuple[str, Any]] = [
+            ("e", rec.email), ("d", rec.domain), ("p", rec.phone),
+            ("b", (rec.city, rec.block) if rec.city and rec.block else None),
+            ("a", (rec.city, rec.addr) if rec.city and rec.addr else None),
+        ]
+        for kind, value in lookups:
             if value:
                 candidates.update(index.get((kind, value), ()))
         # The strongest evidence wins (an email match over a same-named branch), then the
