@@ -99,7 +99,7 @@ def parse_pool(workers: int) -> ProcessPoolExecutor | None:
     global _POOL, _POOL_SIZE
     if workers <= 1:
         return None
-    if _POOL is None or _POOL_SIZE != workers:
+    if _POOL is None or workers != _POOL_SIZE:
         if _POOL is not None:
             _POOL.shutdown(wait=False, cancel_futures=True)
         # forkserver: the parent may run threads (Prefect, the event loop), which fork would copy
@@ -119,7 +119,9 @@ def shutdown_parse_pool() -> None:
         _POOL = None
 
 
-def _from_fetch(domain: str, fetched: FetchResult, now: datetime, cache_days: float) -> SiteAnalysis:
+def _from_fetch(
+    domain: str, fetched: FetchResult, now: datetime, cache_days: float
+) -> SiteAnalysis:
     return SiteAnalysis(
         domain=domain,
         url=fetched.url,

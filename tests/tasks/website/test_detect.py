@@ -26,7 +26,9 @@ def test_signature_table_covers_at_least_28_tools_including_the_named_ones() -> 
 
 @pytest.mark.parametrize("engine", ["fast", "bs4"])
 @pytest.mark.parametrize(("tool", "kind"), CASES)
-def test_each_booking_tool_is_detected_in_each_embed_style(tool: str, kind: str, engine: str) -> None:
+def test_each_booking_tool_is_detected_in_each_embed_style(
+    tool: str, kind: str, engine: str
+) -> None:
     page = TEMPLATE.replace("{embed}", EMBEDS[tool][kind])
     facts = analyse_html(page.encode(), URL, "text/html; charset=utf-8", engine=engine)  # type: ignore[arg-type]
     assert facts.booking_tools == [tool]
