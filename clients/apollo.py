@@ -92,6 +92,7 @@ class ApolloClient:
         name: str | None = None,
         extra_filters: dict[str, Any] | None = None,
         per_page: int = MAX_PER_PAGE,
+        start_page: int = 1,
     ) -> AsyncIterator[SearchPage]:
         """Yield pages of organizations until `limit` records, the last page, or Apollo's
         500-page cap. The last page is trimmed to `limit` (what was billed is still metered)."""
@@ -109,7 +110,7 @@ class ApolloClient:
         if name:
             body["q_organization_name"] = name
         seen = 0
-        for page in range(1, MAX_PAGE + 1):
+        for page in range(max(1, start_page), MAX_PAGE + 1):
             resp = await self._transport.request(
                 "POST",
                 "/mixed_companies/search",
@@ -122,17 +123,19 @@ class ApolloClient:
             records = data.organizations[: limit - seen]
             seen += len(records)
             pagination = data.pagination
+            total_pages = pagination.total_pages if pagination else None
+            last = (
+                len(data.organizations) < per_page
+                or page >= MAX_PAGE
+                or (total_pages is not None and page >= total_pages)
+            )
             yield SearchPage(
                 source=SOURCE,
                 number=page,
                 records=records,
                 calls=resp.calls,
                 total=pagination.total_entries if pagination else None,
+                next_cursor=None if last else str(page + 1),
             )
-            total_pages = pagination.total_pages if pagination else None
-            if (
-                seen >= limit
-                or len(data.organizations) < per_page
-                or (total_pages is not None and page >= total_pages)
-            ):
+            if last or seen >= limit:
                 return

@@ -115,6 +115,7 @@ class GooglePlacesClient:
         region_code: str | None = None,
         included_type: str | None = None,
         field_mask: str = DEFAULT_FIELD_MASK,
+        page_token: str | None = None,
     ) -> AsyncIterator[SearchPage]:
         """Yield pages of places for `text_query` until `limit` (at most 60, Google's cap per
         query) or the last page. Billing is per request, so each call meters 1 unit."""
@@ -140,7 +141,7 @@ class GooglePlacesClient:
             body["regionCode"] = region_code
         if included_type:
             body["includedType"] = included_type
-        seen, number, token = 0, 0, None
+        seen, number, token = 0, 0, page_token
         while seen < limit:
             number += 1
             request_body = {**body, "pageToken": token} if token else body
@@ -155,7 +156,9 @@ class GooglePlacesClient:
             )
             records = resp.data.places[: limit - seen]
             seen += len(records)
-            yield SearchPage(source=SOURCE, number=number, records=records, calls=resp.calls)
             token = resp.data.nextPageToken
-            if not token or not resp.data.places:
+            last = not token or not resp.data.places
+            yield SearchPage(source=SOURCE, number=number, records=records, calls=resp.calls,
+                             next_cursor=None if last else token)
+            if last:
                 return

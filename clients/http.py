@@ -387,6 +387,8 @@ class SearchPage:
     records: list[Any]
     calls: list[ApiCall]
     total: int | None = None  # matches the vendor reports for the whole query, if it says
+    # Where the search resumes (page number or vendor token); None once the search is over.
+    next_cursor: str | None = None
 
     @property
     def units(self) -> int:

@@ -87,6 +87,7 @@ class PdlClient:
         query: dict[str, Any] | None = None,
         sql: str | None = None,
         size: int = MAX_SIZE,
+        scroll_token: str | None = None,
     ) -> AsyncIterator[SearchPage]:
         """Yield pages of companies matching exactly one of `query` (Elasticsearch) or `sql`
         until `limit` records or the scroll ends. Credits = records returned."""
@@ -101,7 +102,7 @@ class PdlClient:
             body["query"] = query
         else:
             body["sql"] = sql
-        seen, number, token = 0, 0, None
+        seen, number, token = 0, 0, scroll_token
         while seen < limit:
             number += 1
             resp = await self._transport.request(
@@ -117,9 +118,11 @@ class PdlClient:
                 data = PdlSearchResponse()
             records = data.data[: limit - seen]
             seen += len(records)
-            yield SearchPage(
-                source=SOURCE, number=number, records=records, calls=resp.calls, total=data.total
-            )
             token = data.scroll_token
-            if not token or len(data.data) < size:
+            last = not token or len(data.data) < size
+            yield SearchPage(
+                source=SOURCE, number=number, records=records, calls=resp.calls, total=data.total,
+                next_cursor=None if last else token,
+            )
+            if last:
                 return

@@ -76,6 +76,7 @@ def generate(
 def import_csv(path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
     """Import a LinkedIn Sales Navigator export or a generic CSV of companies/contacts."""
     from flows.import_csv import import_csv as import_flow
+
     from models.db import upgrade_database
     from tasks.csv_import import CsvFormatError
 

@@ -128,7 +128,10 @@ class QuarantinedRow(Base):
     """A row that failed a rule; kept with its reason so nothing is lost."""
 
     __tablename__ = "quarantined_rows"
-    __table_args__ = {"comment": "Rejected input rows with the rule they failed."}
+    __table_args__ = (
+        UniqueConstraint("fingerprint"),
+        {"comment": "Rejected input rows with the rule they failed."},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("lead_batches.id"), index=True)
@@ -138,4 +141,7 @@ class QuarantinedRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     row_ref: Mapped[str | None] = mapped_column(String(200), comment="Line number or source id")
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    fingerprint: Mapped[str] = mapped_column(
+        String(64), comment="Hash of batch, stage, rule and row: a retried step adds no copy"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,6 +3,8 @@ quarantine where rejected rows are kept with their reason."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Lead, LeadBatch, QuarantinedRow
-from tasks.load import leads_created_by_batch
+from tasks.load import insert_ignore, leads_created_by_batch
 
 
 @dataclass(slots=True)
@@ -56,16 +58,24 @@ def start_batch(session: Session, run_key: str, kind: str, source: str, industry
     return batch.id
 
 
+def _fingerprint(batch_id: int | None, r: Rejected) -> str:
+    blob = json.dumps([batch_id, r.source, r.stage, r.rule, r.row_ref, r.payload],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def quarantine(session: Session, batch_id: int | None, rows: list[Rejected]) -> int:
-    if rows:
-        session.execute(
-            QuarantinedRow.__table__.insert(),
-            [
-                {"batch_id": batch_id, "source": r.source, "stage": r.stage, "rule": r.rule,
-                 "reason": r.reason[:2000], "row_ref": r.row_ref, "payload": r.payload}
-                for r in rows
-            ],
-        )
+    """Keep rejected rows with their reason; idempotent, so a retried step adds no copies."""
+    if not rows:
+        return 0
+    values = [
+        {"batch_id": batch_id, "source": r.source, "stage": r.stage, "rule": r.rule,
+         "reason": r.reason[:2000], "row_ref": (r.row_ref or None) and str(r.row_ref)[:200],
+         "payload": json.loads(json.dumps(r.payload, default=str)),
+         "fingerprint": _fingerprint(batch_id, r), "created_at": datetime.now(UTC)}
+        for r in rows
+    ]
+    insert_ignore(session, QuarantinedRow.__table__, values, ["fingerprint"])
     return len(rows)
 
 

@@ -46,7 +46,9 @@ LEAD_FIELDS: dict[str, str] = {
     "industry": "industry",
     "linkedin_url": "linkedin_url",
     "name_key": "name_key",
+    "name_block": "name_block",
     "city_key": "city_key",
+    "address_key": "address_key",
     "booking_tools": "booking_tools",
     "has_contact_form": "has_contact_form",
     "booking_keyword_count": "booking_keyword_count",
@@ -106,7 +108,7 @@ def _merge_cluster(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]):  # type: ignore[no-untyped-def]
+def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]):  # type: ignore[no-untyped-def]
     dialect = session.get_bind().dialect.name
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
     session.execute(stmt.on_conflict_do_nothing(index_elements=keys), rows)
@@ -215,7 +217,7 @@ def load_leads(
         }
         for i in range(len(rows))
     ]
-    _insert_ignore(session, LeadSourceRecord.__table__, records, ["source", "external_id"])
+    insert_ignore(session, LeadSourceRecord.__table__, records, ["source", "external_id"])
     inserted = len(new_clusters)
     return LoadResult(inserted=inserted, merged=len(rows) - inserted, lead_ids=lead_ids)
 

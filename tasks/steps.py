@@ -1,11 +1,15 @@
 """The Prefect tasks the flows compose: thin, retryable wrappers over the plain functions of
-`tasks/`. Each works on a whole batch (a Prefect task costs tens of milliseconds here) and takes
-plain values or DataFrames, never sessions or ORM objects."""
+`tasks/`. Each works on a whole chunk of leads (a Prefect task costs tens of milliseconds here),
+takes plain values or DataFrames, never sessions or ORM objects, and is safe to retry."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -13,18 +17,58 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from clients.http import PermanentApiError, QuotaExceededError
 from leadflow.settings import get_settings
 from models.db import session_scope
 from tasks.batches import BatchSummary, Rejected, finish_batch, quarantine, start_batch
 from tasks.staging import CANDIDATE_COLUMNS, CandidateLead
 
+# --- stage timing (the benchmark reports time inside stages vs orchestration) -------------------
 
-def retry_unless_permanent(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
-    """Prefect retry condition: retry transient failures, never a refused request or a quota."""
-    from clients.http import PermanentApiError, QuotaExceededError
+_stage_lock = threading.Lock()
+STAGE_INTERVALS: dict[int, list[tuple[str, float, float]]] = {}
+
+
+@contextmanager
+def timed(batch_id: int | None, stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        with _stage_lock:
+            STAGE_INTERVALS.setdefault(batch_id or 0, []).append(
+                (stage, start, time.perf_counter())
+            )
+
+
+def stage_report(batch_id: int) -> dict[str, float]:
+    """Seconds per stage for a batch, plus `in_stages`: the union of all stage intervals."""
+    with _stage_lock:
+        intervals = list(STAGE_INTERVALS.get(batch_id, []))
+    per_stage: dict[str, float] = {}
+    for stage, start, end in intervals:
+        per_stage[stage] = round(per_stage.get(stage, 0.0) + end - start, 3)
+    covered, cursor = 0.0, float("-inf")
+    for _, start, end in sorted(intervals, key=lambda i: i[1]):
+        if end > cursor:
+            covered += end - max(start, cursor)
+            cursor = end
+    per_stage["in_stages"] = round(covered, 3)
+    return per_stage
+
+
+# --- retry policy ---------------------------------------------------------------------------------
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry transient failures, never a refused request or a spent
+    quota (the flow falls back to another source instead)."""
+    from tasks.sources import SourceFetchError
 
     try:
         state.result()
+    except SourceFetchError as exc:
+        return not isinstance(exc.error, PermanentApiError | QuotaExceededError)
     except (PermanentApiError, QuotaExceededError, ValueError):
         return False
     except Exception:
@@ -32,17 +76,26 @@ def retry_unless_permanent(task, task_run, state) -> bool:  # type: ignore[no-un
     return True
 
 
-# Network tasks: exponential backoff with jitter; the clients already retry single requests,
-# so these retries cover a whole batch failing (e.g. the API down for a minute).
-NETWORK_TASK = dict(
+# The clients already retry each request (backoff, jitter, Retry-After); task retries cover a
+# whole chunk failing, e.g. an API down for a minute.
+NETWORK_TASK: dict[str, Any] = dict(
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_permanent,
     cache_policy=NO_CACHE,
 )
-DB_TASK = dict(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-PURE_TASK = dict(cache_policy=NO_CACHE)
+DB_TASK: dict[str, Any] = dict(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+PURE_TASK: dict[str, Any] = dict(cache_policy=NO_CACHE)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """What flows between the stages for one chunk of leads."""
+
+    source: str
+    candidates: list[CandidateLead]
+    rejected: list[Rejected]
 
 
 def to_frame(candidates: list[CandidateLead]) -> pd.DataFrame:
@@ -51,20 +104,16 @@ def to_frame(candidates: list[CandidateLead]) -> pd.DataFrame:
     return frame
 
 
-@dataclass(slots=True)
-class StageTimer:
-    """Seconds spent inside each stage's own code (for the benchmark's orchestration share)."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, elapsed: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+# --- batch record and quarantine ------------------------------------------------------------------
 
 
 @task(name="open-batch", **DB_TASK)
 def open_batch(run_key: str, kind: str, source: str, industry: str | None,
                location: str | None, max_results: int | None) -> int:
+    from tasks.usage import ensure_api_configs
+
     with session_scope() as session:
+        ensure_api_configs(session)
         return start_batch(session, run_key, kind, source, industry, location, max_results)
 
 
@@ -75,12 +124,144 @@ def close_batch(batch_id: int, rows_loaded: int, sources_used: list[str],
         return finish_batch(session, batch_id, rows_loaded, sources_used, validation, notes, status)
 
 
-@task(name="quarantine-rows", **DB_TASK)
-def quarantine_rows(batch_id: int | None, rows: list[Rejected]) -> int:
+# --- network stages -------------------------------------------------------------------------------
+
+
+@task(name="fetch-source-chunk", **NETWORK_TASK)
+def fetch_source_chunk(batch_id: int, source: str, industry: str | None, location: str,
+                       cursor: str | None, want: int) -> Any:
+    """Check the source's monthly quota, fetch up to `want` candidates from `cursor`, and
+    meter every call made (also when the fetch fails)."""
+    from tasks.sources import PAGE_SIZE, SourceFetchError, fetch_chunk
+    from tasks.usage import check_quota, record_calls, remaining_quota
+
+    settings = get_settings()
     with session_scope() as session:
-        return quarantine(session, batch_id, rows)
+        if source == "google_places":  # billed per request
+            check_quota(session, source, 1)
+            left = remaining_quota(session, source)
+            want = min(want, left * PAGE_SIZE[source]) if left is not None else want
+        else:
+            want = check_quota(session, source, want)
+    with timed(batch_id, "fetch"):
+        try:
+            chunk = asyncio.run(fetch_chunk(source, industry, location, cursor, want, settings))
+        except SourceFetchError as exc:
+            with session_scope() as session:
+                record_calls(session, exc.calls, batch_id)
+            raise
+    with session_scope() as session:
+        record_calls(session, chunk.calls, batch_id)
+    return chunk
 
 
-def run_async(coro: Any) -> Any:
-    """Run a coroutine from a sync task (each task thread gets its own event loop)."""
-    return asyncio.run(coro)
+@task(name="enrich-emails", **NETWORK_TASK)
+def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, Any]:
+    """Find and verify emails with Hunter (bounded concurrency); skipped, and said so, when
+    Hunter's monthly quota is spent. Failures per lead are reported, the leads kept."""
+    from clients.http import make_async_client
+    from clients.hunter import HunterClient
+    from tasks.enrich import enrich_candidates
+    from tasks.usage import check_quota, record_calls
+
+    settings = get_settings()
+    try:
+        with session_scope() as session:
+            check_quota(session, "hunter", 1)
+    except QuotaExceededError as exc:
+        return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
+
+    async def run() -> Any:
+        async with make_async_client(settings) as http:
+            hunter = HunterClient.from_settings(http, settings)
+            return await enrich_candidates(candidates, hunter, settings.enrich_concurrency)
+
+    with timed(batch_id, "enrich"):
+        result = asyncio.run(run())
+    with session_scope() as session:
+        record_calls(session, result.calls, batch_id)
+    return {"skipped": None, "failures": len(result.failures),
+            "emails_found": result.emails_found, "emails_verified": result.emails_verified}
+
+
+@task(name="analyse-websites", **NETWORK_TASK)
+def analyse_websites(batch_id: int, urls: list[str]) -> dict[str, Any]:
+    """Analyse each site once per domain: from the 30-day cache when fresh, else fetched
+    (SSRF-safe, size and time limited) and parsed on every core; results go back to the cache."""
+    from tasks.website.analyse import analyse_sites, load_cached, registrable_domain, store_analyses
+
+    settings = get_settings()
+    domains = {registrable_domain(u): u for u in urls if u}
+    domains.pop("", None)
+    with timed(batch_id, "analyse"):
+        with session_scope() as session:
+            cached = load_cached(session, list(domains))
+        todo = [u for d, u in domains.items() if d not in cached]
+        fresh = asyncio.run(analyse_sites(todo, settings)) if todo else {}
+        with session_scope() as session:
+            store_analyses(session, fresh.values())
+    return {**cached, **fresh}
+
+
+def apply_analyses(candidates: list[CandidateLead], analyses: dict[str, Any]) -> None:
+    from tasks.website.analyse import registrable_domain
+
+    for c in candidates:
+        if not c.website:
+            continue
+        a = analyses.get(registrable_domain(c.website))
+        if a is None:
+            continue
+        c.website_reachable = a.error is None
+        if a.error is None:
+            c.booking_tools = list(a.booking_tools or [])
+            c.has_contact_form = a.has_contact_form
+            c.booking_keyword_count = a.booking_keyword_count
+            c.has_analytics = a.has_analytics
+            c.digital_maturity = a.digital_maturity
+
+
+# --- offline stages -------------------------------------------------------------------------------
+
+
+@task(name="score-leads", **PURE_TASK)
+def score_chunk(batch_id: int, frame: pd.DataFrame) -> pd.DataFrame:
+    from tasks.scoring import score_leads
+
+    with timed(batch_id, "score"):
+        return score_leads(frame)
+
+
+@task(name="dedupe-leads", **DB_TASK)
+def dedupe_chunk(batch_id: int, frame: pd.DataFrame) -> pd.DataFrame:
+    """Normalised keys, clusters within the chunk, and matches against existing leads."""
+    from models.db import get_engine
+    from tasks.dedupe import dedupe_frame
+
+    with timed(batch_id, "dedupe"):
+        with get_engine().connect() as conn:
+            result = dedupe_frame(conn, frame)
+        return result.apply(frame)
+
+
+@task(name="validate-leads", **PURE_TASK)
+def validate_chunk(batch_id: int, frame: pd.DataFrame) -> Any:
+    from tasks.validation import validate_batch
+
+    with timed(batch_id, "validate"):
+        return validate_batch(frame)
+
+
+@task(name="load-leads", **DB_TASK)
+def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected]) -> dict[str, int]:
+    """One transaction: quarantine the rejected rows and insert or merge the valid ones.
+    Idempotent: a retry after a lost commit acknowledgement merges into what it already wrote."""
+    from tasks.dedupe import match_existing
+    from tasks.load import load_leads
+
+    with timed(batch_id, "load"), session_scope() as session:
+        # On a retry, the quarantined rows of the first attempt are already there.
+        quarantined = quarantine(session, batch_id, rejected)
+        result = load_leads(session, frame, batch_id, rematch=match_existing)
+    return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined}
+

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 22:36:56.900671
+Create Date: 2026-11-25 22:43:37.669927
 """
 
 from collections.abc import Sequence
@@ -143,9 +143,11 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('row_ref', sa.String(length=200), nullable=True, comment='Line number or source id'),
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('fingerprint', sa.String(length=64), nullable=False, comment='Hash of batch, stage, rule and row: a retried step adds no copy'),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['batch_id'], ['lead_batches.id'], name=op.f('fk_quarantined_rows_batch_id_lead_batches')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantined_rows')),
+    sa.UniqueConstraint('fingerprint', name=op.f('uq_quarantined_rows_fingerprint')),
     comment='Rejected input rows with the rule they failed.'
     )
     op.create_index(op.f('ix_quarantined_rows_batch_id'), 'quarantined_rows', ['batch_id'], unique=False)

@@ -1,0 +1,168 @@
+"""Flow 1 of the design, "Generate Leads": fetch from a source -> normalise -> enrich (find and
+verify emails) -> analyse websites -> score -> dedupe -> validate -> load, chunk by chunk.
+
+Chunks stream through the stages so memory stays bounded however many leads are asked for, and
+the network work of one chunk (enrichment, website analysis) overlaps the database work of the
+previous one. When a source is spent (monthly quota, no more results) or keeps failing, the flow
+falls back to the next configured source and says so in the batch notes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from leadflow.settings import get_settings
+from tasks.batches import Rejected
+from tasks.steps import (
+    Chunk,
+    analyse_websites,
+    apply_analyses,
+    close_batch,
+    dedupe_chunk,
+    enrich_emails,
+    fetch_source_chunk,
+    load_chunk,
+    open_batch,
+    score_chunk,
+    stage_report,
+    to_frame,
+    validate_chunk,
+)
+
+SourceName = Literal["apollo", "google_places", "pdl"]
+
+
+def _merge_validation(total: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Add one chunk's validation summary to the run's."""
+    for key in ("rows_in", "rows_valid", "rows_rejected"):
+        total[key] = total.get(key, 0) + summary.get(key, 0)
+    by_rule = total.setdefault("rejected_by_rule", {})
+    for rule, count in summary.get("rejected_by_rule", {}).items():
+        by_rule[rule] = by_rule.get(rule, 0) + count
+    return total
+
+
+@flow(
+    name="generate-leads",
+    flow_run_name="generate-{source}-{industry}-{location}",
+    log_prints=False,
+)
+def generate_leads(
+    source: SourceName = "apollo",
+    industry: str = "salon",
+    location: str = "Austin, TX",
+    max_results: int = Field(default=200, ge=1, le=50_000),
+    enrich: bool = True,
+    analyse: bool = True,
+) -> dict[str, Any]:
+    """Generate up to `max_results` leads for `industry` in `location`, starting with `source`."""
+    from tasks.sources import SourceFetchError, fallback_order
+
+    log = get_run_logger()
+    settings = get_settings()
+    run_key = f"generate:{flow_run.id}" if flow_run.id else f"generate:local:{id(log)}"
+    batch_id = open_batch(run_key, "generate", source, industry, location, max_results)
+    order = fallback_order(source, settings.source_fallback_order)
+    notes: list[str] = []
+    sources_used: list[str] = []
+    validation: dict[str, Any] = {}
+    rows_loaded = fetched = 0
+    pending: tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None] | None = None
+
+    def finish(chunk: Chunk, enriched: PrefectFuture[Any] | None,
+               analysed: PrefectFuture[Any] | None) -> None:
+        """Score, dedupe, validate and load a chunk once its network stages are done."""
+        nonlocal rows_loaded, validation
+        if enriched is not None:
+            outcome = enriched.result()
+            if outcome.get("skipped") and outcome["skipped"] not in notes:
+                notes.append(outcome["skipped"])
+                log.warning(outcome["skipped"])
+        if analysed is not None:
+            apply_analyses(chunk.candidates, analysed.result())
+        frame = score_chunk(batch_id, to_frame(chunk.candidates))
+        frame = dedupe_chunk(batch_id, frame)
+        checked = validate_chunk(batch_id, frame)
+        validation = _merge_validation(validation, checked.summary)
+        rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
+        loaded = load_chunk(batch_id, checked.valid, rejected)
+        rows_loaded += len(checked.valid)
+        log.info(
+            "chunk of %d from %s: %d new, %d merged, %d quarantined",
+            len(chunk.candidates), chunk.source, loaded["inserted"], loaded["merged"],
+            loaded["quarantined"],
+        )
+
+    for current in order:
+        cursor: str | None = None
+        failed = False
+        while fetched < max_results:
+            want = min(settings.batch_size, max_results - fetched)
+            try:
+                got = fetch_source_chunk(batch_id, current, industry, location, cursor, want)
+            except SourceFetchError as exc:
+                note = f"{current} failed ({exc.error}); falling back to the next source"
+                notes.append(note)
+                log.warning(note)
+                failed = True
+                break
+            if current not in sources_used:
+                sources_used.append(current)
+            fetched += len(got.candidates) + len(got.rejected)
+            log.info("fetched %d/%d candidates (%s)", fetched, max_results, current)
+            chunk = Chunk(current, got.candidates, got.rejected)
+            urls = [c.website for c in chunk.candidates if c.website]
+            enriched = enrich_emails.submit(batch_id, chunk.candidates) if enrich else None
+            analysed = analyse_websites.submit(batch_id, urls) if analyse and urls else None
+            if pending is not None:
+                finish(*pending)  # overlaps the network stages just submitted
+            pending = (chunk, enriched, analysed)
+            cursor = got.next_cursor
+            if cursor is None or not got.candidates and not got.rejected:
+                break
+        if fetched >= max_results:
+            break
+        if not failed and current != order[-1]:
+            note = f"{current} has no more results for this search; trying the next source"
+            notes.append(note)
+            log.info(note)
+    if pending is not None:
+        finish(*pending)
+    if fetched < max_results:
+        notes.append(f"only {fetched} of {max_results} candidates found across {', '.join(order)}")
+
+    summary = close_batch(batch_id, rows_loaded, sources_used, validation, notes).as_dict()
+    summary["stage_seconds"] = stage_report(batch_id)
+    _publish(summary, validation)
+    log.info("batch %s done: %s", batch_id, {k: summary[k] for k in
+             ("leads_generated", "leads_merged", "rows_rejected", "avg_score")})
+    return summary
+
+
+def _publish(summary: dict[str, Any], validation: dict[str, Any]) -> None:
+    """The batch summary and the validation summary as a table artifact in the Prefect UI."""
+    tiers = summary["tier_distribution"]
+    rows: list[dict[str, Any]] = [
+        {"metric": "batch id", "value": summary["batch_id"]},
+        {"metric": "sources used", "value": ", ".join(summary["sources_used"]) or "-"},
+        {"metric": "leads generated", "value": summary["leads_generated"]},
+        {"metric": "merged duplicates", "value": summary["leads_merged"]},
+        {"metric": "rejected rows", "value": summary["rows_rejected"]},
+        {"metric": "average score", "value": summary["avg_score"]},
+        *({"metric": f"tier {t}", "value": tiers.get(t, 0)} for t in ("hot", "warm", "cold")),
+        {"metric": "validated rows", "value": validation.get("rows_in", 0)},
+        {"metric": "validation rejects", "value": validation.get("rows_rejected", 0)},
+        *({"metric": f"rule failed: {rule}", "value": n}
+          for rule, n in sorted(validation.get("rejected_by_rule", {}).items())),
+        *({"metric": "note", "value": note} for note in summary["notes"]),
+    ]
+    create_table_artifact(
+        key="lead-batch-summary",
+        table=rows,
+        description=f"Lead batch {summary['batch_id']}: summary and validation",
+    )

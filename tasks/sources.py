@@ -1,0 +1,98 @@
+"""Fetches one chunk of candidate leads from a lead source, resuming from a cursor, so that a flow
+can stream a large search chunk by chunk (bounded memory) and a retried chunk re-reads the same
+pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clients.apollo import ApolloClient
+from clients.google_places import GooglePlacesClient
+from clients.http import ApiCall, ApiError, SearchPage, make_async_client
+from clients.pdl import PdlClient
+from leadflow.settings import Settings
+from tasks.batches import Rejected
+from tasks.normalise import normalise_records
+from tasks.staging import CandidateLead
+
+SOURCES = ("apollo", "google_places", "pdl")
+# Billing unit per request for per-request plans: how many records one request returns at most.
+PAGE_SIZE = {"apollo": 100, "google_places": 20, "pdl": 100}
+
+
+@dataclass(slots=True)
+class SourceChunk:
+    source: str
+    candidates: list[CandidateLead] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    calls: list[ApiCall] = field(default_factory=list)
+    next_cursor: str | None = None  # None: this query has nothing more
+    total: int | None = None
+
+
+class SourceFetchError(Exception):
+    """A chunk failed; carries the calls made before the failure so they are still metered."""
+
+    def __init__(self, error: ApiError, calls: list[ApiCall]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.calls = calls
+
+
+def fallback_order(first: str, configured: list[str]) -> list[str]:
+    """The requested source first, then the configured fallbacks, each once."""
+    order = [first, *configured]
+    return [s for i, s in enumerate(order) if s in SOURCES and s not in order[:i]]
+
+
+def _pages(source: str, http: Any, settings: Settings, industry: str | None, location: str,
+           cursor: str | None, want: int):  # type: ignore[no-untyped-def]
+    keyword = (industry or "").strip()
+    if source == "apollo":
+        return ApolloClient.from_settings(http, settings).search_organizations(
+            limit=want,
+            keyword_tags=[keyword] if keyword and keyword.lower() != "any" else [],
+            locations=[location] if location else [],
+            start_page=int(cursor or 1),
+        )
+    if source == "google_places":
+        query = f"{keyword} in {location}" if keyword and keyword.lower() != "any" else location
+        return GooglePlacesClient.from_settings(http, settings).search_text(
+            query, limit=min(want, 60), page_token=cursor
+        )
+    if source == "pdl":
+        must: list[dict[str, Any]] = []
+        if keyword and keyword.lower() != "any":
+            must.append({"match": {"industry": keyword}})
+        if location:
+            must.append({"match": {"location.name": location}})
+        return PdlClient.from_settings(http, settings).search_companies(
+            limit=want, query={"bool": {"must": must}}, scroll_token=cursor
+        )
+    raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+
+
+async def fetch_chunk(source: str, industry: str | None, location: str, cursor: str | None,
+                      want: int, settings: Settings) -> SourceChunk:
+    """Up to `want` candidates of `source` from `cursor` on, normalised into the staging shape;
+    records that cannot become leads come back as `rejected` (to quarantine), never dropped."""
+    chunk = SourceChunk(source=source)
+    async with make_async_client(settings) as http:
+        pages = _pages(source, http, settings, industry, location, cursor, want)
+        try:
+            page: SearchPage
+            async for page in pages:
+                leads, bad = normalise_records(source, page.records)
+                chunk.candidates.extend(leads)
+                chunk.rejected.extend(bad)
+                chunk.calls.extend(page.calls)
+                chunk.next_cursor = page.next_cursor
+                chunk.total = page.total if page.total is not None else chunk.total
+                if len(chunk.candidates) + len(chunk.rejected) >= want:
+                    break
+        except ApiError as exc:
+            raise SourceFetchError(exc, [*chunk.calls, *exc.calls]) from None
+        finally:
+            await pages.aclose()
+    return chunk
