@@ -74,6 +74,26 @@ def _build_blobs() -> tuple[str, str, list[str], list[str]]:
 
 CSS_BLOB, JS_BLOB, SVG_PATHS, SENTENCES = _build_blobs()
 
+
+def _build_cards() -> list[str]:
+    """Element-dense markup (gallery/menu/testimonial cards as page builders emit them)."""
+    rng = random.Random(99)
+    cards = []
+    for i in range(3000):
+        cls = f"c-{rng.getrandbits(24):06x}"
+        cards.append(
+            f'<div class="card {cls}" data-index="{i}"><div class="card-inner"><div class="card-media">'
+            f'<img src="/media/{cls}.webp" alt="" loading="lazy" width="320" height="240"></div>'
+            f'<div class="card-body"><h4 class="card-title"><span>{rng.choice(SENTENCES)[:28]}</span></h4>'
+            f'<p class="card-text">{rng.choice(SENTENCES)}</p><ul class="tags"><li>'
+            f'{rng.choice(SENTENCES)[:12]}</li><li>{rng.choice(SENTENCES)[:9]}</li></ul>'
+            f'<a class="card-link" href="/gallery#{cls}">More</a></div></div></div>'
+        )
+    return cards
+
+
+CARDS = _build_cards()
+
 # --- booking embeds as real sites paste them ---------------------------------------------------
 
 # tool -> {"script": html, "iframe": url, "link": url}; {slug}, {id}, {uuid}, {domain} filled in.
@@ -429,10 +449,16 @@ def render_page(business: Business, profile: SiteProfile, domain: str) -> str:
     # Icons and scripts make up the rest of the weight, as on real sites.
     used = sum(map(len, head)) + sum(map(len, body)) + 200
     rest = max(0, target - used)
-    body.append(_svg(rng, int(rest * 0.25)))
-    filler = " ".join(rng.sample(SENTENCES, 6))
-    body.append(f'<div class="testimonials"><p>{filler}</p></div>')
-    body.append(f"<script>{_take(JS_BLOB, rng, int(rest * 0.7))}</script>")
+    body.append(_svg(rng, int(rest * 0.2)))
+    cards: list[str] = []
+    budget = int(rest * 0.35)
+    start = rng.randrange(len(CARDS))
+    while budget > 0:
+        card = CARDS[(start + len(cards)) % len(CARDS)]
+        cards.append(card)
+        budget -= len(card)
+    body.append(f'<section class="gallery"><div class="grid">{"".join(cards)}</div></section>')
+    body.append(f"<script>{_take(JS_BLOB, rng, int(rest * 0.42))}</script>")
     lang = ' lang="ja"' if profile.charset == "shift_jis" else ' lang="en"'
     doctype = '<!DOCTYPE html>' if modern else (
         '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN">')

@@ -70,11 +70,11 @@ _KEYWORD_RE = re.compile(
     + "|".join(re.escape(k) for k in sorted(BOOKING_KEYWORDS_CJK, key=len, reverse=True))
 )
 _PHONE_BOOKING_RE = re.compile(
-    r"(?<!\w)(?:call|phone|ring|text)(?: us)?(?: today| now| anytime)?"
+    r"\b(?:call|phone|ring|text)(?: us)?(?: today| now| anytime)?"
     r"(?: (?:at|on) [+(]?\d[\d ().-]{5,}\d)?"
     r"(?: (?:to|for)) (?:book|schedule|make an appointment|reserve|an appointment|appointments"
     r"|a reservation|reservations)"
-    r"|(?<!\w)(?:book(?:ings)?|appointments?|reservations?) (?:are )?(?:by|over the) (?:tele)?phone"
+    r"|\b(?:book(?:ings)?|appointments?|reservations?) (?:are )?(?:by|over the) (?:tele)?phone"
 )
 # Starts with a literal "//" so the regex engine can skip ahead cheaply through long scripts.
 _URL_IN_TEXT_RE = re.compile(r"//(?:[a-z0-9-]+\.)+[a-z]{2,}[^\s\"'<>\\)`]*")
@@ -422,6 +422,10 @@ def interpret(
     table = table or load_signatures()
     page_host = (urlsplit(url).hostname or "").lower()
     generator_hint = features.generator
+    if any("static.parastorage.com" in u or "static.wixstatic.com" in u for u in features.urls):
+        generator_hint += " wix"
+    # Same-site paths only matter for tools recognised by path on their own builder's sites.
+    want_paths = any(gen in generator_hint for _, gen, _ in table.site_path_res)
 
     booking: dict[str, str] = {}
     analytics: set[str] = set()
@@ -430,15 +434,14 @@ def interpret(
     for raw in sorted(features.urls):
         norm = normalise_url(raw)
         if norm is None:
-            if raw.lower().startswith(("mailto:", "tel:", "javascript:", "data:", "#")):
+            if not want_paths or raw.lower().startswith(
+                ("mailto:", "tel:", "javascript:", "data:", "#")
+            ):
                 continue
-            absolute = urljoin(url, raw)
-            parts = urlsplit(absolute)
+            parts = urlsplit(urljoin(url, raw))
             if (parts.hostname or "").lower() == page_host:
                 same_site_paths.append(parts.path + (f"?{parts.query}" if parts.query else ""))
             continue
-        if norm.startswith(("static.wixstatic.com", "static.parastorage.com")):
-            generator_hint += " wix"
         tool = match_url(table.booking_re, norm)
         if tool:
             booking.setdefault(tool, "url")
