@@ -1,0 +1,148 @@
+"""The import-csv flow end to end on PostgreSQL, against a temporary Prefect server: real
+fixture files in, leads, quarantined rows and the batch record out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from flows.import_csv import import_csv
+from models import Lead, LeadBatch, QuarantinedRow
+from models.db import session_scope
+from tasks.csv_import import CsvFormatError
+
+CSV = Path(__file__).resolve().parent.parent / "fixtures" / "csv"
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "pg_settings")
+
+
+def data_lines(path: Path) -> int:
+    """Lines after the header, empty ones included (every one must be accounted for)."""
+    return len(path.read_bytes().splitlines()) - 1
+
+
+def lead_names() -> list[str]:
+    with session_scope() as session:
+        return sorted(session.scalars(select(Lead.company_name)))
+
+
+def quarantined(batch_id: int) -> list[tuple[str, str, str | None]]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(QuarantinedRow.stage, QuarantinedRow.rule, QuarantinedRow.row_ref)
+            .where(QuarantinedRow.batch_id == batch_id).order_by(QuarantinedRow.row_ref)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def batch(batch_id: int) -> LeadBatch:
+    with session_scope() as session:
+        found = session.get_one(LeadBatch, batch_id)
+        session.expunge(found)
+        return found
+
+
+def accounted(summary: dict[str, Any]) -> int:
+    return (summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"]
+            + summary["csv"]["empty_lines"])
+
+
+def test_sales_navigator_export_loads_good_rows_and_quarantines_bad_ones_with_their_rule() -> None:
+    path = CSV / "sales_navigator_leads.csv"
+
+    summary = import_csv(str(path))
+
+    assert lead_names() == ["Lumen Hair Studio", "Northgate Physio", "Stillwater Yoga"]
+    assert quarantined(summary["batch_id"]) == [
+        ("csv", "invalid_email", "line 5"),
+        ("csv", "formula_injection", "line 6"),
+    ]
+    assert summary["csv"]["format"] == "linkedin_sales_navigator_leads"
+    assert summary["sources_used"] == ["csv_linkedin"]
+    assert (summary["leads_generated"], summary["leads_merged"], summary["rows_rejected"]) == (
+        3, 0, 2)
+    assert accounted(summary) == data_lines(path) == 5
+    record = batch(summary["batch_id"])
+    assert (record.kind, record.status, record.leads_generated) == ("import_csv", "done", 3)
+    with session_scope() as session:
+        lumen = session.scalars(select(Lead).where(Lead.company_name == "Lumen Hair Studio")).one()
+        assert (lumen.source, lumen.email, lumen.city) == (
+            "csv_linkedin", "maren@lumenhair.example", "Austin")
+        assert lumen.contact_name == "Maren Okafor"
+        assert lumen.tier in {"hot", "warm", "cold"}
+
+
+def test_generic_companies_file_loads_every_row_in_small_chunks() -> None:
+    path = CSV / "generic_companies.csv"
+
+    summary = import_csv(str(path), chunk_rows=2)
+
+    assert lead_names() == ["Cedar Chiropractic", "Golden Mane Salon", "Sunrise Massage"]
+    assert summary["csv"]["format"] == "generic_companies"
+    assert summary["csv"]["rows_read"] == 3
+    assert summary["rows_rejected"] == 0
+    assert accounted(summary) == data_lines(path)
+    with session_scope() as session:
+        golden = session.scalars(select(Lead).where(Lead.company_name == "Golden Mane Salon")).one()
+        assert (golden.website, golden.source) == ("https://goldenmane.example", "csv")
+
+
+def test_empty_lines_are_counted_and_every_line_accounted_for() -> None:
+    path = CSV / "empty_lines.csv"
+
+    summary = import_csv(str(path))
+
+    assert lead_names() == ["Alpha Nails", "Beta Brows"]
+    assert summary["csv"]["empty_lines"] == 5
+    assert accounted(summary) == data_lines(path) == 7
+
+
+def test_reimporting_the_same_file_creates_no_new_lead() -> None:
+    path = CSV / "sales_navigator_leads.csv"
+    first = import_csv(str(path))
+    with session_scope() as session:
+        leads_before = session.scalar(select(func.count()).select_from(Lead))
+
+    second = import_csv(str(path))
+
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Lead)) == leads_before == 3
+    assert second["batch_id"] != first["batch_id"]
+    assert (second["leads_generated"], second["leads_merged"]) == (0, 3)
+    assert accounted(second) == data_lines(path)
+
+
+def test_missing_required_column_raises_a_clear_error_and_marks_the_batch_failed() -> None:
+    path = CSV / "missing_required_column.csv"
+
+    with pytest.raises(CsvFormatError, match="no usable header") as raised:
+        import_csv(str(path))
+
+    message = str(raised.value)
+    assert "'Phone', 'City', 'Notes'" in message and "company name column" in message
+    with session_scope() as session:
+        batches = session.scalars(select(LeadBatch)).all()
+        assert [(b.kind, b.status) for b in batches] == [("import_csv", "failed")]
+        assert "no usable header" in batches[0].notes[0]
+        assert batches[0].finished_at is not None
+    assert lead_names() == []
+
+
+def test_formula_injection_cells_never_reach_the_leads_table() -> None:
+    path = CSV / "formula_injection.csv"
+
+    summary = import_csv(str(path))
+
+    names = lead_names()
+    assert names == ["Negative Notes", "Safe Phone Co"]
+    with session_scope() as session:
+        for lead in session.scalars(select(Lead)):
+            for value in (lead.company_name, lead.phone, lead.contact_name):
+                assert not (value or "").lstrip().startswith(("=", "@", "+cmd", "-2+"))
+    rules = {rule for _, rule, _ in quarantined(summary["batch_id"])}
+    assert rules == {"formula_injection"}
+    assert summary["rows_rejected"] == 5
+    assert accounted(summary) == data_lines(path)
