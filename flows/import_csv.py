@@ -7,7 +7,7 @@ by `chunk_rows` whatever the file size, rows the reader refuses are quarantined 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -28,12 +28,15 @@ from tasks.steps import (
     to_frame,
     validate_chunk,
 )
+from tasks.validation import ValidationOutcome
 
 BATCH_SOURCE = "csv"  # the batch's requested source; leads carry the detected one (csv_linkedin)
 
 
 @flow(name="import-csv", flow_run_name="import-csv-{path}", log_prints=False)
-def import_csv(path: str, chunk_rows: int = Field(default=5000, ge=1, le=100_000)) -> dict[str, Any]:
+def import_csv(
+    path: str, chunk_rows: int = Field(default=5000, ge=1, le=100_000)
+) -> dict[str, Any]:
     """Import the leads of the CSV file at `path`; returns the batch summary with the CSV
     report under "csv". A file that cannot be imported at all raises CsvFormatError, after
     marking the batch failed."""
@@ -55,7 +58,8 @@ def import_csv(path: str, chunk_rows: int = Field(default=5000, ge=1, le=100_000
             if chunk.leads:
                 frame = score_chunk(batch_id, to_frame(chunk.leads))
                 frame = dedupe_chunk(batch_id, frame)
-                checked = validate_chunk(batch_id, frame)
+                # validate_chunk is typed Any, which Prefect's overloads read as a coroutine.
+                checked = cast(ValidationOutcome, validate_chunk(batch_id, frame))
                 validation = _merge_validation(validation, checked.summary)
                 rejected += [Rejected(**r.as_quarantine()) for r in checked.rejected]
                 valid = checked.valid

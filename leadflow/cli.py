@@ -73,18 +73,23 @@ def generate(
 
 
 @app.command("import-csv")
-def import_csv(path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
+def import_csv(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    chunk_rows: int = typer.Option(5000, min=1, max=100_000, help="Rows per chunk."),
+) -> None:
     """Import a LinkedIn Sales Navigator export or a generic CSV of companies/contacts."""
-    from flows.import_csv import import_csv as import_flow
+    from rich.markup import escape
 
+    from flows.import_csv import import_csv as import_flow
     from models.db import upgrade_database
     from tasks.csv_import import CsvFormatError
 
     upgrade_database()
     try:
-        summary = import_flow(path=str(path.resolve()))
+        summary = import_flow(path=str(path.resolve()), chunk_rows=chunk_rows)
     except CsvFormatError as exc:
-        err.print(f"[red]cannot import {path}:[/red] {exc}")
+        err.print(f"[red]cannot import {escape(str(path))}:[/red] {escape(str(exc))}",
+                  soft_wrap=True)
         raise typer.Exit(2) from exc
     console.print(_summary_table(summary))
 
@@ -123,10 +128,22 @@ def dedupe_csv(
     out: Path = typer.Option(..., "--out", help="Where to write id,cluster_id."),
 ) -> None:
     """Cluster the rows of a companies CSV (id,company_name,address,city,phone) into businesses."""
+    from rich.markup import escape
+
+    from tasks.dedupe import DedupeCsvError
     from tasks.dedupe import dedupe_csv as run
 
-    report = run(input_csv, out)
-    err.print(str(report))
+    try:
+        report = run(input_csv, out)
+    except DedupeCsvError as exc:
+        err.print(f"[red]cannot dedupe:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    err.print(
+        f"{report.rows} rows, {report.clusters} businesses, {report.duplicates} duplicates "
+        f"({report.encoding}); wrote {escape(str(out))}", soft_wrap=True,
+    )
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
 
 
 @app.command()
