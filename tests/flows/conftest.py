@@ -5,15 +5,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import prefect.settings
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+_users = 0  # fixtures currently holding the harness (tests/test_cli.py imports this fixture)
+
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    """Flows run against a throwaway Prefect server (its own SQLite database)."""
+def prefect_server() -> Iterator[str]:
+    """Flows run against a throwaway Prefect server (its own SQLite database); yields its API
+    URL. Started once per session even when another test module imports this fixture."""
+    global _users
+    if _users:
+        _users += 1
+        try:
+            yield str(prefect.settings.PREFECT_API_URL.value())
+        finally:
+            _users -= 1
+        return
     with prefect_test_harness(server_startup_timeout=180):
-        yield
+        _users = 1
+        try:
+            yield str(prefect.settings.PREFECT_API_URL.value())
+        finally:
+            _users = 0
 
 
 @pytest.fixture()

@@ -1,0 +1,170 @@
+"""The `leadflow` command line, run for real in a subprocess against a temporary SQLite file
+and the fixture files: the acceptance interfaces of analyse-site and dedupe-csv, import-csv's
+refusal of a file it cannot import, and the command list."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES
+from tests.flows.conftest import prefect_server  # noqa: F401  (one Prefect server per session)
+
+SITES = FIXTURES / "sites"
+ACCEPTANCE_KEYS = [
+    "file", "booking_tools", "has_contact_form", "booking_keyword_count", "has_analytics",
+    "digital_maturity",
+]  # fmt: skip
+
+
+@pytest.fixture()
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a user with a fresh SQLite database and Prefect home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEADFLOW_", "PREFECT_"))}
+    env.update(
+        LEADFLOW_DATABASE_URL=f"sqlite:///{tmp_path / 'leadflow.db'}",
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+        DO_NOT_TRACK="1",
+        GX_ANALYTICS_ENABLED="false",
+        COLUMNS="200",
+    )
+    return env
+
+
+def leadflow(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "leadflow.cli", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=240,
+    )
+
+
+def embed_page(tmp_path: Path, tool: str, kind: str) -> Path:
+    """The fixture page with one booking tool embedded, as test_detect builds it."""
+    embeds = json.loads((SITES / "booking_embeds.json").read_text())
+    page = (SITES / "embed_page.html").read_text().replace("{embed}", embeds[tool][kind])
+    path = tmp_path / f"{tool}_{kind}.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def test_help_lists_the_commands(cli_env: dict[str, str], tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "leadflow"  # the installed entry point
+    result = subprocess.run([str(script), "--help"], env=cli_env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in ("generate", "import-csv", "analyse-site", "dedupe-csv", "migrate", "demo",
+                    "sandbox"):
+        assert command in result.stdout
+
+
+def test_analyse_site_prints_one_json_object_per_file_per_line(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    files = [
+        embed_page(tmp_path, "calendly", "script"),
+        embed_page(tmp_path, "acuity", "iframe"),
+        SITES / "maturity_full.html",
+        SITES / "decoys.html",
+    ]
+
+    result = leadflow(cli_env, tmp_path, "analyse-site", "--html", *map(str, files), "--json")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(files)
+    objects = [json.loads(line) for line in lines]
+    assert [list(o) for o in objects] == [ACCEPTANCE_KEYS] * len(files)
+    assert [o["file"] for o in objects] == [str(f) for f in files]
+    assert [o["booking_tools"] for o in objects] == [["calendly"], ["acuity"], ["mindbody"], []]
+    full, decoys = objects[2], objects[3]
+    assert full["has_analytics"] is True and full["digital_maturity"] == 100
+    assert decoys["has_contact_form"] is False and decoys["has_analytics"] is False
+    for o in objects:
+        assert isinstance(o["booking_keyword_count"], int) and o["booking_keyword_count"] >= 0
+        assert isinstance(o["digital_maturity"], int) and 0 <= o["digital_maturity"] <= 100
+
+
+def test_analyse_site_refuses_a_missing_file(cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = leadflow(cli_env, tmp_path, "analyse-site", "--html", "nope.html", "--json")
+
+    assert result.returncode == 2
+    assert "not a file: nope.html" in result.stderr
+    assert result.stdout == ""
+
+
+def test_dedupe_csv_writes_a_cluster_id_for_every_row_and_groups_known_duplicates(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    source = FIXTURES / "dedupe" / "companies_labelled.csv"
+    out = tmp_path / "clusters.csv"
+
+    result = leadflow(cli_env, tmp_path, "dedupe-csv", str(source), "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    with source.open(newline="") as fh:
+        labelled = list(csv.DictReader(fh))
+    with out.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["id", "cluster_id"]
+        cluster = {row["id"]: row["cluster_id"] for row in reader}
+    assert list(cluster) == [row["id"] for row in labelled]
+    assert set(cluster.values()) <= set(cluster)  # a cluster is named by one of its rows
+    assert cluster["a1"] == cluster["a2"] == cluster["a3"] == cluster["a4"]
+    assert cluster["t1"] == cluster["t2"] and cluster["q1"] == cluster["q2"]
+    assert cluster["a1"] != cluster["b1"] and cluster["f1"] != cluster["f2"]
+    # Against the labels: the clustering is the labelled partition, row for row.
+    by_entity: dict[str, set[str]] = {}
+    by_cluster: dict[str, set[str]] = {}
+    for row in labelled:
+        by_entity.setdefault(row["entity"], set()).add(row["id"])
+        by_cluster.setdefault(cluster[row["id"]], set()).add(row["id"])
+    assert sorted(map(sorted, by_cluster.values())) == sorted(map(sorted, by_entity.values()))
+    businesses = len(by_entity)
+    assert f"{len(labelled)} rows, {businesses} businesses" in result.stderr
+
+
+def test_dedupe_csv_without_required_columns_exits_2_with_the_reason(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "clusters.csv"
+    source = FIXTURES / "csv" / "generic_companies.csv"  # no id column
+
+    result = leadflow(cli_env, tmp_path, "dedupe-csv", str(source), "--out", str(out))
+
+    assert result.returncode == 2
+    assert "lacks required column(s) id" in result.stderr
+    assert not out.exists()
+
+
+def test_import_csv_of_a_file_without_a_usable_header_exits_2_with_the_message(
+    cli_env: dict[str, str], tmp_path: Path, prefect_server: str  # noqa: F811
+) -> None:
+    source = FIXTURES / "csv" / "missing_required_column.csv"
+
+    # The session's Prefect server, which saves the CLI starting a temporary one of its own.
+    env = {**cli_env, "PREFECT_API_URL": prefect_server}
+    result = leadflow(env, tmp_path, "import-csv", str(source))
+
+    assert result.returncode == 2, result.stderr
+    message = [line for line in result.stderr.splitlines() if line.startswith("cannot import")]
+    assert message == [
+        f"cannot import {source}: missing_required_column.csv: no usable header in the first "
+        "10 lines (read up to line 3). Columns found: 'Phone', 'City', 'Notes'. Expected a "
+        "company name column (company, company name, company_name, account name, account, "
+        "business, ...) or an email column (email, e-mail, email address), plus at least one "
+        "more known column (website, phone, city, first name, ...)."
+    ]
+    assert "Batch" not in result.stdout
+    with sqlite3.connect(tmp_path / "leadflow.db") as db:  # migrated, and the batch failed
+        assert db.execute("SELECT kind, status FROM lead_batches").fetchall() == [
+            ("import_csv", "failed")]
+
