@@ -1,0 +1,140 @@
+"""Shared helpers for the benchmarks: a throwaway PostgreSQL database, timing and medians, and a
+description of the machine the figures were taken on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ADMIN_URL = os.environ.get(
+    "LEADFLOW_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def quiet_environment() -> None:
+    """No analytics or telemetry from Prefect and Great Expectations (no internet here)."""
+    for key, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("DO_NOT_TRACK", "1"),
+                       ("GX_ANALYTICS_ENABLED", "false")):
+        os.environ.setdefault(key, value)
+
+
+def _sigterm_to_exit() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks (dropping the database) still run."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    with contextlib.suppress(ValueError):  # ValueError: not the main thread
+        signal.signal(signal.SIGTERM, handler)
+
+
+@contextmanager
+def throwaway_database(prefix: str = "leadflow_bench", migrate: bool = True) -> Iterator[str]:
+    """Create `<prefix>_<random>` on the local server, migrate it with Alembic, yield its
+    SQLAlchemy URL (postgresql+psycopg://...), and drop it afterwards, also on error."""
+    import psycopg
+
+    from models.db import dispose_engines, upgrade_database
+
+    _sigterm_to_exit()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    url = f"{base}/{name}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        if migrate:
+            upgrade_database(url)
+        yield url
+    finally:
+        dispose_engines()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def psycopg_dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class Stopwatch:
+    """Seconds per named stage: `with watch("score"): ...`; repeated stages add up."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: list[float]) -> str:
+    """'median (min-max)' with three decimals."""
+    if not values:
+        return "-"
+    return f"{median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine_description(pg_url: str | None = None) -> str:
+    """One line: CPUs (usable by this process), CPU model, RAM, Python, OS, PostgreSQL."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 0
+    ram = _ram_gb()
+    parts = [f"{cpus} CPUs ({_cpu_model()})", f"{ram:.0f} GB RAM" if ram else "RAM unknown",
+             f"Python {platform.python_version()}", f"{platform.system()} {platform.release()}"]
+    if pg_url:
+        try:
+            import psycopg
+
+            with psycopg.connect(psycopg_dsn(pg_url)) as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            parts.append(f"PostgreSQL {version}")
+        except Exception:  # pragma: no cover - descriptive only
+            pass
+    return ", ".join(parts)
