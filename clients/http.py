@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from pydantic import ValidationError
 
 from leadflow.settings import Settings
@@ -181,6 +182,7 @@ def make_async_client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=timeout,
         limits=limits,
+        transport=AiohttpTransport(limits=limits, trust_env=False),
         follow_redirects=False,
         headers={"Accept": "application/json", "User-Agent": "leadflow/0.1"},
     )

@@ -1,13 +1,14 @@
 """Flow 1 of the design, "Generate Leads": fetch from a source -> normalise -> enrich (find and
 verify emails) -> analyse websites -> score -> dedupe -> validate -> load, chunk by chunk.
 
-Chunks stream through the stages so memory stays bounded however many leads are asked for, and
-the network work of one chunk (enrichment, website analysis) overlaps the database work of the
-previous one. When a source is spent (monthly quota, no more results) or keeps failing, the flow
+Chunks stream through the stages so memory stays bounded however many leads are asked for
+(at most `pipeline_depth` chunks in flight), and the network work of the newest chunks
+(enrichment, website analysis) overlaps the scoring, dedupe, validation and load of the oldest. When a source is spent (monthly quota, no more results) or keeps failing, the flow
 falls back to the next configured source and says so in the batch notes."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -72,7 +73,7 @@ def generate_leads(
     sources_used: list[str] = []
     validation: dict[str, Any] = {}
     rows_loaded = fetched = 0
-    pending: tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None] | None = None
+    pending: deque[tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None]] = deque()
 
     def finish(chunk: Chunk, enriched: PrefectFuture[Any] | None,
                analysed: PrefectFuture[Any] | None) -> None:
@@ -119,9 +120,9 @@ def generate_leads(
             urls = [c.website for c in chunk.candidates if c.website]
             enriched = enrich_emails.submit(batch_id, chunk.candidates) if enrich else None
             analysed = analyse_websites.submit(batch_id, urls) if analyse and urls else None
-            if pending is not None:
-                finish(*pending)  # overlaps the network stages just submitted
-            pending = (chunk, enriched, analysed)
+            pending.append((chunk, enriched, analysed))
+            while len(pending) >= max(1, settings.pipeline_depth):
+                finish(*pending.popleft())  # overlaps the network stages still in flight
             cursor = got.next_cursor
             if cursor is None or not got.candidates and not got.rejected:
                 break
@@ -131,8 +132,8 @@ def generate_leads(
             note = f"{current} has no more results for this search; trying the next source"
             notes.append(note)
             log.info(note)
-    if pending is not None:
-        finish(*pending)
+    while pending:
+        finish(*pending.popleft())
     if fetched < max_results:
         notes.append(f"only {fetched} of {max_results} candidates found across {', '.join(order)}")
 

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     hunter_verify_max_polls: int = 5
     hunter_verify_poll_s: float = 2.0
     # Concurrent Hunter requests during enrichment.
-    enrich_concurrency: int = 16
+    enrich_concurrency: int = 32
 
     # --- website analysis ----------------------------------------------------------------
     site_timeout_s: float = 8.0
@@ -76,6 +76,9 @@ class Settings(BaseSettings):
 
     # --- pipeline ------------------------------------------------------------------------
     batch_size: int = 1000
+    # Chunks whose network stages (enrichment, website analysis) may run at once: the slowest
+    # site of one chunk (up to site_timeout_s) then overlaps the work of the others.
+    pipeline_depth: int = 3
     score_hot_threshold: int = 70
     score_warm_threshold: int = 40
     dedupe_name_threshold: float = 88.0

@@ -99,9 +99,12 @@ class Chunk:
 
 
 def to_frame(candidates: list[CandidateLead]) -> pd.DataFrame:
-    frame = pd.DataFrame([c.to_dict() for c in candidates], columns=list(CANDIDATE_COLUMNS))
-    frame["contact_name"] = [c.contact_name for c in candidates]
-    return frame
+    """The chunk as a DataFrame, column by column (no deep copy of the raw payloads)."""
+    columns: dict[str, list[Any]] = {
+        name: [getattr(c, name) for c in candidates] for name in CANDIDATE_COLUMNS
+    }
+    columns["contact_name"] = [c.contact_name for c in candidates]
+    return pd.DataFrame(columns)
 
 
 # --- batch record and quarantine ------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _parse(body: bytes, url: str, content_type: str | None) -> SiteFacts:
 
 
 def parse_pool(workers: int) -> ProcessPoolExecutor | None:
-    """The process pool shared by every batch (created once; None means parse inline)."""
+    """The process pool shared by every batch (created once; None means work inline)."""
     global _POOL, _POOL_SIZE
     if workers <= 1:
         return None
@@ -105,7 +105,7 @@ def parse_pool(workers: int) -> ProcessPoolExecutor | None:
         # forkserver: the parent may run threads (Prefect, the event loop), which fork would copy
         # in whatever state they are in.
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["tasks.website.detect"])
+        ctx.set_forkserver_preload(["tasks.website.detect", "tasks.website.fetch"])
         _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         _POOL_SIZE = workers
     return _POOL
@@ -155,16 +155,46 @@ def _apply(analysis: SiteAnalysis, facts: SiteFacts) -> SiteAnalysis:
 
 async def analyse_sites(urls: Sequence[str], settings: Any) -> dict[str, SiteAnalysis]:
     """Fetch and analyse each site once per registrable domain (first URL wins). Failures are
-    recorded in SiteAnalysis.error, never raised."""
+    recorded in SiteAnalysis.error, never raised.
+
+    With `parse_workers` > 1 the sites are sharded over that many worker processes, each of which
+    fetches its share (own connection pool, `http_concurrency / workers` in flight) and parses
+    pages as they arrive: fetching is CPU work too (TLS, HTTP parsing), so this keeps both cores
+    busy and leaves the flow's process free for enrichment and orchestration."""
     by_domain: dict[str, str] = {}
     for url in urls:
         if url and url.strip():
             by_domain.setdefault(registrable_domain(url), normalise_site_url(url))
     if not by_domain:
         return {}
-    loop = asyncio.get_running_loop()
-    pool = parse_pool(settings.parse_workers)
-    limit = asyncio.Semaphore(max(1, settings.http_concurrency))
+    items = list(by_domain.items())
+    # Each shard holds its process while it waits on the network too, so the pool has room for
+    # the shards of every chunk the flow keeps in flight.
+    pool = parse_pool(settings.parse_workers * max(1, getattr(settings, "pipeline_depth", 1)))
+    if pool is None:
+        results = await _fetch_and_parse(items, settings, settings.http_concurrency)
+    else:
+        workers = settings.parse_workers
+        per_worker = max(1, settings.http_concurrency // workers)
+        loop = asyncio.get_running_loop()
+        shards = [items[i::workers] for i in range(workers)]
+        done = await asyncio.gather(*(
+            loop.run_in_executor(pool, _analyse_shard, shard, settings, per_worker)
+            for shard in shards if shard
+        ))
+        results = [a for shard in done for a in shard]
+    return {a.domain: a for a in results}
+
+
+def _analyse_shard(items: list[tuple[str, str]], settings: Any, concurrency: int) -> list[SiteAnalysis]:
+    """Worker-process entry point: fetch and parse a shard of sites with its own event loop."""
+    return asyncio.run(_fetch_and_parse(items, settings, concurrency))
+
+
+async def _fetch_and_parse(
+    items: list[tuple[str, str]], settings: Any, concurrency: int
+) -> list[SiteAnalysis]:
+    limit = asyncio.Semaphore(max(1, concurrency))
     now = datetime.now(UTC)
 
     async def one(domain: str, url: str, client: Any) -> SiteAnalysis:
@@ -173,23 +203,16 @@ async def analyse_sites(urls: Sequence[str], settings: Any) -> dict[str, SiteAna
         analysis = _from_fetch(domain, fetched, now, settings.site_cache_days)
         if fetched.error is not None:
             return analysis
-        # Parsing happens outside the semaphore, so the next fetches start while this parses.
         try:
-            if pool is None:
-                facts = _parse(fetched.body, fetched.final_url, fetched.content_type)
-            else:
-                facts = await loop.run_in_executor(
-                    pool, _parse, fetched.body, fetched.final_url, fetched.content_type
-                )
+            facts = _parse(fetched.body, fetched.final_url, fetched.content_type)
         except Exception as exc:  # a page that breaks the parser must not sink the batch
             analysis.error = f"parse_error: {type(exc).__name__}: {exc}"[:300]
             analysis.expires_at = now + ERROR_CACHE
             return analysis
         return _apply(analysis, facts)
 
-    async with make_client(settings) as client:
-        results = await asyncio.gather(*(one(d, u, client) for d, u in by_domain.items()))
-    return {a.domain: a for a in results}
+    async with make_client(settings, pool_size=concurrency) as client:
+        return list(await asyncio.gather(*(one(d, u, client) for d, u in items)))
 
 
 # --- cache --------------------------------------------------------------------------------------

@@ -254,13 +254,11 @@ async def fetch_site(url: str, client: httpx.AsyncClient, settings: Any) -> Fetc
     return result
 
 
-def make_client(settings: Any) -> httpx.AsyncClient:
+def make_client(settings: Any, pool_size: int | None = None) -> httpx.AsyncClient:
     """The one AsyncClient the analyser shares across fetches (connection pooling, no env
     proxies: a proxy would resolve names itself and defeat the address checks)."""
-    limits = httpx.Limits(
-        max_connections=max(1, settings.http_concurrency),
-        max_keepalive_connections=max(1, settings.http_concurrency),
-    )
+    size = max(1, pool_size or settings.http_concurrency)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     timeout = httpx.Timeout(settings.site_timeout_s, connect=settings.http_connect_timeout_s)
     return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False,
                              follow_redirects=False)
