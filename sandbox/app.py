@@ -57,8 +57,13 @@ class SiteDispatch:
                 path = scope.get("path", "/")
                 query = scope.get("query_string", b"").decode("latin-1")
 
+                # The sandbox speaks plain HTTP; the fetcher says which scheme it asked for.
+                scheme = request.headers.get("x-forwarded-proto")
+
                 async def handler(_: Request) -> Response:
-                    return await sites.site_response(business, hostname.lower(), path, query)
+                    return await sites.site_response(
+                        business, hostname.lower(), path, query, scheme=scheme
+                    )
 
                 response = await self.state.faults.run("sites", request, handler, _site_error)
                 await response(scope, receive, send)
@@ -114,8 +119,10 @@ def create_app(config: SandboxConfig) -> Starlette:
         path = "/" + request.path_params.get("path", "")
         query = request.url.query
 
+        scheme = request.headers.get("x-forwarded-proto")
+
         async def handler(_: Request) -> Response:
-            return await sites.site_response(b, domain, path, query)
+            return await sites.site_response(b, domain, path, query, scheme=scheme)
 
         return await faults.run("sites", request, handler, _site_error)
 
