@@ -54,6 +54,14 @@ class _Rec(NamedTuple):
     city: str | None
     block: str | None
     addr: str | None
+    num: str | None  # the address's street number, None without one
+    street: str  # the address without its number ("" without an address)
+
+
+def _rec(email: str | None, domain: str | None, phone: str | None, name: str | None,
+         city: str | None, block: str | None, addr: str | None) -> _Rec:
+    num, street = _split_number(addr) if addr else (None, "")
+    return _Rec(email, is_webmail(email), domain, phone, name, city, block, addr, num, street)
 
 
 def _none(v: Any) -> Any:
@@ -66,9 +74,8 @@ def _records(df: pd.DataFrame) -> list[_Rec]:
     cols = [df[c].astype(object).tolist() for c in KEY_COLUMNS]
     out = []
     for email, domain, phone, name, city, block, addr in zip(*cols, strict=True):
-        email = _none(email)
-        out.append(_Rec(email, is_webmail(email), _none(domain), _none(phone), _none(name),
-                        _none(city), _none(block), _none(addr)))
+        out.append(_rec(_none(email), _none(domain), _none(phone), _none(name), _none(city),
+                        _none(block), _none(addr)))
     return out
 
 
@@ -81,19 +88,18 @@ def _split_number(addr: str) -> tuple[str | None, str]:
     return (head, rest) if head.isdigit() else (None, addr)
 
 
-def _address_relation(a: str | None, b: str | None) -> int:
-    """1 when two address keys name the same place, -1 when they differ, 0 when one is missing."""
-    if not a or not b:
+def _address_relation(a: _Rec, b: _Rec) -> int:
+    """1 when two records' address keys name the same place, -1 when they differ, 0 when one
+    is missing."""
+    if not a.addr or not b.addr:
         return 0
-    if a == b:
+    if a.addr == b.addr:
         return 1
-    na, ra = _split_number(a)
-    nb, rb = _split_number(b)
-    if na is not None and nb is not None:
-        if na != nb:
+    if a.num is not None and b.num is not None:
+        if a.num != b.num:
             return -1
-        return 1 if fuzz.ratio(ra, rb) >= STREET_MIN else -1
-    return 1 if fuzz.ratio(a, b) >= 90.0 else -1
+        return 1 if fuzz.ratio(a.street, b.street, score_cutoff=STREET_MIN) else -1
+    return 1 if fuzz.ratio(a.addr, b.addr, score_cutoff=90.0) else -1
 
 
 def _name_similarity(a: str, b: str) -> float:
@@ -114,7 +120,7 @@ def judge(a: _Rec, b: _Rec, threshold: float) -> str | None:
     addresses without the same phone (a chain's branches share a website, not a street)."""
     if a.city and b.city and a.city != b.city:
         return None
-    addr = _address_relation(a.addr, b.addr)
+    addr = _address_relation(a, b)
     phone = 0 if not (a.phone and b.phone) else (1 if a.phone == b.phone else -1)
     apart = addr < 0 and phone < 1
     if a.email and a.email == b.email and not apart:
@@ -252,8 +258,8 @@ _LEAD_COLS = ("id", "email_norm", "domain", "phone_e164", "name_key", "city_key"
 def _lead_rec(row: Sequence[Any]) -> _Rec:
     _, email, domain, phone, nkey, city, block, akey, address, company = row
     nkey = nkey or (name_key(company) or None)
-    return _Rec(email, is_webmail(email), domain, phone, nkey, city,
-                block or name_block(nkey), akey or address_key(address))
+    return _rec(email, domain, phone, nkey, city, block or name_block(nkey),
+                akey or address_key(address))
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -262,9 +268,13 @@ def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
-    """Every existing lead sharing an exact key or a (city, name block) with a batch row, in
-    a few bulk queries that use the indexes on email_norm, domain, phone_e164 and
-    (city_key, name_block)."""
+    """Every existing lead that can match a batch row, in a few bulk queries that use the
+    indexes on email_norm, domain, phone_e164, (city_key, name_block) and (city_key,
+    address_key): leads sharing an exact key, leads at the same (city, address), and leads of
+    the same (city, name block) that a name rule could accept. A row with a numbered address
+    can only meet a name rule with a lead at the same street number, without an address, or
+    with an unnumbered one, so on PostgreSQL the server drops the rest of the block (most of
+    it where a city holds thousands of businesses); SQLite fetches the whole block."""
     table: Table = Lead.__table__  # type: ignore[assignment]
     cols = [table.c[c] for c in _LEAD_COLS]
     postgres = conn.dialect.name == "postgresql"
@@ -275,31 +285,81 @@ def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
             if row[0] not in found:
                 found[row[0]] = _lead_rec(row)
 
-    for key, column in (("email", "email_norm"), ("domain", "domain"), ("phone", "phone_e164")):
-        values = sorted({getattr(r, key) for r in recs if getattr(r, key)})
-        for chunk in _chunks(values, LOOKUP_CHUNK):
-            if postgres:
-                param = bindparam("values", type_=ARRAY(String))
-                run(select(*cols).where(table.c[column] == any_(param)), {"values": list(chunk)})
-            else:
-                run(select(*cols).where(table.c[column].in_(list(chunk))))
-    for attr, column in (("block", "name_block"), ("addr", "address_key")):
-        pairs = sorted({(r.city, getattr(r, attr)) for r in recs
-                        if r.city and getattr(r, attr) and r.name})
-        if postgres:
-            for chunk in _chunks(pairs, LOOKUP_CHUNK):
-                keys = func.unnest(
-                    bindparam("cities", type_=ARRAY(String)), bindparam("keys", type_=ARRAY(String))
-                ).table_valued("city", "key").render_derived(name="k")
-                stmt = select(*cols).join_from(
-                    table, keys,
-                    (table.c.city_key == keys.c.city) & (table.c[column] == keys.c.key),
-                )
-                run(stmt, {"cities": [c for c, _ in chunk], "keys": [k for _, k in chunk]})
-        else:
+    exact = [sorted({getattr(r, key) for r in recs if getattr(r, key)})
+             for key in ("email", "domain", "phone")]
+    at_address = sorted({(r.city, r.addr) for r in recs if r.city and r.addr and r.name})
+    # Per (city, name block): the street numbers of the rows, " 12 345 " (None: some row has
+    # no number, so the whole block).
+    numbers: dict[tuple[str, str], set[str | None]] = {}
+    for r in recs:
+        if r.city and r.block and r.name:
+            numbers.setdefault((r.city, r.block), set()).add(r.num)
+    blocks = sorted(numbers)
+    if postgres:
+        # One query for the three exact keys (a BitmapOr of their indexes).
+        text_array = ARRAY(String)
+        chunks = max(1, *(-(-len(v) // LOOKUP_CHUNK) for v in exact))
+        for k in range(chunks):
+            params = {name: v[k * LOOKUP_CHUNK : (k + 1) * LOOKUP_CHUNK]
+                      for name, v in zip(("emails", "domains", "phones"), exact, strict=True)}
+            if any(params.values()):
+                run(select(*cols).where(
+                    (table.c.email_norm == any_(bindparam("emails", type_=text_array)))
+                    | (table.c.domain == any_(bindparam("domains", type_=text_array)))
+                    | (table.c.phone_e164 == any_(bindparam("phones", type_=text_array)))
+                ), params)
+        for chunk in _chunks(at_address, LOOKUP_CHUNK):
+            keys = func.unnest(
+                bindparam("cities", type_=text_array), bindparam("keys", type_=text_array)
+            ).table_valued("city", "key").render_derived(name="k")
+            stmt = select(*cols).join_from(
+                table, keys,
+                (table.c.city_key == keys.c.city) & (table.c.address_key == keys.c.key),
+            )
+            run(stmt, {"cities": [c for c, _ in chunk], "keys": [k for _, k in chunk]})
+        # A lead of the block qualifies when it has no address, an unnumbered one (the first
+        # word of a normalised address key is all digits when it is a number), or a street
+        # number some row of the block has.
+        akey = table.c.address_key
+        for chunk in _chunks(blocks, LOOKUP_CHUNK):
+            keys = func.unnest(
+                bindparam("cities", type_=text_array), bindparam("blocks", type_=text_array),
+                bindparam("nums", type_=text_array),
+            ).table_valued("city", "block", "nums").render_derived(name="k")
+            same_place = (
+                keys.c.nums.is_(None) | akey.is_(None)
+                | (func.strpos(keys.c.nums, " " + func.split_part(akey, " ", 1) + " ") > 0)
+                | ~akey.regexp_match("^[0-9]+( |$)")
+            )
+            stmt = select(*cols).join_from(
+                table, keys,
+                (table.c.city_key == keys.c.city) & (table.c.name_block == keys.c.block)
+                & same_place,
+            )
+            nums = [numbers[b] for b in chunk]
+            run(stmt, {"cities": [c for c, _ in chunk], "blocks": [b for _, b in chunk],
+                       "nums": [None if None in n else f" {' '.join(sorted(n))} "  # type: ignore[arg-type]
+                                for n in nums]})
+    else:
+        for name, values in zip(("email_norm", "domain", "phone_e164"), exact, strict=True):
+            for chunk in _chunks(values, LOOKUP_CHUNK):
+                run(select(*cols).where(table.c[name].in_(list(chunk))))
+        for name, pairs in (("address_key", at_address), ("name_block", blocks)):
             for chunk in _chunks(pairs, SQLITE_PAIR_CHUNK):
-                run(select(*cols).where(tuple_(table.c.city_key, table.c[column]).in_(list(chunk))))
+                run(select(*cols).where(
+                    tuple_(table.c.city_key, table.c[name]).in_(list(chunk))))
     return found
+
+
+def _close_names(name: str, names: list[str], threshold: float) -> list[int]:
+    """Positions of `names` that a name rule could accept for `name`: max(ratio, token-set
+    ratio) >= threshold bounds both rules' similarity from above (token-set >= token-sort)."""
+    scores = np.maximum(*(
+        process.cdist([name], names, scorer=scorer, score_cutoff=threshold, dtype=np.uint8,
+                      workers=1)[0]
+        for scorer in (fuzz.token_set_ratio, fuzz.ratio)
+    ))
+    return np.flatnonzero(scores).tolist()
 
 
 @dataclass(slots=True)
@@ -319,29 +379,47 @@ def match_existing_details(
     limit = _threshold(threshold)
     recs = _records(_with_keys(df))
     leads = _fetch_candidates(conn, recs)
+    # Exact keys; name blocks by (city, block, street number), numberless leads under None;
+    # (city, block) for rows without a street number; (city, address).
     index: dict[tuple[str, Any], list[int]] = {}
     for lead_id, rec in leads.items():
         for kind, value in (("e", rec.email), ("d", rec.domain), ("p", rec.phone)):
             if value:
                 index.setdefault((kind, value), []).append(lead_id)
-        if rec.city and rec.block:
-            index.setdefault(("b", (rec.city, rec.block)), []).append(lead_id)
-        if rec.city and rec.addr:
+        if rec.city and rec.block and rec.name:
+            index.setdefault(("b", (rec.city, rec.block, rec.num)), []).append(lead_id)
+            index.setdefault(("B", (rec.city, rec.block)), []).append(lead_id)
+        if rec.city and rec.addr and rec.name:
             index.setdefault(("a", (rec.city, rec.addr)), []).append(lead_id)
     ids: list[Any] = [pd.NA] * len(recs)
     reasons: list[str | None] = [None] * len(recs)
     ambiguous: dict[Any, list[int]] = {}
     labels = list(df.index)
+    empty: list[int] = []
     for pos, rec in enumerate(recs):
-        candidates: set[int] = set()
-        lookups: list[tuple[str, Any]] = [
-            ("e", rec.email), ("d", rec.domain), ("p", rec.phone),
-            ("b", (rec.city, rec.block) if rec.city and rec.block else None),
-            ("a", (rec.city, rec.addr) if rec.city and rec.addr else None),
-        ]
-        for kind, value in lookups:
+        exact: set[int] = set()
+        for kind, value in (("e", rec.email), ("d", rec.domain), ("p", rec.phone)):
             if value:
-                candidates.update(index.get((kind, value), ()))
+                exact.update(index.get((kind, value), empty))
+        # Leads sharing no exact key can only match by a name rule: the names must be close.
+        fuzzy: set[int] = set()
+        if rec.city and rec.name:
+            if rec.block:
+                if rec.num is None:
+                    fuzzy.update(index.get(("B", (rec.city, rec.block)), empty))
+                else:
+                    fuzzy.update(index.get(("b", (rec.city, rec.block, rec.num)), empty))
+                    fuzzy.update(index.get(("b", (rec.city, rec.block, None)), empty))
+            if rec.addr:
+                fuzzy.update(index.get(("a", (rec.city, rec.addr)), empty))
+            fuzzy -= exact
+        candidates = exact
+        if len(fuzzy) > 2:
+            others = sorted(fuzzy)
+            names = [leads[lead_id].name or "" for lead_id in others]
+            candidates |= {others[k] for k in _close_names(rec.name or "", names, limit)}
+        else:
+            candidates |= fuzzy
         # The strongest evidence wins (an email match over a same-named branch), then the
         # lowest id, so the choice is deterministic.
         matched = sorted(

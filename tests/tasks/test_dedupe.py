@@ -14,6 +14,7 @@ import pytest
 from models import Lead
 from models.db import get_engine, session_scope
 from tasks.dedupe import (
+    REASON_RANK,
     DedupeCsvError,
     cluster_batch,
     dedupe_csv,
@@ -125,6 +126,26 @@ def test_cluster_batch_survives_empty_and_garbage_values():
     assert cluster_batch(pd.DataFrame(columns=["company_name"]), THRESHOLD).empty
 
 
+def test_cluster_batch_on_sandbox_listings_of_three_sources():
+    # The same businesses as Apollo, Google Places and PDL list them (names with LLC, "- City"
+    # or lowercased, phones and websites in each vendor's format, PDL without phones) plus the
+    # ~2% double listings within a source; every listing knows its business.
+    from sandbox.dataset import generate_businesses
+    from sandbox.listings import build_listings
+
+    businesses = generate_businesses(400, seed=3)
+    rows, truth = [], []
+    for source in ("apollo", "google_places", "pdl"):
+        for x in build_listings(businesses, source, 3):
+            b = x.business
+            rows.append({"company_name": x.name, "phone": x.phone, "website": x.website,
+                         "address": b.street if source != "pdl" else b.street.lower(),
+                         "city": b.city})
+            truth.append(b.index)
+    precision, recall = pair_scores(truth, cluster_batch(pd.DataFrame(rows), THRESHOLD).tolist())
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
 # --- against the database -----------------------------------------------------------------------
 
 EXISTING = [
@@ -216,6 +237,84 @@ def test_match_existing_uses_stored_keys_only_where_present(pg_clean):
         conn.execute(Lead.__table__.update().values(name_block=None, address_key=None))
         got = match_existing(conn, pd.DataFrame([BATCH[1], BATCH[4]]), THRESHOLD)
     assert got.tolist()[0] == lead_id and pd.isna(got.tolist()[1])
+
+
+# Leads of one (city, name block) that only some street numbers can reach by name: the
+# database lookup is narrowed by street number, so it must still bring every lead a rule
+# could accept (no address, an unnumbered address, the same number on another spelling).
+BLOCK_LEADS = [
+    {"company_name": "Rose Salon", "address": "10 Main St", "city": "Austin"},
+    {"company_name": "Rose Salon & Spa", "address": "10 Main Street, Suite 2", "city": "Austin"},
+    {"company_name": "Rose Nails", "address": "12 Main St", "city": "Austin"},
+    {"company_name": "Rose Salon", "city": "Austin"},
+    {"company_name": "Rose Salon", "address": "Pier 39", "city": "Austin"},
+    {"company_name": "Rose Salon", "address": "10 Main St", "city": "Dallas"},
+    {"company_name": "Rosewood Salon", "address": "77 Oak Ave", "city": "Austin"},
+    {"company_name": "Rose Hair Studio", "address": "77 Oak Avenue", "city": "Austin",
+     "phone": "(512) 555-0199"},
+    *({"company_name": f"Rose Salon {n}", "address": f"{n} Elm St", "city": "Austin"}
+      for n in range(100, 130)),
+]
+BLOCK_BATCH = [
+    {"company_name": "Rose Salon", "address": "10 Main Street", "city": "Austin"},
+    {"company_name": "rose salon llc", "address": "12 Main St", "city": "Austin"},
+    {"company_name": "Rose Salon", "city": "Austin"},
+    {"company_name": "Rose Salon", "address": "Pier 39", "city": "Austin"},
+    {"company_name": "Rose Salon", "address": "99 Main St", "city": "Austin"},
+    {"company_name": "Rose Salon 105", "address": "105 Elm Street", "city": "Austin"},
+    {"company_name": "Rose Hair Studio", "address": "77 Oak Ave", "city": "Austin",
+     "phone": "512-555-0100"},
+    {"company_name": "Rose Hair Studio", "address": "500 Pine St", "city": "Austin",
+     "phone": "512 555 0199"},
+]
+
+
+def brute_force_matches(url: str, batch: pd.DataFrame) -> list[list[tuple[int, str]]]:
+    """Every (lead id, reason) `judge` accepts for each row, against every lead: the reference
+    the blocked lookup must reproduce."""
+    from tasks.dedupe import _LEAD_COLS, _lead_rec, _records, judge
+
+    table = Lead.__table__
+    with get_engine(url).connect() as conn:
+        leads = {row[0]: _lead_rec(row) for row in conn.execute(
+            table.select().with_only_columns(*(table.c[c] for c in _LEAD_COLS)))}
+    return [sorted((lead_id, reason) for lead_id, lead in leads.items()
+                   if (reason := judge(rec, lead, THRESHOLD)))
+            for rec in _records(add_keys(batch))]
+
+
+def check_block_lookup(url: str) -> None:
+    insert_leads(url, BLOCK_LEADS)
+    batch = pd.DataFrame(BLOCK_BATCH)
+    expected = brute_force_matches(url, batch)
+    with get_engine(url).connect() as conn:
+        details = match_existing_details(conn, batch, THRESHOLD)
+    for pos, found in enumerate(expected):
+        ids = [lead_id for lead_id, _ in found]
+        if not ids:
+            assert pd.isna(details.lead_id[pos]), pos
+            continue
+        assert details.ambiguous.get(pos, ids[:1]) == ids, pos
+        best = min(found, key=lambda f: (REASON_RANK[f[1]], f[0]))
+        assert (details.lead_id[pos], details.reason[pos]) == best, pos
+    # The cases the narrowing must not lose are in there: the same number spelt otherwise
+    # (lead 2), a lead without an address (4), an unnumbered one (5), a row without an
+    # address against numbered leads (1, 5), a lead at another number by phone (8).
+    assert expected == [
+        [(1, "name+address"), (2, "name+address"), (4, "name+city")],
+        [(4, "name+city")],
+        [(1, "name+city"), (4, "name+city"), (5, "name+city")],
+        [(4, "name+city"), (5, "name+address")],
+        [(4, "name+city")],
+        [(14, "name+address")],
+        [(8, "name+address")],
+        [(8, "phone")],
+    ]
+
+
+@pytest.mark.parametrize("db", ["pg_clean", "sqlite_url"])
+def test_block_lookup_finds_what_judging_every_lead_finds(db, request):
+    check_block_lookup(request.getfixturevalue(db))
 
 
 def test_match_existing_on_empty_table_and_empty_batch(pg_clean):
