@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     http_backoff_base_s: float = 0.5
     http_backoff_max_s: float = 30.0
     http_concurrency: int = 32
+    # Prefect task retries (a whole chunk failing): attempts after the first, and the first delay,
+    # doubled each time, with jitter.
+    task_retries: int = 2
+    task_retry_delay_s: float = 2.0
     # Hunter answers 202 while a verification is still running: poll this often, this many times.
     hunter_verify_max_polls: int = 5
     hunter_verify_poll_s: float = 2.0

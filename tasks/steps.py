@@ -78,14 +78,19 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
 
 # The clients already retry each request (backoff, jitter, Retry-After); task retries cover a
 # whole chunk failing, e.g. an API down for a minute.
+_settings = get_settings()
 NETWORK_TASK: dict[str, Any] = dict(
-    retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retries=_settings.task_retries,
+    retry_delay_seconds=exponential_backoff(backoff_factor=_settings.task_retry_delay_s),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_permanent,
     cache_policy=NO_CACHE,
 )
-DB_TASK: dict[str, Any] = dict(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+DB_TASK: dict[str, Any] = dict(
+    retries=_settings.task_retries,
+    retry_delay_seconds=exponential_backoff(backoff_factor=_settings.task_retry_delay_s),
+    cache_policy=NO_CACHE,
+)
 PURE_TASK: dict[str, Any] = dict(cache_policy=NO_CACHE)
 
 
@@ -139,13 +144,16 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
     from tasks.usage import check_quota, record_calls, remaining_quota
 
     settings = get_settings()
-    with session_scope() as session:
-        if source == "google_places":  # billed per request
-            check_quota(session, source, 1)
-            left = remaining_quota(session, source)
-            want = min(want, left * PAGE_SIZE[source]) if left is not None else want
-        else:
-            want = check_quota(session, source, want)
+    try:
+        with session_scope() as session:
+            if source == "google_places":  # billed per request
+                check_quota(session, source, 1)
+                left = remaining_quota(session, source)
+                want = min(want, left * PAGE_SIZE[source]) if left is not None else want
+            else:
+                want = check_quota(session, source, want)
+    except QuotaExceededError as exc:
+        raise SourceFetchError(exc, []) from None
     with timed(batch_id, "fetch"):
         try:
             chunk = asyncio.run(fetch_chunk(source, industry, location, cursor, want, settings))

@@ -1,0 +1,211 @@
+"""The lead-generation flow end to end on PostgreSQL, against the sandbox as a real HTTP server:
+the happy path, idempotent re-runs and retries, source fallback, and fault storms."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prefect import flow, task
+from sqlalchemy import func, select, update
+
+from models import ApiConfig, ApiUsage, Lead, LeadBatch, LeadSourceRecord, WebsiteAnalysis
+from models.db import session_scope
+from tests.conftest import Sandbox
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture()
+def env(sandbox_env: Sandbox, pg_settings: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Settings on the sandbox and the session's PostgreSQL database; fast retries."""
+    from leadflow.settings import reset_settings_cache
+
+    for key, value in {
+        "LEADFLOW_HTTP_BACKOFF_BASE_S": "0.05",
+        "LEADFLOW_HTTP_BACKOFF_MAX_S": "2",
+        "LEADFLOW_HUNTER_VERIFY_POLL_S": "0.05",
+        "LEADFLOW_BATCH_SIZE": "40",
+    }.items():
+        monkeypatch.setenv(key, value)
+    reset_settings_cache()
+    sandbox_env.set_faults({})
+    yield pg_settings
+    sandbox_env.set_faults({})
+
+
+def run(**params: Any) -> dict[str, Any]:
+    from flows.generate_leads import generate_leads
+
+    defaults: dict[str, Any] = dict(source="apollo", industry="salon", location="TX",
+                                    max_results=60, enrich=True, analyse=True)
+    return generate_leads(**{**defaults, **params})
+
+
+def scalar(url: str, stmt: Any) -> Any:
+    with session_scope(url) as s:
+        return s.scalar(stmt)
+
+
+def assert_no_duplicate_keys(url: str) -> None:
+    with session_scope(url) as s:
+        for column in (Lead.email_norm, Lead.domain, Lead.phone_e164):
+            dupes = s.execute(
+                select(column, func.count()).where(column.is_not(None))
+                .group_by(column).having(func.count() > 1)
+            ).all()
+            assert dupes == [], f"duplicate {column.key}: {dupes[:3]}"
+
+
+def test_generates_enriches_analyses_scores_and_loads_leads(env: str) -> None:
+    summary = run(max_results=60)
+
+    processed = summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"]
+    assert processed == 60
+    assert summary["sources_used"] == ["apollo"]
+    assert scalar(env, select(func.count()).select_from(Lead)) == summary["leads_generated"]
+    with session_scope(env) as s:
+        leads = s.scalars(select(Lead)).all()
+        assert all(0 <= lead.quality_score <= 100 for lead in leads)
+        assert {lead.tier for lead in leads} <= {"hot", "warm", "cold"}
+        assert sum(summary["tier_distribution"].values()) == len(leads)
+        assert any(lead.email_status == "valid" for lead in leads)  # Hunter found and verified
+        assert any(lead.booking_tools for lead in leads)  # websites were analysed
+        batch = s.get_one(LeadBatch, summary["batch_id"])
+        assert batch.status == "done" and batch.leads_generated == len(leads)
+        assert s.scalar(select(func.count()).select_from(WebsiteAnalysis)) > 0
+        usage = dict(s.execute(select(ApiUsage.source, func.sum(ApiUsage.units))
+                               .group_by(ApiUsage.source)).all())
+        assert usage["apollo"] >= 60 and usage["hunter"] > 0
+    assert summary["stage_seconds"]["in_stages"] > 0
+    assert_no_duplicate_keys(env)
+
+
+def test_a_rerun_of_the_same_search_creates_no_new_lead(env: str) -> None:
+    first = run(max_results=40)
+    second = run(max_results=40)
+
+    assert first["leads_generated"] > 0
+    assert second["leads_generated"] == 0
+    assert second["leads_merged"] == 40
+    assert scalar(env, select(func.count()).select_from(Lead)) == first["leads_generated"]
+
+
+def test_falls_back_to_the_next_source_when_one_is_at_its_monthly_limit(env: str) -> None:
+    from tasks.usage import ensure_api_configs
+
+    with session_scope(env) as s:
+        ensure_api_configs(s)
+        s.execute(update(ApiConfig).where(ApiConfig.source == "apollo").values(monthly_limit=0))
+
+    summary = run(max_results=30)
+
+    assert "apollo" not in summary["sources_used"]
+    assert summary["sources_used"][0] == "google_places"
+    assert any("apollo" in note and "monthly limit" in note for note in summary["notes"])
+    assert scalar(env, select(func.count()).select_from(Lead)) > 0
+    assert scalar(env, select(func.count()).where(ApiUsage.source == "apollo")) == 0
+
+
+def test_a_burst_of_429_and_malformed_responses_is_retried_through(
+    env: str, sandbox_env: Sandbox
+) -> None:
+    sandbox_env.set_faults({
+        "apollo": {"sequence": ["429", "malformed", "503"], "retry_after": 1},
+        "hunter": {"sequence": ["429", "500"], "retry_after": 1},
+    })
+    summary = run(max_results=30)
+
+    assert summary["sources_used"] == ["apollo"]
+    assert summary["leads_generated"] + summary["leads_merged"] == 30
+    statuses = sandbox_env.stats()["targets"]["apollo"]["statuses"]
+    assert statuses.get("429") == 1 and statuses.get("503") == 1
+
+
+def test_a_source_that_keeps_failing_is_replaced_by_the_next(
+    env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox_env.set_faults({"apollo": {"rate": 1.0, "kinds": ["503"], "retry_after": 0}})
+
+    summary = run(max_results=20)
+
+    assert "apollo" not in summary["sources_used"]
+    assert any(note.startswith("apollo failed") for note in summary["notes"])
+    assert summary["leads_generated"] > 0
+
+
+def test_hunter_timeouts_leave_leads_without_email_but_loaded(
+    env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadflow.settings import reset_settings_cache
+
+    monkeypatch.setenv("LEADFLOW_HTTP_TIMEOUT_S", "0.3")
+    monkeypatch.setenv("LEADFLOW_HTTP_MAX_ATTEMPTS", "2")
+    reset_settings_cache()
+    sandbox_env.set_faults({"hunter": {"rate": 1.0, "kinds": ["timeout"]}})
+
+    summary = run(max_results=20)
+
+    assert summary["leads_generated"] + summary["leads_merged"] == 20
+    with session_scope(env) as s:
+        assert s.scalar(select(func.count()).where(Lead.email_status == "valid")) == 0
+
+
+def test_a_load_retried_after_its_commit_creates_no_duplicate(env: str) -> None:
+    """A lost commit acknowledgement: the first attempt commits, then fails; Prefect retries."""
+    from tasks.steps import load_chunk, open_batch, score_chunk, to_frame
+    from tasks.steps import dedupe_chunk, validate_chunk
+    from tasks.sources import fetch_chunk
+    from leadflow.settings import get_settings
+    import asyncio
+
+    attempts: list[int] = []
+
+    @task(retries=2, retry_delay_seconds=0)
+    def flaky_load(batch_id: int, frame: Any, rejected: list[Any]) -> dict[str, int]:
+        result = load_chunk.fn(batch_id, frame, rejected)
+        attempts.append(result["inserted"])
+        if len(attempts) == 1:
+            raise ConnectionError("connection lost before the commit was acknowledged")
+        return result
+
+    @flow
+    def load_twice() -> int:
+        batch_id = open_batch("test:flaky-load", "generate", "apollo", "salon", "TX", 25)
+        chunk = asyncio.run(fetch_chunk("apollo", "salon", "TX", None, 25, get_settings()))
+        frame = dedupe_chunk(batch_id, score_chunk(batch_id, to_frame(chunk.candidates)))
+        checked = validate_chunk(batch_id, frame)
+        flaky_load(batch_id, checked.valid, [])
+        return len(checked.valid)
+
+    valid = load_twice()
+
+    assert attempts[0] > 0 and attempts[1] == 0  # the retry merged into what the first wrote
+    assert scalar(env, select(func.count()).select_from(Lead)) == attempts[0]
+    assert scalar(env, select(func.count()).select_from(LeadSourceRecord)) == valid
+
+
+def test_two_overlapping_runs_never_create_the_same_lead_twice(env: str) -> None:
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(run(max_results=40, analyse=False))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    total_new = sum(r["leads_generated"] for r in results)
+    assert scalar(env, select(func.count()).select_from(Lead)) == total_new
+    # Both runs saw the same 40 records: each source record maps to exactly one lead.
+    assert scalar(env, select(func.count()).select_from(LeadSourceRecord)) == 40
+    assert_no_duplicate_keys(env)
