@@ -6,22 +6,34 @@ Idempotence rests on the unique (source, external_id) of `lead_source_records`: 
 before always maps back to its lead. Concurrent loads are serialised by a transaction-scoped
 advisory lock on PostgreSQL (SQLite serialises writers itself), and rows the dedupe step marked
 as new are matched once more inside that lock, so two overlapping runs cannot both insert the
-same business."""
+same business. When the caller says which leads the dedupe step could see (`seen_max_lead_id`,
+the highest lead id committed before dedupe started), only rows that share a match key with a
+lead inserted since are matched again, and none when no lead was inserted since.
+
+The work is done on whole columns and in bulk: on PostgreSQL new leads get their ids from the
+sequence up front and are written with COPY, source records with one INSERT ... SELECT FROM
+unnest(...) ON CONFLICT DO NOTHING, and merges are UPDATEs by primary key (executemany, one
+statement per set of changed columns). SQLite uses executemany for all three."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import orjson
 import pandas as pd
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import JSON, Integer, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from models import Lead, LeadSourceRecord
+from tasks.keys import KEY_COLUMNS, address_key, name_block, name_key
 
 LOAD_LOCK_KEY = 0x1EADF10  # pg_advisory_xact_lock key shared by every loader
 
@@ -58,6 +70,30 @@ LEAD_FIELDS: dict[str, str] = {
     "score_breakdown": "score_breakdown",
 }
 
+_LEADS: Table = Lead.__table__  # type: ignore[assignment]
+_RECORDS: Table = LeadSourceRecord.__table__  # type: ignore[assignment]
+# Columns a new lead is written with, in COPY order.
+_INSERT_COLUMNS: tuple[str, ...] = (
+    "id", *LEAD_FIELDS.values(), "source", "sources", "batch_id", "status", "created_at",
+    "updated_at",
+)
+_JSON_COLUMNS = frozenset(c.name for c in _LEADS.columns if isinstance(c.type, JSON))
+_INT_COLUMNS = frozenset(
+    c.name for c in _LEADS.columns if isinstance(c.type, Integer) and not c.primary_key
+) - {"batch_id"}
+# Columns a merge never fills from an incoming row (the score moves as a whole, below).
+_SCORE_COLUMNS = ("quality_score", "tier", "score_breakdown")
+_ROWS_PER_QUERY = 5000
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _json_text(value: Any) -> str:
+    """JSON text for a jsonb column written by COPY (orjson; json for what it refuses)."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value)
+
 
 @dataclass(slots=True)
 class LoadResult:
@@ -82,52 +118,177 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    """A frame column as Python values, missing values (NaN, NA, NaT) as None, in one pass
+    over the whole column; a column the frame lacks is all None."""
+    if name not in frame.columns:
+        return [None] * len(frame)
+    series = frame[name]
+    values = series.astype(object).where(series.notna(), None).tolist()
+    # An object column may hold numpy scalars, which tolist() leaves alone.
+    if series.dtype == object and any(isinstance(v, np.generic) for v in values):
+        values = [_clean(v) for v in values]
+    return values
+
+
 def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {} or (
         isinstance(value, float) and math.isnan(value)
     )
 
 
-def _lead_values(row: dict[str, Any]) -> dict[str, Any]:
-    values = {col: _clean(row.get(field)) for field, col in LEAD_FIELDS.items()}
-    if values.get("booking_tools") is None:
-        values["booking_tools"] = []
-    if values.get("score_breakdown") is None:
-        values["score_breakdown"] = {}
-    return values
+def _int_or_none(value: Any) -> Any:
+    """Integer columns get ints (a float score 75.0 from pandas is 75), as the database's
+    assignment cast would do."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return None if math.isnan(value) else int(round(value))
+    return value
 
 
-def _merge_cluster(rows: list[dict[str, Any]]) -> dict[str, Any]:
+class _Columns:
+    """The lead fields of a frame as column lists (what every row contributes to a lead)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.values = {col: _column(frame, field) for field, col in LEAD_FIELDS.items()}
+        for col in _INT_COLUMNS & set(self.values):
+            self.values[col] = [_int_or_none(v) for v in self.values[col]]
+
+    def row(self, pos: int) -> dict[str, Any]:
+        values = {col: vals[pos] for col, vals in self.values.items()}
+        if values["booking_tools"] is None:
+            values["booking_tools"] = []
+        if values["score_breakdown"] is None:
+            values["score_breakdown"] = {}
+        return values
+
+
+def _merge_cluster(columns: _Columns, positions: list[int]) -> dict[str, Any]:
     """One lead from the rows of a cluster: the best-scored row first, gaps filled from others."""
-    ordered = sorted(rows, key=lambda r: -(_clean(r.get("quality_score")) or 0))
-    merged = _lead_values(ordered[0])
+    scores = columns.values["quality_score"]
+    ordered = sorted(positions, key=lambda p: -(scores[p] or 0))
+    merged = columns.row(ordered[0])
     for other in ordered[1:]:
-        for col, value in _lead_values(other).items():
+        for col, value in columns.row(other).items():
             if _is_empty(merged.get(col)) and not _is_empty(value):
                 merged[col] = value
     return merged
 
 
-def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]):  # type: ignore[no-untyped-def]
+def insert_ignore(
+    session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
     dialect = session.get_bind().dialect.name
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
     session.execute(stmt.on_conflict_do_nothing(index_elements=keys), rows)
 
 
-def _known_source_records(session: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def _chunks(values: list[Any], size: int = _ROWS_PER_QUERY) -> Iterable[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _known_source_records(
+    session: Session, pairs: list[tuple[str, str]], postgres: bool
+) -> dict[tuple[str, str], int]:
+    """The lead of every (source, external_id) already recorded."""
     found: dict[tuple[str, str], int] = {}
     by_source: dict[str, list[str]] = {}
     for source, ext in pairs:
         by_source.setdefault(source, []).append(ext)
     for source, ids in by_source.items():
-        for start in range(0, len(ids), 5000):
-            chunk = ids[start : start + 5000]
-            stmt = select(
-                LeadSourceRecord.external_id, LeadSourceRecord.lead_id
-            ).where(LeadSourceRecord.source == source, LeadSourceRecord.external_id.in_(chunk))
-            for ext, lead_id in session.execute(stmt):
-                found[(source, ext)] = lead_id
+        ids = sorted(set(ids))
+        if postgres:
+            query = text(
+                "SELECT external_id, lead_id FROM lead_source_records "
+                "WHERE source = :source AND external_id = ANY(:ids)"
+            )
+            rows = session.execute(query, {"source": source, "ids": ids})
+            found.update(((source, ext), lead_id) for ext, lead_id in rows)
+            continue
+        for chunk in _chunks(ids):
+            stmt = select(_RECORDS.c.external_id, _RECORDS.c.lead_id).where(
+                _RECORDS.c.source == source, _RECORDS.c.external_id.in_(chunk)
+            )
+            found.update(((source, ext), lead_id) for ext, lead_id in session.execute(stmt))
     return found
+
+
+# --- re-matching rows still new, inside the lock ------------------------------------------------
+
+
+def _keys_of_leads_since(session: Session, after_id: int) -> set[tuple[str, Any]]:
+    """The match keys of every lead with an id above `after_id` (leads inserted since the
+    dedupe step ran), as `match_existing` indexes them: email, domain, phone, (city, name
+    block) and (city, address), with name block and address computed when not stored."""
+    c = _LEADS.c
+    stmt = select(c.email_norm, c.domain, c.phone_e164, c.name_key, c.city_key, c.name_block,
+                  c.address_key, c.address, c.company_name).where(c.id > after_id)
+    keys: set[tuple[str, Any]] = set()
+    for email, domain, phone, nkey, city, block, akey, address, company in session.execute(stmt):
+        for kind, value in (("e", email), ("d", domain), ("p", phone)):
+            if value:
+                keys.add((kind, value))
+        if city:
+            nkey = nkey or name_key(company) or None
+            block = block or name_block(nkey)
+            akey = akey or address_key(address)
+            if block:
+                keys.add(("b", (city, block)))
+            if akey:
+                keys.add(("a", (city, akey)))
+    return keys
+
+
+def _rows_sharing_keys(frame: pd.DataFrame, positions: list[int],
+                       keys: set[tuple[str, Any]]) -> list[int]:
+    """The positions whose row shares a match key with `keys`; all of them when the frame
+    lacks the dedupe key columns (then nothing can be ruled out)."""
+    if not all(c in frame.columns for c in KEY_COLUMNS):
+        return positions
+    sub = frame.iloc[positions]
+    email, domain, phone, city, block, addr = (
+        [v or None for v in _column(sub, c)]
+        for c in ("email_norm", "domain", "phone_e164", "city_key", "name_block", "address_key")
+    )
+    out = []
+    for i, pos in enumerate(positions):
+        if (("e", email[i]) in keys or ("d", domain[i]) in keys or ("p", phone[i]) in keys
+                or (city[i] and (("b", (city[i], block[i])) in keys
+                                 or ("a", (city[i], addr[i])) in keys))):
+            out.append(pos)
+    return out
+
+
+def _rematch(session: Session, frame: pd.DataFrame, targets: list[int | None],
+             rematch: Callable[[Any, pd.DataFrame], Any], seen_max_lead_id: int | None) -> None:
+    """Match the rows still new once more, now that no other loader can insert: all of them
+    when `seen_max_lead_id` is unknown, else only those sharing a key with a lead inserted
+    after the dedupe step (none when no lead was)."""
+    positions = [i for i, t in enumerate(targets) if t is None]
+    if not positions:
+        return
+    if seen_max_lead_id is not None:
+        newest = session.scalar(select(func.max(_LEADS.c.id)))
+        if newest is None or newest <= seen_max_lead_id:
+            return
+        positions = _rows_sharing_keys(
+            frame, positions, _keys_of_leads_since(session, seen_max_lead_id)
+        )
+        if not positions:
+            return
+    again = rematch(session.connection(), frame.iloc[positions])
+    for pos, lead_id in zip(positions, list(again), strict=True):
+        if _clean(lead_id) is not None:
+            targets[pos] = int(lead_id)
+
+
+# --- the load -------------------------------------------------------------------------------------
+
+
+def max_lead_id(conn: Any) -> int:
+    """The highest lead id committed so far (0 when there is none): what the dedupe step can
+    see when it runs after this, to pass to `load_leads(..., seen_max_lead_id=...)`."""
+    return int(conn.execute(select(func.max(_LEADS.c.id))).scalar() or 0)
 
 
 def load_leads(
@@ -135,130 +296,221 @@ def load_leads(
     frame: pd.DataFrame,
     batch_id: int | None,
     rematch: Any = None,
+    seen_max_lead_id: int | None = None,
 ) -> LoadResult:
     """Insert or merge every row of `frame` inside the caller's transaction.
 
     `frame` needs the staging columns, the dedupe keys, the scores, `cluster_id` (rows of one
     business share it) and `existing_lead_id` (a matched lead or NA). `rematch(conn, frame)`,
     if given, re-matches rows still new against the database once the load lock is held.
+    `seen_max_lead_id`, if given, is `max_lead_id()` read before the dedupe step matched the
+    frame against the database: then only rows sharing a match key with a lead inserted since
+    are re-matched (none when no lead was inserted since).
     """
     if frame.empty:
         return LoadResult(0, 0, [])
-    if session.get_bind().dialect.name == "postgresql":
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOAD_LOCK_KEY})
 
-    rows = frame.to_dict("records")
-    pairs = [(str(r["source"]), str(r["source_record_id"])) for r in rows]
-    known = _known_source_records(session, pairs)
+    n = len(frame)
+    sources = [str(v) for v in _column(frame, "source")]
+    externals = [str(v) for v in _column(frame, "source_record_id")]
+    pairs = list(zip(sources, externals, strict=True))
+    known = _known_source_records(session, pairs, postgres)
+    existing_ids = _column(frame, "existing_lead_id")
     targets: list[int | None] = [
-        known.get(pair) or _clean(r.get("existing_lead_id")) for pair, r in zip(pairs, rows)
+        known.get(pair) or (int(e) if e is not None else None)
+        for pair, e in zip(pairs, existing_ids, strict=True)
     ]
-
     if rematch is not None:
-        new_positions = [i for i, t in enumerate(targets) if t is None]
-        if new_positions:
-            again = rematch(session.connection(), frame.iloc[new_positions])
-            for pos, lead_id in zip(new_positions, list(again)):
-                if _clean(lead_id) is not None:
-                    targets[pos] = int(lead_id)
+        _rematch(session, frame, targets, rematch, seen_max_lead_id)
 
     # A cluster goes to the lowest existing lead any of its rows matched, else to a new lead.
     clusters: dict[Any, list[int]] = {}
-    for pos, row in enumerate(rows):
-        clusters.setdefault(_clean(row.get("cluster_id")) or f"row{pos}", []).append(pos)
+    for pos, cid in enumerate(_column(frame, "cluster_id")):
+        clusters.setdefault(f"row{pos}" if cid is None else cid, []).append(pos)
     cluster_target: dict[Any, int | None] = {}
     for cid, positions in clusters.items():
-        matched = [targets[p] for p in positions if targets[p] is not None]
-        cluster_target[cid] = min(matched) if matched else None  # type: ignore[type-var]
+        matched = [t for p in positions if (t := targets[p]) is not None]
+        cluster_target[cid] = min(matched) if matched else None
 
+    columns = _Columns(frame)
     now = datetime.now(UTC)
     new_clusters = [cid for cid, target in cluster_target.items() if target is None]
     if new_clusters:
         values = []
         for cid in new_clusters:
-            cluster_rows = [rows[p] for p in clusters[cid]]
-            lead = _merge_cluster(cluster_rows)
-            sources = sorted({str(r["source"]) for r in cluster_rows})
+            positions = clusters[cid]
+            if len(positions) == 1:
+                lead = columns.row(positions[0])
+            else:
+                lead = _merge_cluster(columns, positions)
             lead.update(
-                source=str(cluster_rows[0]["source"]),
-                sources=sources,
+                source=sources[positions[0]],
+                sources=sorted({sources[p] for p in positions}),
                 batch_id=batch_id,
                 status="new",
                 created_at=now,
                 updated_at=now,
             )
-            if not lead.get("company_name"):
-                lead["company_name"] = lead.get("email") or "(unnamed)"
+            if not lead["company_name"]:
+                lead["company_name"] = lead["email"] or "(unnamed)"
             values.append(lead)
-        new_ids = session.scalars(
-            insert(Lead).returning(Lead.id, sort_by_parameter_order=True), values
-        ).all()
-        for cid, lead_id in zip(new_clusters, new_ids):
+        new_ids = _insert_leads(session, values, postgres)
+        for cid, lead_id in zip(new_clusters, new_ids, strict=True):
             cluster_target[cid] = lead_id
 
-    existing = [cid for cid in clusters if cid not in new_clusters]
+    fresh = set(new_clusters)
+    existing = {cid: t for cid, t in cluster_target.items() if cid not in fresh}
     if existing:
-        _merge_into_existing(session, {cid: cluster_target[cid] for cid in existing},
-                             {cid: [rows[p] for p in clusters[cid]] for cid in existing}, now)
+        _merge_into_existing(session, existing, clusters, columns, sources, now, postgres)
 
-    lead_ids: list[int] = [0] * len(rows)
+    lead_ids: list[int] = [0] * n
     for cid, positions in clusters.items():
+        target = int(cluster_target[cid])  # type: ignore[arg-type]
         for p in positions:
-            lead_ids[p] = int(cluster_target[cid])  # type: ignore[arg-type]
+            lead_ids[p] = target
 
-    records = [
-        {
-            "lead_id": lead_ids[i],
-            "source": pairs[i][0],
-            "external_id": pairs[i][1],
-            "batch_id": batch_id,
-            "payload": _clean(rows[i].get("raw")) or {},
-            "seen_at": now,
-        }
-        for i in range(len(rows))
-    ]
-    insert_ignore(session, LeadSourceRecord.__table__, records, ["source", "external_id"])
+    payloads = [v if v else {} for v in _column(frame, "raw")]
+    _insert_source_records(session, lead_ids, pairs, known, batch_id, payloads, now, postgres)
     inserted = len(new_clusters)
-    return LoadResult(inserted=inserted, merged=len(rows) - inserted, lead_ids=lead_ids)
+    return LoadResult(inserted=inserted, merged=n - inserted, lead_ids=lead_ids)
+
+
+def _insert_leads(session: Session, values: list[dict[str, Any]], postgres: bool) -> list[int]:
+    """Insert new leads; their ids in the order of `values`."""
+    if not postgres:
+        stmt = insert(_LEADS).returning(_LEADS.c.id, sort_by_parameter_order=True)
+        return list(session.scalars(stmt, values).all())
+    # Ids first (inside the load lock they follow the insertion order), then one COPY.
+    ids = sorted(session.scalars(
+        text("SELECT nextval(pg_get_serial_sequence('leads', 'id')) "
+             "FROM generate_series(1, :n)"), {"n": len(values)}
+    ).all())
+    dumps = _json_text
+    json_cols = [c in _JSON_COLUMNS for c in _INSERT_COLUMNS]
+    cursor = _raw_cursor(session)
+    try:
+        with cursor.copy(f"COPY leads ({', '.join(_INSERT_COLUMNS)}) FROM STDIN") as copy:
+            for lead_id, lead in zip(ids, values, strict=True):
+                lead["id"] = lead_id
+                copy.write_row([
+                    dumps(lead[c]) if is_json else lead[c]
+                    for c, is_json in zip(_INSERT_COLUMNS, json_cols, strict=True)
+                ])
+    finally:
+        cursor.close()
+    return ids
+
+
+def _raw_cursor(session: Session) -> Any:
+    """A cursor of the session's psycopg connection (same transaction), for COPY."""
+    return session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _insert_source_records(session: Session, lead_ids: list[int], pairs: list[tuple[str, str]],
+                           known: dict[tuple[str, str], int], batch_id: int | None,
+                           payloads: list[Any], now: datetime, postgres: bool) -> None:
+    """Record where every row came from; a (source, external_id) seen before is kept as is."""
+    if postgres:
+        # Inside the load lock no other loader writes source records, so the pairs not found
+        # before are new: COPY them (first occurrence of a pair repeated within the batch).
+        seen = set(known)
+        dumps = _json_text
+        cursor = _raw_cursor(session)
+        try:
+            with cursor.copy("COPY lead_source_records "
+                             "(lead_id, source, external_id, batch_id, payload, seen_at) "
+                             "FROM STDIN") as copy:
+                for lead_id, pair, payload in zip(lead_ids, pairs, payloads, strict=True):
+                    if pair not in seen:
+                        seen.add(pair)
+                        copy.write_row((lead_id, pair[0], pair[1], batch_id, dumps(payload), now))
+        finally:
+            cursor.close()
+        return
+    records = [
+        {"lead_id": lead_id, "source": source, "external_id": ext, "batch_id": batch_id,
+         "payload": payload, "seen_at": now}
+        for lead_id, (source, ext), payload in zip(lead_ids, pairs, payloads, strict=True)
+    ]
+    insert_ignore(session, _RECORDS, records, ["source", "external_id"])
+
+
+_MERGE_COLUMNS = ("id", *LEAD_FIELDS.values(), "sources")
+_FILL_COLUMNS = (*LEAD_FIELDS.values(), "sources")  # what a merge may change
 
 
 def _merge_into_existing(
     session: Session,
     targets: dict[Any, int | None],
-    cluster_rows: dict[Any, list[dict[str, Any]]],
+    clusters: dict[Any, list[int]],
+    columns: _Columns,
+    sources: list[str],
     now: datetime,
+    postgres: bool,
 ) -> None:
-    """Fill the existing leads' empty fields from the new rows and add their sources."""
+    """Fill the existing leads' empty fields from the new rows, keep the better score and add
+    the rows' sources: one read of the leads' columns, then UPDATEs by primary key."""
     ids = sorted({t for t in targets.values() if t is not None})
-    current: dict[int, Lead] = {}
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        for lead in session.scalars(select(Lead).where(Lead.id.in_(chunk))):
-            current[lead.id] = lead
-    updates: dict[int, dict[str, Any]] = {}
+    cols = [_LEADS.c[c] for c in _MERGE_COLUMNS]
+    current: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for found in session.execute(select(*cols).where(_LEADS.c.id.in_(chunk))):
+            current[found[0]] = dict(zip(_MERGE_COLUMNS, found, strict=True))
+    changes: dict[int, dict[str, Any]] = {}
     for cid, lead_id in targets.items():
         lead = current.get(lead_id)  # type: ignore[arg-type]
         if lead is None:
             continue
-        incoming = _merge_cluster(cluster_rows[cid])
-        change = updates.setdefault(lead.id, {"id": lead.id})
+        positions = clusters[cid]
+        incoming = columns.row(positions[0]) if len(positions) == 1 else _merge_cluster(
+            columns, positions)
+        change = changes.setdefault(lead_id, {})  # type: ignore[arg-type]
         for col, value in incoming.items():
-            if col in ("quality_score", "tier", "score_breakdown"):
+            if col in _SCORE_COLUMNS:
                 continue
-            if _is_empty(getattr(lead, col)) and _is_empty(change.get(col)) and not _is_empty(value):
+            if _is_empty(lead[col]) and _is_empty(change.get(col)) and not _is_empty(value):
                 change[col] = value
         # A merged lead keeps the better of its scores; its tier follows that score.
-        score = incoming.get("quality_score")
-        if score is not None and (lead.quality_score is None or score > lead.quality_score):
-            change.update(quality_score=score, tier=incoming.get("tier"),
-                          score_breakdown=incoming.get("score_breakdown") or {})
-        sources = set(lead.sources or []) | set(change.get("sources", []))
-        sources |= {str(r["source"]) for r in cluster_rows[cid]}
-        if sources != set(lead.sources or []):
-            change["sources"] = sorted(sources)
-    rows = [dict(c, updated_at=now) for c in updates.values() if len(c) > 1]
-    if rows:
-        session.execute(update(Lead), rows)
+        score = incoming["quality_score"]
+        best = change.get("quality_score", lead["quality_score"])
+        if score is not None and (best is None or score > best):
+            change.update(quality_score=score, tier=incoming["tier"],
+                          score_breakdown=incoming["score_breakdown"] or {})
+        had = set(lead["sources"] or [])
+        seen = had | set(change.get("sources", ())) | {sources[p] for p in positions}
+        if seen != had:
+            change["sources"] = sorted(seen)
+    rows = [{**change, "id": lead_id} for lead_id, change in changes.items() if change]
+    if not rows:
+        return
+    if postgres:
+        # One statement: each lead's changed columns travel as one JSON object; a column
+        # absent from it keeps its value.
+        sets = ", ".join(
+            f"{c} = CASE WHEN d.doc ? '{c}' THEN v.{c} ELSE l.{c} END" for c in _FILL_COLUMNS
+        )
+        session.execute(
+            text(
+                f"UPDATE leads AS l SET {sets}, updated_at = :now "
+                "FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS d(doc) "
+                "CROSS JOIN LATERAL jsonb_populate_record(NULL::leads, d.doc) AS v "
+                "WHERE l.id = v.id"
+            ),
+            {"rows": "[" + ",".join(_json_text(r) for r in rows) + "]", "now": now},
+        )
+        return
+    # One executemany per set of changed columns (a few distinct sets per batch).
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        lead_id = row.pop("id")
+        groups.setdefault(tuple(sorted(row)), []).append({**row, "_id": lead_id,
+                                                          "updated_at": now})
+    stmt = update(_LEADS).where(_LEADS.c.id == bindparam("_id"))  # SET: the rows' keys
+    for group in groups.values():
+        session.execute(stmt, group)
 
 
 def leads_created_by_batch(session: Session, batch_id: int) -> int:

@@ -89,3 +89,197 @@ def test_a_match_merges_into_the_existing_lead_filling_only_empty_fields(pg_clea
         assert (lead.quality_score, lead.tier) == (75, "hot")  # the better score wins
         assert lead.sources == ["apollo", "pdl"]
         assert count(s, Lead) == 1
+
+
+# --- bulk paths, re-matching inside the lock, JSON columns (PostgreSQL and SQLite) -------------
+
+
+def keyed(rows: list[dict]) -> pd.DataFrame:
+    """A frame as the dedupe step leaves it: staging columns plus the match keys."""
+    from tasks.keys import add_keys
+
+    return add_keys(frame(rows))
+
+
+def test_a_lead_inserted_by_another_run_after_dedupe_is_merged_not_duplicated(
+    db_url: str,
+) -> None:
+    from tasks.dedupe import dedupe_frame, match_existing
+    from tasks.load import max_lead_id
+
+    ours = frame([
+        {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+         "email": "owner@bella-salon.com", "website": "https://bella-salon.com",
+         "city": "Austin"},
+        {"source": "apollo", "source_record_id": "a2", "company_name": "Nova Spa",
+         "website": "https://novaspa.com", "city": "Austin"},
+    ])
+    from models.db import get_engine
+
+    with get_engine(db_url).connect() as conn:  # the dedupe step: nothing in the database yet
+        seen = max_lead_id(conn)
+        ours = dedupe_frame(conn, ours).apply(ours)
+    assert ours["existing_lead_id"].isna().all()
+    other = frame([{"source": "google_places", "source_record_id": "g1",
+                    "company_name": "Bella Salon & Spa", "website": "https://bella-salon.com",
+                    "city": "Austin", "cluster_id": 0}])
+    with session_scope(db_url) as s:  # another run loads the same business meanwhile
+        (other_id,) = load_leads(s, keyed(other.to_dict("records")), None).lead_ids
+    asked: list[list[str]] = []
+
+    def spy(conn, rows):  # type: ignore[no-untyped-def]
+        asked.append(list(rows["source_record_id"]))
+        return match_existing(conn, rows)
+
+    with session_scope(db_url) as s:
+        result = load_leads(s, ours, None, rematch=spy, seen_max_lead_id=seen)
+    assert result.lead_ids[0] == other_id
+    assert (result.inserted, result.merged) == (1, 1)
+    assert asked == [["a1"]]  # only the row sharing a key with the new lead is matched again
+    with session_scope(db_url) as s:
+        assert count(s, Lead) == 2
+        lead = s.get_one(Lead, other_id)
+        assert lead.sources == ["apollo", "google_places"]
+        assert lead.email == "owner@bella-salon.com"  # gap filled from our row
+
+
+def test_no_rematch_when_no_lead_was_inserted_since_dedupe(db_url: str) -> None:
+    def fail(conn, rows):  # type: ignore[no-untyped-def]
+        raise AssertionError("nothing to re-match")
+
+    with session_scope(db_url) as s:
+        load_leads(s, keyed([{"source": "pdl", "source_record_id": "p1",
+                              "company_name": "Old Barber", "cluster_id": 0}]), None)
+    with session_scope(db_url) as s:
+        seen = int(s.scalar(select(func.max(Lead.id))))
+        result = load_leads(s, keyed([{"source": "apollo", "source_record_id": "a1",
+                                       "company_name": "New Barber", "cluster_id": 0}]),
+                            None, rematch=fail, seen_max_lead_id=seen)
+    assert result.inserted == 1
+
+
+def test_without_seen_max_lead_id_every_new_row_is_matched_again(db_url: str) -> None:
+    from tasks.dedupe import match_existing
+
+    with session_scope(db_url) as s:
+        (first,) = load_leads(s, keyed([{"source": "pdl", "source_record_id": "p1",
+                                         "company_name": "Bella Salon",
+                                         "email": "hi@bella-salon.com", "cluster_id": 0}]),
+                              None).lead_ids
+    with session_scope(db_url) as s:  # dedupe never saw the lead: the rematch finds it
+        result = load_leads(s, keyed([{"source": "apollo", "source_record_id": "a1",
+                                       "company_name": "Bella", "email": "hi@bella-salon.com",
+                                       "cluster_id": 0}]), None, rematch=match_existing)
+    assert result.lead_ids == [first]
+    assert result.inserted == 0
+
+
+def test_cluster_zero_is_one_lead(db_url: str) -> None:
+    rows = frame([
+        {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+         "cluster_id": 0, "quality_score": 60},
+        {"source": "pdl", "source_record_id": "p1", "company_name": "Bella Salon LLC",
+         "cluster_id": 0, "city": "Austin", "quality_score": 40},
+        {"source": "apollo", "source_record_id": "a2", "company_name": "Nova Spa",
+         "cluster_id": 2},
+    ])
+    with session_scope(db_url) as s:
+        result = load_leads(s, rows, None)
+    assert (result.inserted, result.merged) == (2, 1)
+    assert result.lead_ids[0] == result.lead_ids[1] != result.lead_ids[2]
+    with session_scope(db_url) as s:
+        lead = s.get_one(Lead, result.lead_ids[0])
+        assert (lead.company_name, lead.city) == ("Bella Salon", "Austin")
+        assert lead.sources == ["apollo", "pdl"]
+
+
+def test_bulk_insert_maps_every_row_to_its_lead_and_stores_json_and_types(db_url: str) -> None:
+    import numpy as np
+
+    n = 300
+    rows = frame([
+        {"source": "apollo", "source_record_id": f"a{i}", "company_name": f"Shop {i}",
+         "cluster_id": i,
+         # null patterns vary from row to row (the old ORM path split these into groups)
+         "email": f"x{i}@shop{i}.com" if i % 3 else None,
+         "city": "Austin" if i % 2 else None,
+         "quality_score": float(i % 100), "tier": "warm",
+         "booking_tools": ["calendly", "vagaro"] if i % 5 == 0 else [],
+         "score_breakdown": {"email": i % 50, "note": "tab\there \\ \"q\"\nline"},
+         "has_contact_form": np.bool_(i % 2 == 0) if i % 7 else None,
+         "raw": {"id": f"a{i}", "nested": {"list": [1, 2.5, None], "ünï": "çødé"}}}
+        for i in range(n)
+    ])
+    with session_scope(db_url) as s:
+        result = load_leads(s, rows, None)
+    assert result.inserted == n and len(set(result.lead_ids)) == n
+    with session_scope(db_url) as s:
+        leads = {lead.id: lead for lead in s.scalars(select(Lead))}
+        records = {r.external_id: r for r in s.scalars(select(LeadSourceRecord))}
+    for i, lead_id in enumerate(result.lead_ids):
+        lead = leads[lead_id]
+        assert lead.company_name == f"Shop {i}"
+        assert lead.email == (f"x{i}@shop{i}.com" if i % 3 else None)
+        assert lead.quality_score == i % 100 and isinstance(lead.quality_score, int)
+        assert lead.booking_tools == (["calendly", "vagaro"] if i % 5 == 0 else [])
+        assert lead.score_breakdown == {"email": i % 50, "note": "tab\there \\ \"q\"\nline"}
+        assert lead.has_contact_form == ((i % 2 == 0) if i % 7 else None)
+        assert lead.sources == ["apollo"] and lead.source == "apollo"
+        assert lead.status == "new"
+        record = records[f"a{i}"]
+        assert record.lead_id == lead_id
+        assert record.payload == {"id": f"a{i}", "nested": {"list": [1, 2.5, None],
+                                                             "ünï": "çødé"}}
+
+
+def test_merge_into_existing_on_both_databases_keeps_the_better_score(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        ids = load_leads(s, frame([
+            {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+             "cluster_id": 0, "quality_score": 40, "tier": "warm", "city": "Austin",
+             "score_breakdown": {"email": 10}},
+            {"source": "apollo", "source_record_id": "a2", "company_name": "Nova Spa",
+             "cluster_id": 1, "quality_score": 90, "tier": "hot", "booking_tools": ["vagaro"]},
+        ]), None).lead_ids
+    incoming = frame([
+        {"source": "pdl", "source_record_id": "p1", "company_name": "bella", "cluster_id": 0,
+         "existing_lead_id": ids[0], "quality_score": 70, "tier": "hot", "city": "Dallas",
+         "phone_e164": "+15125550142", "score_breakdown": {"email": 40},
+         "booking_tools": ["calendly"]},
+        {"source": "google_places", "source_record_id": "g1", "company_name": "nova",
+         "cluster_id": 1, "existing_lead_id": ids[1], "quality_score": 20, "tier": "cold",
+         "email": "hi@nova.com", "booking_tools": ["square"]},
+        {"source": "google_places", "source_record_id": "g2", "company_name": "nova 2",
+         "cluster_id": 2, "existing_lead_id": ids[1], "quality_score": 10, "tier": "cold"},
+    ])
+    with session_scope(db_url) as s:
+        result = load_leads(s, incoming, None)
+    assert (result.inserted, result.merged, result.lead_ids) == (0, 3, [ids[0], ids[1], ids[1]])
+    with session_scope(db_url) as s:
+        bella, nova = s.get_one(Lead, ids[0]), s.get_one(Lead, ids[1])
+        assert (bella.company_name, bella.city, bella.phone_e164) == (
+            "Bella Salon", "Austin", "+15125550142")
+        assert (bella.quality_score, bella.tier, bella.score_breakdown) == (
+            70, "hot", {"email": 40})
+        assert bella.booking_tools == ["calendly"]  # empty list filled
+        assert bella.sources == ["apollo", "pdl"]
+        assert (nova.quality_score, nova.tier, nova.email) == (90, "hot", "hi@nova.com")
+        assert nova.booking_tools == ["vagaro"]  # not overwritten
+        assert nova.sources == ["apollo", "google_places"]
+        assert count(s, LeadSourceRecord) == 5
+
+
+def test_a_source_record_repeated_within_a_batch_is_recorded_once(db_url: str) -> None:
+    rows = frame([
+        {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+         "cluster_id": 0},
+        {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+         "cluster_id": 0},
+    ])
+    with session_scope(db_url) as s:
+        result = load_leads(s, rows, None)
+    assert (result.inserted, result.merged) == (1, 1)
+    with session_scope(db_url) as s:
+        assert count(s, LeadSourceRecord) == 1
+        again = load_leads(s, rows, None)
+    assert again.lead_ids == result.lead_ids and again.inserted == 0
