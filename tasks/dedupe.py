@@ -32,6 +32,8 @@ WEBMAIL_NAME_MIN = 60.0
 STREET_MIN = 85.0
 # Exact-key groups larger than this are compared against group leaders, not pairwise.
 PAIRWISE_MAX = 100
+# Blocking groups up to this size are judged pairwise, without a cdist call.
+SMALL_GROUP = 4
 # Rows per rapidfuzz cdist call inside one name block (bounds memory on huge blocks).
 CDIST_ROWS = 1000
 # Strength of each reason, strongest first: picks among several matching leads.
@@ -187,7 +189,13 @@ def _candidate_pairs(recs: list[_Rec], threshold: float) -> Iterator[tuple[int, 
     # catches "Green Leaf" vs "Greenleaf" at one address).
     blocks = [(r.city, r.block) if r.city and r.block and r.name else None for r in recs]
     at_address = [(r.city, r.addr) if r.city and r.addr and r.name else None for r in recs]
-    for group in [*_groups(blocks), *_groups(at_address)]:
+    for group in [*_subgroups(recs, _groups(blocks)), *_groups(at_address)]:
+        if len(group) <= SMALL_GROUP:
+            # judge is cheaper than a cdist call on a handful of names.
+            for x, i in enumerate(group):
+                for j in group[x + 1 :]:
+                    yield i, j
+            continue
         names = [recs[i].name for i in group]
         for start in range(0, len(group), CDIST_ROWS):
             # Token-set ratio bounds token-sort ratio from above, not plain ratio: ask both.
@@ -201,6 +209,19 @@ def _candidate_pairs(recs: list[_Rec], threshold: float) -> Iterator[tuple[int, 
                 x = int(x) + start
                 if x < int(y):
                     yield group[x], group[int(y)]
+
+
+def _subgroups(recs: list[_Rec], groups: Iterable[list[int]]) -> Iterator[list[int]]:
+    """Name-block groups split by street number when every row has one: two numbered
+    addresses with different numbers never meet a name rule (see `_address_relation`)."""
+    for group in groups:
+        if any(recs[i].num is None for i in group):
+            yield group
+            continue
+        by: dict[str | None, list[int]] = {}
+        for i in group:
+            by.setdefault(recs[i].num, []).append(i)
+        yield from (g for g in by.values() if len(g) > 1)
 
 
 def _leader_pairs(recs: list[_Rec], group: list[int], threshold: float) -> Iterator[
