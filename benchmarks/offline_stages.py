@@ -133,7 +133,7 @@ def run_batch(url: str, source: str, records: list[dict[str, Any]], business: di
     from models.db import get_engine, session_scope
     from tasks.batches import Rejected, quarantine, start_batch
     from tasks.dedupe import dedupe_frame, match_existing
-    from tasks.load import load_leads
+    from tasks.load import load_leads, max_lead_id
     from tasks.normalise import normalise_records
     from tasks.scoring import score_leads
     from tasks.steps import to_frame
@@ -151,6 +151,7 @@ def run_batch(url: str, source: str, records: list[dict[str, Any]], business: di
         frame = score_leads(frame)
     with watch("dedupe"):
         with get_engine(url).connect() as conn:
+            seen = max_lead_id(conn)  # as the flow's dedupe step: the load re-matches newer only
             deduped = dedupe_frame(conn, frame)
         frame = deduped.apply(frame)
     with watch("validate"):
@@ -159,7 +160,8 @@ def run_batch(url: str, source: str, records: list[dict[str, Any]], business: di
         rejected = rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
         with session_scope(url) as session:
             quarantined = quarantine(session, batch_id, rejected)
-            loaded = load_leads(session, checked.valid, batch_id, rematch=match_existing)
+            loaded = load_leads(session, checked.valid, batch_id, rematch=match_existing,
+                                seen_max_lead_id=seen)
     counts = {
         "records": len(records), "candidates": len(candidates),
         "merged_in_batch": deduped.merged_in_batch, "matched_existing": deduped.matched_existing,

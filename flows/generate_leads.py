@@ -3,8 +3,9 @@ verify emails) -> analyse websites -> score -> dedupe -> validate -> load, chunk
 
 Chunks stream through the stages so memory stays bounded however many leads are asked for
 (at most `pipeline_depth` chunks in flight), and the network work of the newest chunks
-(enrichment, website analysis) overlaps the scoring, dedupe, validation and load of the oldest. When a source is spent (monthly quota, no more results) or keeps failing, the flow
-falls back to the next configured source and says so in the batch notes."""
+(enrichment, website analysis) overlaps the scoring, dedupe, validation and load of the oldest.
+When a source is spent (monthly quota, no more results) or keeps failing, the flow falls back to
+the next configured source and says so in the batch notes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from leadflow.settings import get_settings
-from tasks.batches import Rejected
+from tasks.batches import Rejected, merge_validation, summary_rows
 from tasks.steps import (
     Chunk,
     analyse_websites,
@@ -36,16 +37,6 @@ from tasks.steps import (
 )
 
 SourceName = Literal["apollo", "google_places", "pdl"]
-
-
-def _merge_validation(total: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    """Add one chunk's validation summary to the run's."""
-    for key in ("rows_in", "rows_valid", "rows_rejected"):
-        total[key] = total.get(key, 0) + summary.get(key, 0)
-    by_rule = total.setdefault("rejected_by_rule", {})
-    for rule, count in summary.get("rejected_by_rule", {}).items():
-        by_rule[rule] = by_rule.get(rule, 0) + count
-    return total
 
 
 @flow(
@@ -87,11 +78,11 @@ def generate_leads(
         if analysed is not None:
             apply_analyses(chunk.candidates, analysed.result())
         frame = score_chunk(batch_id, to_frame(chunk.candidates))
-        frame = dedupe_chunk(batch_id, frame)
+        frame, seen = dedupe_chunk(batch_id, frame)
         checked = validate_chunk(batch_id, frame)
-        validation = _merge_validation(validation, checked.summary)
+        validation = merge_validation(validation, checked.summary)
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
-        loaded = load_chunk(batch_id, checked.valid, rejected)
+        loaded = load_chunk(batch_id, checked.valid, rejected, seen)
         rows_loaded += len(checked.valid)
         log.info(
             "chunk of %d from %s: %d new, %d merged, %d quarantined",
@@ -147,23 +138,8 @@ def generate_leads(
 
 def _publish(summary: dict[str, Any], validation: dict[str, Any]) -> None:
     """The batch summary and the validation summary as a table artifact in the Prefect UI."""
-    tiers = summary["tier_distribution"]
-    rows: list[dict[str, Any]] = [
-        {"metric": "batch id", "value": summary["batch_id"]},
-        {"metric": "sources used", "value": ", ".join(summary["sources_used"]) or "-"},
-        {"metric": "leads generated", "value": summary["leads_generated"]},
-        {"metric": "merged duplicates", "value": summary["leads_merged"]},
-        {"metric": "rejected rows", "value": summary["rows_rejected"]},
-        {"metric": "average score", "value": summary["avg_score"]},
-        *({"metric": f"tier {t}", "value": tiers.get(t, 0)} for t in ("hot", "warm", "cold")),
-        {"metric": "validated rows", "value": validation.get("rows_in", 0)},
-        {"metric": "validation rejects", "value": validation.get("rows_rejected", 0)},
-        *({"metric": f"rule failed: {rule}", "value": n}
-          for rule, n in sorted(validation.get("rejected_by_rule", {}).items())),
-        *({"metric": "note", "value": note} for note in summary["notes"]),
-    ]
     create_table_artifact(
         key="lead-batch-summary",
-        table=rows,
+        table=summary_rows(summary, validation),
         description=f"Lead batch {summary['batch_id']}: summary and validation",
     )

@@ -7,15 +7,14 @@ by `chunk_rows` whatever the file size, rows the reader refuses are quarantined 
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.generate_leads import _merge_validation
-from tasks.batches import Rejected
+from tasks.batches import Rejected, merge_validation, summary_rows
 from tasks.csv_import import CsvImportReport, read_leads_csv
 from tasks.steps import (
     close_batch,
@@ -28,7 +27,6 @@ from tasks.steps import (
     to_frame,
     validate_chunk,
 )
-from tasks.validation import ValidationOutcome
 
 BATCH_SOURCE = "csv"  # the batch's requested source; leads carry the detected one (csv_linkedin)
 
@@ -57,15 +55,14 @@ def import_csv(
             rejected = [Rejected(**r.as_quarantine(report.source)) for r in chunk.rejected]
             if chunk.leads:
                 frame = score_chunk(batch_id, to_frame(chunk.leads))
-                frame = dedupe_chunk(batch_id, frame)
-                # validate_chunk is typed Any, which Prefect's overloads read as a coroutine.
-                checked = cast(ValidationOutcome, validate_chunk(batch_id, frame))
-                validation = _merge_validation(validation, checked.summary)
+                frame, seen = dedupe_chunk(batch_id, frame)
+                checked = validate_chunk(batch_id, frame)
+                validation = merge_validation(validation, checked.summary)
                 rejected += [Rejected(**r.as_quarantine()) for r in checked.rejected]
                 valid = checked.valid
             else:
-                valid = to_frame([])
-            loaded = load_chunk(batch_id, valid, rejected)
+                valid, seen = to_frame([]), None
+            loaded = load_chunk(batch_id, valid, rejected, seen)
             rows_loaded += len(valid)
             log.info(
                 "lines %d-%d: %d new, %d merged, %d quarantined", chunk.first_line,
@@ -90,9 +87,7 @@ def import_csv(
 def _publish(summary: dict[str, Any], validation: dict[str, Any],
              report: CsvImportReport) -> None:
     """The batch summary, the CSV report and the validation summary as one table artifact."""
-    tiers = summary["tier_distribution"]
     rows: list[dict[str, Any]] = [
-        {"metric": "batch id", "value": summary["batch_id"]},
         {"metric": "file", "value": report.path},
         {"metric": "format", "value": report.format},
         {"metric": "encoding", "value": report.encoding},
@@ -102,15 +97,7 @@ def _publish(summary: dict[str, Any], validation: dict[str, Any],
         {"metric": "rows rejected by the reader", "value": report.rejected},
         *({"metric": f"csv rule failed: {rule}", "value": n}
           for rule, n in sorted(report.rejected_by_rule.items())),
-        {"metric": "leads generated", "value": summary["leads_generated"]},
-        {"metric": "merged duplicates", "value": summary["leads_merged"]},
-        {"metric": "rejected rows", "value": summary["rows_rejected"]},
-        {"metric": "average score", "value": summary["avg_score"]},
-        *({"metric": f"tier {t}", "value": tiers.get(t, 0)} for t in ("hot", "warm", "cold")),
-        {"metric": "validated rows", "value": validation.get("rows_in", 0)},
-        {"metric": "validation rejects", "value": validation.get("rows_rejected", 0)},
-        *({"metric": f"rule failed: {rule}", "value": n}
-          for rule, n in sorted(validation.get("rejected_by_rule", {}).items())),
+        *summary_rows(summary, validation),
     ]
     create_table_artifact(
         key="csv-import-summary",

@@ -79,8 +79,10 @@ def quarantine(session: Session, batch_id: int | None, rows: list[Rejected]) -> 
     return len(rows)
 
 
-def finish_batch(session: Session, batch_id: int, rows_loaded: int, sources_used: list[str],
-                 validation: dict[str, Any], notes: list[str], status: str = "done") -> BatchSummary:
+def finish_batch(
+    session: Session, batch_id: int, rows_loaded: int, sources_used: list[str],
+    validation: dict[str, Any], notes: list[str], status: str = "done",
+) -> BatchSummary:
     """Write the batch's summary, derived from the database (exact under retries)."""
     batch = session.get_one(LeadBatch, batch_id)
     generated = leads_created_by_batch(session, batch_id)
@@ -105,3 +107,32 @@ def finish_batch(session: Session, batch_id: int, rows_loaded: int, sources_used
         leads_generated=generated, leads_merged=batch.leads_merged, rows_rejected=rejected,
         avg_score=batch.avg_score, tier_distribution=batch.tier_distribution, notes=notes,
     )
+
+
+def merge_validation(total: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Add one chunk's validation summary (tasks.validation) to the run's running total."""
+    for key in ("rows_in", "rows_valid", "rows_rejected"):
+        total[key] = total.get(key, 0) + summary.get(key, 0)
+    by_rule = total.setdefault("rejected_by_rule", {})
+    for rule, count in summary.get("rejected_by_rule", {}).items():
+        by_rule[rule] = by_rule.get(rule, 0) + count
+    return total
+
+
+def summary_rows(summary: dict[str, Any], validation: dict[str, Any]) -> list[dict[str, Any]]:
+    """A batch summary and its validation totals as rows of a Prefect table artifact."""
+    tiers = summary["tier_distribution"]
+    return [
+        {"metric": "batch id", "value": summary["batch_id"]},
+        {"metric": "sources used", "value": ", ".join(summary["sources_used"]) or "-"},
+        {"metric": "leads generated", "value": summary["leads_generated"]},
+        {"metric": "merged duplicates", "value": summary["leads_merged"]},
+        {"metric": "rejected rows", "value": summary["rows_rejected"]},
+        {"metric": "average score", "value": summary["avg_score"]},
+        *({"metric": f"tier {t}", "value": tiers.get(t, 0)} for t in ("hot", "warm", "cold")),
+        {"metric": "validated rows", "value": validation.get("rows_in", 0)},
+        {"metric": "validation rejects", "value": validation.get("rows_rejected", 0)},
+        *({"metric": f"rule failed: {rule}", "value": n}
+          for rule, n in sorted(validation.get("rejected_by_rule", {}).items())),
+        *({"metric": "note", "value": note} for note in summary["notes"]),
+    ]

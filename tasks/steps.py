@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from prefect import task
@@ -22,6 +22,10 @@ from leadflow.settings import get_settings
 from models.db import session_scope
 from tasks.batches import BatchSummary, Rejected, finish_batch, quarantine, start_batch
 from tasks.staging import CANDIDATE_COLUMNS, CandidateLead
+
+if TYPE_CHECKING:
+    from tasks.sources import SourceChunk
+    from tasks.validation import ValidationOutcome
 
 # --- stage timing (the benchmark reports time inside stages vs orchestration) -------------------
 
@@ -137,7 +141,7 @@ def close_batch(batch_id: int, rows_loaded: int, sources_used: list[str],
 
 @task(name="fetch-source-chunk", **NETWORK_TASK)
 def fetch_source_chunk(batch_id: int, source: str, industry: str | None, location: str,
-                       cursor: str | None, want: int) -> Any:
+                       cursor: str | None, want: int) -> SourceChunk:
     """Check the source's monthly quota, fetch up to `want` candidates from `cursor`, and
     meter every call made (also when the fetch fails)."""
     from tasks.sources import PAGE_SIZE, SourceFetchError, fetch_chunk
@@ -244,19 +248,22 @@ def score_chunk(batch_id: int, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @task(name="dedupe-leads", **DB_TASK)
-def dedupe_chunk(batch_id: int, frame: pd.DataFrame) -> pd.DataFrame:
-    """Normalised keys, clusters within the chunk, and matches against existing leads."""
+def dedupe_chunk(batch_id: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
+    """Normalised keys, clusters within the chunk, and matches against existing leads; also
+    the highest lead id the match could see, so the load re-matches only against newer leads."""
     from models.db import get_engine
     from tasks.dedupe import dedupe_frame
+    from tasks.load import max_lead_id
 
     with timed(batch_id, "dedupe"):
         with get_engine().connect() as conn:
+            seen = max_lead_id(conn)  # before matching: a lead committed meanwhile is newer
             result = dedupe_frame(conn, frame)
-        return result.apply(frame)
+        return result.apply(frame), seen
 
 
 @task(name="validate-leads", **PURE_TASK)
-def validate_chunk(batch_id: int, frame: pd.DataFrame) -> Any:
+def validate_chunk(batch_id: int, frame: pd.DataFrame) -> ValidationOutcome:
     from tasks.validation import validate_batch
 
     with timed(batch_id, "validate"):
@@ -264,7 +271,8 @@ def validate_chunk(batch_id: int, frame: pd.DataFrame) -> Any:
 
 
 @task(name="load-leads", **DB_TASK)
-def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected]) -> dict[str, int]:
+def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected],
+               seen_max_lead_id: int | None = None) -> dict[str, int]:
     """One transaction: quarantine the rejected rows and insert or merge the valid ones.
     Idempotent: a retry after a lost commit acknowledgement merges into what it already wrote."""
     from tasks.dedupe import match_existing
@@ -273,6 +281,7 @@ def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected]) -> 
     with timed(batch_id, "load"), session_scope() as session:
         # On a retry, the quarantined rows of the first attempt are already there.
         quarantined = quarantine(session, batch_id, rejected)
-        result = load_leads(session, frame, batch_id, rematch=match_existing)
+        result = load_leads(session, frame, batch_id, rematch=match_existing,
+                            seen_max_lead_id=seen_max_lead_id)
     return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined}
 

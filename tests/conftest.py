@@ -111,6 +111,9 @@ class Sandbox:
     def set_faults(self, faults: dict) -> None:  # type: ignore[type-arg]
         httpx.post(f"{self.base_url}/_sandbox/faults", json=faults, timeout=5).raise_for_status()
 
+    def reset_stats(self) -> None:
+        httpx.post(f"{self.base_url}/_sandbox/stats/reset", timeout=5).raise_for_status()
+
     def stats(self) -> dict:  # type: ignore[type-arg]
         return httpx.get(f"{self.base_url}/_sandbox/stats", timeout=5).json()
 

@@ -32,6 +32,7 @@ def env(sandbox_env: Sandbox, pg_settings: str, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(key, value)
     reset_settings_cache()
     sandbox_env.set_faults({})
+    sandbox_env.reset_stats()
     yield pg_settings
     sandbox_env.set_faults({})
 
@@ -175,7 +176,7 @@ def test_a_load_retried_after_its_commit_creates_no_duplicate(env: str) -> None:
     def load_twice() -> int:
         batch_id = open_batch("test:flaky-load", "generate", "apollo", "salon", "TX", 25)
         chunk = asyncio.run(fetch_chunk("apollo", "salon", "TX", None, 25, get_settings()))
-        frame = dedupe_chunk(batch_id, score_chunk(batch_id, to_frame(chunk.candidates)))
+        frame, _ = dedupe_chunk(batch_id, score_chunk(batch_id, to_frame(chunk.candidates)))
         checked = validate_chunk(batch_id, frame)
         flaky_load(batch_id, checked.valid, [])
         return len(checked.valid)
