@@ -11,6 +11,7 @@ task and flow overhead, glue); peak RSS is the flow process plus its parse worke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -47,10 +48,8 @@ class RssSampler(threading.Thread):
             for child in me.children(recursive=True):
                 if child.pid in self.exclude:
                     continue
-                try:
+                with contextlib.suppress(psutil.Error):  # a worker may have just exited
                     total += child.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             self.stop.wait(0.2)
 
@@ -64,7 +63,11 @@ def main() -> None:
     parser.add_argument("--businesses", type=int, default=0, help="sandbox size (default: auto)")
     args = parser.parse_args()
 
-    businesses = args.businesses or max(20_000, int(args.leads * 4.5))
+    # Enough businesses that the search can return --leads rows: a salon-like industry is about
+    # a third of the dataset and Apollo lists 80% of businesses (500 pages of 100 at most, after
+    # which the flow falls back to the next source).
+    share = 1.0 if args.industry.lower() == "any" else 0.3
+    businesses = args.businesses or max(20_000, int(args.leads / (0.8 * share) * 1.2))
     name = f"leadflow_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -74,7 +77,8 @@ def main() -> None:
     from leadflow.demo import start_sandbox
     from sandbox.environment import sandbox_env
 
-    print(f"sandbox: {businesses} businesses, {args.latency_ms} ms latency per response", flush=True)
+    print(f"sandbox: {businesses} businesses, {args.latency_ms} ms latency per response",
+          flush=True)
     proc, port = start_sandbox(businesses=businesses, latency_ms=args.latency_ms)
     os.environ.update(sandbox_env("127.0.0.1", port))
     try:

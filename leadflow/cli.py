@@ -4,7 +4,7 @@ each command so that `leadflow --help` stays fast."""
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -16,7 +16,7 @@ console = Console()
 err = Console(stderr=True)
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     apollo = "apollo"
     google_places = "google_places"
     pdl = "pdl"
@@ -31,7 +31,7 @@ def _summary_table(summary: dict) -> Table:  # type: ignore[type-arg]
         ("leads generated", summary["leads_generated"]),
         ("merged duplicates", summary["leads_merged"]),
         ("rejected rows", summary["rows_rejected"]),
-        ("average score", summary.get("avg_score") if summary.get("avg_score") is not None else "-"),
+        ("average score", "-" if summary.get("avg_score") is None else summary["avg_score"]),
         ("tiers", "  ".join(f"{t}: {tiers.get(t, 0)}" for t in ("hot", "warm", "cold"))),
     ]
     for key, value in rows:

@@ -24,7 +24,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_sandbox(businesses: int = 20_000, latency_ms: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+def start_sandbox(
+    businesses: int = 20_000, latency_ms: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start `python -m sandbox` on a free port and wait until it answers."""
     port = _free_port()
     proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""The one settings object: every knob of leadflow, read from the environment (LEADFLOW_*) or `.env`.
+"""The one settings object: every knob of leadflow, from the environment (LEADFLOW_*) or `.env`.
 
 Secrets are `SecretStr` so they never print; production credentials can instead be named by
 reference (`*_secret_block`), resolved from a Prefect Secret block at call time.

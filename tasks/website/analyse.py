@@ -186,7 +186,9 @@ async def analyse_sites(urls: Sequence[str], settings: Any) -> dict[str, SiteAna
     return {a.domain: a for a in results}
 
 
-def _analyse_shard(items: list[tuple[str, str]], settings: Any, concurrency: int) -> list[SiteAnalysis]:
+def _analyse_shard(
+    items: list[tuple[str, str]], settings: Any, concurrency: int
+) -> list[SiteAnalysis]:
     """Worker-process entry point: fetch and parse a shard of sites with its own event loop."""
     return asyncio.run(_fetch_and_parse(items, settings, concurrency))
 

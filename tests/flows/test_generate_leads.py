@@ -3,6 +3,7 @@ the happy path, idempotent re-runs and retries, source fallback, and fault storm
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -156,11 +157,16 @@ def test_hunter_timeouts_leave_leads_without_email_but_loaded(
 
 def test_a_load_retried_after_its_commit_creates_no_duplicate(env: str) -> None:
     """A lost commit acknowledgement: the first attempt commits, then fails; Prefect retries."""
-    from tasks.steps import load_chunk, open_batch, score_chunk, to_frame
-    from tasks.steps import dedupe_chunk, validate_chunk
-    from tasks.sources import fetch_chunk
     from leadflow.settings import get_settings
-    import asyncio
+    from tasks.sources import fetch_chunk
+    from tasks.steps import (
+        dedupe_chunk,
+        load_chunk,
+        open_batch,
+        score_chunk,
+        to_frame,
+        validate_chunk,
+    )
 
     attempts: list[int] = []
 
