@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
-from sqlalchemy import Connection, String, Table, any_, bindparam, func, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Table, select, tuple_
 
 from leadflow.settings import get_settings
 from models import Lead
@@ -42,6 +41,7 @@ REASON_RANK: dict[str, int] = {
 }
 # Values per bulk lookup query.
 LOOKUP_CHUNK = 5000
+PG_LOOKUP_CHUNK = 50_000  # one statement for a batch
 SQLITE_PAIR_CHUNK = 400
 
 
@@ -288,6 +288,45 @@ def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield values[start : start + size]
 
 
+# A lead of a block qualifies when it has no address, an unnumbered one (the first word of a
+# normalised address key is all digits when it is a number), or a street number some row of
+# the block has (`nums` is " 12 345 ", or NULL when some row has no number: the whole block).
+def _candidates_sql(arr: Any) -> str:
+    return f"""
+WITH ids AS (
+    SELECT id FROM leads
+    WHERE email_norm = ANY({arr('emails')}) OR domain = ANY({arr('domains')})
+       OR phone_e164 = ANY({arr('phones')})
+    UNION
+    SELECT l.id FROM leads AS l
+    JOIN unnest({arr('acities')}, {arr('akeys')}) AS k(city, key)
+      ON l.city_key = k.city AND l.address_key = k.key
+    UNION
+    SELECT l.id FROM leads AS l
+    JOIN unnest({arr('bcities')}, {arr('blocks')}, {arr('nums')}) AS k(city, block, nums)
+      ON l.city_key = k.city AND l.name_block = k.block
+     AND (k.nums IS NULL OR l.address_key IS NULL
+          OR strpos(k.nums, ' ' || split_part(l.address_key, ' ', 1) || ' ') > 0
+          OR l.address_key !~ '^[0-9]+( |$)')
+)
+SELECT {", ".join(_LEAD_COLS)} FROM leads WHERE id IN (SELECT id FROM ids)
+"""
+
+
+# Each text[] parameter travels as one string of values joined by a unit separator ("" is
+# NULL): psycopg would adapt a 10,000-item list value by value in Python. Values holding the
+# separator (normalised keys never do) fall back to lists.
+_SEP = "\x1f"
+_CANDIDATES_SQL = _candidates_sql(lambda n: f"string_to_array(%({n})s, E'\\x1f', '')")
+_CANDIDATES_SQL_LISTS = _candidates_sql(lambda n: f"%({n})s::text[]")
+
+
+def _candidates_query(params: dict[str, list[Any]]) -> tuple[str, dict[str, Any]]:
+    if any(v is not None and (not v or _SEP in v) for vals in params.values() for v in vals):
+        return _CANDIDATES_SQL_LISTS, params
+    return _CANDIDATES_SQL, {n: _SEP.join(v or "" for v in vals) for n, vals in params.items()}
+
+
 def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
     """Every existing lead that can match a batch row, in a few bulk queries that use the
     indexes on email_norm, domain, phone_e164, (city_key, name_block) and (city_key,
@@ -317,50 +356,30 @@ def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
             numbers.setdefault((r.city, r.block), set()).add(r.num)
     blocks = sorted(numbers)
     if postgres:
-        # One query for the three exact keys (a BitmapOr of their indexes).
-        text_array = ARRAY(String)
-        chunks = max(1, *(-(-len(v) // LOOKUP_CHUNK) for v in exact))
-        for k in range(chunks):
-            params = {name: v[k * LOOKUP_CHUNK : (k + 1) * LOOKUP_CHUNK]
-                      for name, v in zip(("emails", "domains", "phones"), exact, strict=True)}
-            if any(params.values()):
-                run(select(*cols).where(
-                    (table.c.email_norm == any_(bindparam("emails", type_=text_array)))
-                    | (table.c.domain == any_(bindparam("domains", type_=text_array)))
-                    | (table.c.phone_e164 == any_(bindparam("phones", type_=text_array)))
-                ), params)
-        for chunk in _chunks(at_address, LOOKUP_CHUNK):
-            keys = func.unnest(
-                bindparam("cities", type_=text_array), bindparam("keys", type_=text_array)
-            ).table_valued("city", "key").render_derived(name="k")
-            stmt = select(*cols).join_from(
-                table, keys,
-                (table.c.city_key == keys.c.city) & (table.c.address_key == keys.c.key),
-            )
-            run(stmt, {"cities": [c for c, _ in chunk], "keys": [k for _, k in chunk]})
-        # A lead of the block qualifies when it has no address, an unnumbered one (the first
-        # word of a normalised address key is all digits when it is a number), or a street
-        # number some row of the block has.
-        akey = table.c.address_key
-        for chunk in _chunks(blocks, LOOKUP_CHUNK):
-            keys = func.unnest(
-                bindparam("cities", type_=text_array), bindparam("blocks", type_=text_array),
-                bindparam("nums", type_=text_array),
-            ).table_valued("city", "block", "nums").render_derived(name="k")
-            same_place = (
-                keys.c.nums.is_(None) | akey.is_(None)
-                | (func.strpos(keys.c.nums, " " + func.split_part(akey, " ", 1) + " ") > 0)
-                | ~akey.regexp_match("^[0-9]+( |$)")
-            )
-            stmt = select(*cols).join_from(
-                table, keys,
-                (table.c.city_key == keys.c.city) & (table.c.name_block == keys.c.block)
-                & same_place,
-            )
-            nums = [numbers[b] for b in chunk]
-            run(stmt, {"cities": [c for c, _ in chunk], "blocks": [b for _, b in chunk],
-                       "nums": [None if None in n else f" {' '.join(sorted(n))} "  # type: ignore[arg-type]
-                                for n in nums]})
+        # One statement: the ids of the leads sharing an exact key (a BitmapOr of their
+        # indexes), at the same (city, address), or of the same (city, name block) and a
+        # street number that can meet (below); each lead is then fetched once.
+        nums = [numbers[b] for b in blocks]
+        lists = {
+            "emails": exact[0], "domains": exact[1], "phones": exact[2],
+            "acities": [c for c, _ in at_address], "akeys": [k for _, k in at_address],
+            "bcities": [c for c, _ in blocks], "blocks": [b for _, b in blocks],
+            "nums": [None if None in n else f" {' '.join(sorted(n))} "  # type: ignore[arg-type]
+                     for n in nums],
+        }
+        chunks = max(1, *(-(-len(v) // PG_LOOKUP_CHUNK) for v in lists.values()))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for k in range(chunks):
+                params = {name: v[k * PG_LOOKUP_CHUNK : (k + 1) * PG_LOOKUP_CHUNK]
+                          for name, v in lists.items()}
+                if any(params.values()):
+                    cursor.execute(*_candidates_query(params))
+                    for row in cursor.fetchall():
+                        if row[0] not in found:
+                            found[row[0]] = _lead_rec(row)
+        finally:
+            cursor.close()
     else:
         for name, values in zip(("email_norm", "domain", "phone_e164"), exact, strict=True):
             for chunk in _chunks(values, LOOKUP_CHUNK):

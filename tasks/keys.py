@@ -187,9 +187,45 @@ def is_webmail(email_norm: str | None) -> bool:
     return bool(email_norm) and email_domain(email_norm) in WEBMAIL_DOMAINS
 
 
+# "http://www.bella.com/x" or "bella.com": the host without urlsplit.
+_SIMPLE_URL = re.compile(r"(?:https?://)?([a-z0-9-]+(?:\.[a-z0-9-]+)+)(?:[/?#].*)?", re.DOTALL)
+_suffixes: frozenset[str] | None = None
+
+
+def _public_suffixes() -> frozenset[str]:
+    global _suffixes
+    if _suffixes is None:
+        _suffixes = frozenset(_TLD.tlds)
+    return _suffixes
+
+
+def _fast_domain(host: str) -> str | None:
+    """What the public-suffix lookup below returns for the common hosts, or None to ask it:
+    a two-label host is its own registrable domain (a listed suffix itself falls back to its
+    last two labels below, the same), and "www.x.tld" is "x.tld" when no rule makes "x.tld"
+    or "www.x.tld" a suffix (nor an exception or wildcard touches them)."""
+    labels = host.split(".")
+    if len(labels) == 2 and labels[0] != "www" and all(labels):
+        return host
+    if len(labels) == 3 and labels[0] == "www" and labels[1] != "www" and all(labels):
+        rest = f"{labels[1]}.{labels[2]}"
+        suffixes = _public_suffixes()
+        if not any(r in suffixes for r in (rest, host, f"*.{labels[2]}", f"*.{rest}",
+                                           f"!{rest}", f"!{host}")):
+            return rest
+    return None
+
+
 @lru_cache(maxsize=200_000)
 def _registrable_domain(s: str) -> str | None:
     s = s.strip().lower()
+    m = _SIMPLE_URL.fullmatch(s)
+    if m is not None:
+        host = m.group(1)
+        if not _IP_HOST.fullmatch(host):
+            domain = _fast_domain(host)
+            if domain is not None:
+                return None if domain in SHARED_HOSTS else domain
     if "@" in s and "://" not in s and "/" not in s.split("@", 1)[0]:
         host = s.rsplit("@", 1)[1]
     else:

@@ -189,3 +189,20 @@ def test_add_keys_treats_missing_staging_columns_as_empty():
     out = add_keys(pd.DataFrame({"company_name": ["Bella Salon"]}))
     assert out.loc[0, "name_key"] == "bella salon"
     assert out.loc[0, "email_norm"] is None and out.loc[0, "domain"] is None
+
+
+def test_registrable_domain_fast_path_agrees_with_public_suffix_lookup(monkeypatch):
+    from tasks import keys
+
+    hosts = ["http://www.bella.com/book", "bella.com", "www.co.uk", "http://www.blogspot.com",
+             "www.foo.ck", "http://foo.example", "www.www.com", "http://www.bella.square.site",
+             "HTTP://WWW.Foo.COM/a?b", "http://www.foo.example", "www.example", "foo.co.uk",
+             "www.foo.co.uk", "http://www.gmail.com", "www.bar.kawasaki.jp", "http://1.2.3.4"]
+    keys._registrable_domain.cache_clear()
+    fast = [keys.registrable_domain(h) for h in hosts]
+    keys._registrable_domain.cache_clear()
+    monkeypatch.setattr(keys, "_fast_domain", lambda host: None)
+    try:
+        assert fast == [keys.registrable_domain(h) for h in hosts]
+    finally:
+        keys._registrable_domain.cache_clear()
