@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 22:43:37.669927
+Create Date: 2026-11-25 23:27:57.402658
 """
 
 from collections.abc import Sequence
@@ -157,7 +157,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=40), nullable=False),
     sa.Column('external_id', sa.String(length=200), nullable=False),
     sa.Column('batch_id', sa.Integer(), nullable=True),
-    sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['batch_id'], ['lead_batches.id'], name=op.f('fk_lead_source_records_batch_id_lead_batches')),
     sa.ForeignKeyConstraint(['lead_id'], ['leads.id'], name=op.f('fk_lead_source_records_lead_id_leads'), ondelete='CASCADE'),
