@@ -32,6 +32,7 @@ from tasks.steps import (
     open_batch,
     score_chunk,
     stage_report,
+    timed,
     to_frame,
     validate_chunk,
 )
@@ -77,12 +78,16 @@ def generate_leads(
                 log.warning(outcome["skipped"])
         if analysed is not None:
             apply_analyses(chunk.candidates, analysed.result())
-        frame = score_chunk(batch_id, to_frame(chunk.candidates))
-        frame, seen = dedupe_chunk(batch_id, frame)
-        checked = validate_chunk(batch_id, frame)
+        with timed(batch_id, "score", "call"):
+            frame = score_chunk(batch_id, to_frame(chunk.candidates))
+        with timed(batch_id, "dedupe", "call"):
+            frame, seen = dedupe_chunk(batch_id, frame)
+        with timed(batch_id, "validate", "call"):
+            checked = validate_chunk(batch_id, frame)
         validation = merge_validation(validation, checked.summary)
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
-        loaded = load_chunk(batch_id, checked.valid, rejected, seen)
+        with timed(batch_id, "load", "call"):
+            loaded = load_chunk(batch_id, checked.valid, rejected, seen)
         rows_loaded += len(checked.valid)
         log.info(
             "chunk of %d from %s: %d new, %d merged, %d quarantined",
@@ -96,7 +101,8 @@ def generate_leads(
         while fetched < max_results:
             want = min(settings.batch_size, max_results - fetched)
             try:
-                got = fetch_source_chunk(batch_id, current, industry, location, cursor, want)
+                with timed(batch_id, "fetch", "call"):
+                    got = fetch_source_chunk(batch_id, current, industry, location, cursor, want)
             except SourceFetchError as exc:
                 note = f"{current} failed ({exc.error}); falling back to the next source"
                 notes.append(note)
@@ -109,8 +115,13 @@ def generate_leads(
             log.info("fetched %d/%d candidates (%s)", fetched, max_results, current)
             chunk = Chunk(current, got.candidates, got.rejected)
             urls = [c.website for c in chunk.candidates if c.website]
-            enriched = enrich_emails.submit(batch_id, chunk.candidates) if enrich else None
-            analysed = analyse_websites.submit(batch_id, urls) if analyse and urls else None
+            enriched = analysed = None
+            if enrich:
+                with timed(batch_id, "enrich", "call"):
+                    enriched = enrich_emails.submit(batch_id, chunk.candidates)
+            if analyse and urls:
+                with timed(batch_id, "analyse", "call"):
+                    analysed = analyse_websites.submit(batch_id, urls)
             pending.append((chunk, enriched, analysed))
             while len(pending) >= max(1, settings.pipeline_depth):
                 finish(*pending.popleft())  # overlaps the network stages still in flight

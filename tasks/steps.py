@@ -30,35 +30,50 @@ if TYPE_CHECKING:
 # --- stage timing (the benchmark reports time inside stages vs orchestration) -------------------
 
 _stage_lock = threading.Lock()
-STAGE_INTERVALS: dict[int, list[tuple[str, float, float]]] = {}
+# batch id -> (stage, kind, start, end): kind "body" inside a task, "call" around it in the flow.
+STAGE_INTERVALS: dict[int, list[tuple[str, str, float, float]]] = {}
 
 
 @contextmanager
-def timed(batch_id: int | None, stage: str) -> Iterator[None]:
+def timed(batch_id: int | None, stage: str, kind: str = "body") -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield
     finally:
         with _stage_lock:
             STAGE_INTERVALS.setdefault(batch_id or 0, []).append(
-                (stage, start, time.perf_counter())
+                (stage, kind, start, time.perf_counter())
             )
 
 
 def stage_report(batch_id: int) -> dict[str, float]:
-    """Seconds per stage for a batch, plus `in_stages`: the union of all stage intervals."""
+    """Seconds inside each stage's own code for a batch, and `orchestration`: the time Prefect
+    added around them, measured as each call's wall time in the flow minus its body (for tasks
+    the flow waits on) plus the delay from submit to body start (for tasks it submits)."""
     with _stage_lock:
         intervals = list(STAGE_INTERVALS.get(batch_id, []))
     per_stage: dict[str, float] = {}
-    for stage, start, end in intervals:
-        per_stage[stage] = round(per_stage.get(stage, 0.0) + end - start, 3)
-    covered, cursor = 0.0, float("-inf")
-    for _, start, end in sorted(intervals, key=lambda i: i[1]):
-        if end > cursor:
-            covered += end - max(start, cursor)
-            cursor = end
-    per_stage["in_stages"] = round(covered, 3)
-    return per_stage
+    bodies: dict[str, list[tuple[float, float]]] = {}
+    calls: dict[str, list[tuple[float, float]]] = {}
+    for stage, kind, start, end in intervals:
+        if kind == "body":
+            per_stage[stage] = per_stage.get(stage, 0.0) + end - start
+            bodies.setdefault(stage, []).append((start, end))
+        else:
+            calls.setdefault(stage, []).append((start, end))
+    overhead = 0.0
+    for stage, stage_calls in calls.items():
+        stage_bodies = sorted(bodies.get(stage, []))
+        for (call_start, call_end), (body_start, body_end) in zip(
+            sorted(stage_calls), stage_bodies, strict=False
+        ):
+            if body_end <= call_end:  # the flow waited for it: everything around the body
+                overhead += (call_end - call_start) - (body_end - body_start)
+            else:  # submitted: the flow went on; count the delay before the body started
+                overhead += max(0.0, body_start - call_start)
+    report = {stage: round(seconds, 3) for stage, seconds in per_stage.items()}
+    report["orchestration"] = round(overhead, 3)
+    return report
 
 
 # --- retry policy ---------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def test_generates_enriches_analyses_scores_and_loads_leads(env: str) -> None:
         usage = dict(s.execute(select(ApiUsage.source, func.sum(ApiUsage.units))
                                .group_by(ApiUsage.source)).all())
         assert usage["apollo"] >= 60 and usage["hunter"] > 0
-    assert summary["stage_seconds"]["in_stages"] > 0
+    stages = summary["stage_seconds"]
+    assert stages["fetch"] > 0 and stages["load"] > 0 and stages["orchestration"] > 0
     assert_no_duplicate_keys(env)
 
 
