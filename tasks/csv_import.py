@@ -17,6 +17,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from tasks.keys import registrable_domain
 from tasks.staging import CandidateLead
 from tasks.validation import MAX_LENGTHS, looks_like_formula
 
@@ -26,11 +27,6 @@ MAX_CELL_CHARS = 5000  # any cell, mapped or not: longer is not a field, it is a
 HEADER_SEARCH_ROWS = 10  # LinkedIn's Connections.csv starts with a few lines of notes
 DELIMITERS = (",", ";", "\t", "|")
 PLACEHOLDERS = frozenset({"", "-", "--", "n/a", "na", "none", "null", "nan", "#n/a"})
-WEBMAIL_DOMAINS = frozenset(
-    {"gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com",
-     "aol.com", "icloud.com", "me.com", "msn.com", "proton.me", "protonmail.com", "gmx.com",
-     "mail.com", "yandex.com", "zoho.com"}
-)  # fmt: skip
 
 # Staging field -> header aliases, compared after lower-casing and collapsing punctuation to
 # single spaces ("E-mail Address" -> "e mail address"). First alias present wins.
@@ -261,11 +257,6 @@ def _normalise_website(value: str) -> str:
     return url
 
 
-def _registrable_domain(host: str) -> str:
-    host = host.lower().split(":")[0]
-    return host[4:] if host.startswith("www.") else host
-
-
 def _to_int(value: str | None) -> int | None:
     """'11-50' -> 11, '1,200' -> 1200; anything else -> None (kept in raw)."""
     if not value:
@@ -343,12 +334,8 @@ def row_to_lead(
 
     if not lead.get("company_name"):
         # A contacts file may lack a company: the business's own domain stands in for it.
-        domain = None
-        if lead.get("website"):
-            domain = _registrable_domain(re.sub(r"^https?://", "", lead["website"]).split("/")[0])
-        elif lead.get("email"):
-            email_domain = lead["email"].rsplit("@", 1)[1].lower()
-            domain = None if email_domain in WEBMAIL_DOMAINS else email_domain
+        # (registrable_domain ignores webmail and shared hosts: gmail.com names no business.)
+        domain = registrable_domain(lead.get("website") or lead.get("email"))
         if not domain:
             raise _RowError(
                 "missing_company_name",

@@ -218,10 +218,10 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
 def analyse_websites(batch_id: int, urls: list[str]) -> dict[str, Any]:
     """Analyse each site once per domain: from the 30-day cache when fresh, else fetched
     (SSRF-safe, size and time limited) and parsed on every core; results go back to the cache."""
-    from tasks.website.analyse import analyse_sites, load_cached, registrable_domain, store_analyses
+    from tasks.website.analyse import analyse_sites, load_cached, site_key, store_analyses
 
     settings = get_settings()
-    domains = {registrable_domain(u): u for u in urls if u}
+    domains = {site_key(u): u for u in urls if u}
     domains.pop("", None)
     with timed(batch_id, "analyse"):
         with session_scope() as session:
@@ -234,12 +234,12 @@ def analyse_websites(batch_id: int, urls: list[str]) -> dict[str, Any]:
 
 
 def apply_analyses(candidates: list[CandidateLead], analyses: dict[str, Any]) -> None:
-    from tasks.website.analyse import registrable_domain
+    from tasks.website.analyse import site_key
 
     for c in candidates:
         if not c.website:
             continue
-        a = analyses.get(registrable_domain(c.website))
+        a = analyses.get(site_key(c.website))
         if a is None:
             continue
         c.website_reachable = a.error is None

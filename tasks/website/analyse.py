@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import tldextract
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.analysis import WebsiteAnalysis
+from tasks.keys import registrable_domain
 from tasks.website.detect import SiteFacts, analyse_html
 from tasks.website.fetch import FetchResult, fetch_site, make_client
 
 # A failed fetch is retried sooner than a successful analysis is refreshed.
 ERROR_CACHE = timedelta(days=1)
-_EXTRACT: tldextract.TLDExtract | None = None
 _POOL: ProcessPoolExecutor | None = None
 _POOL_SIZE = 0
 
@@ -60,14 +59,6 @@ class SiteAnalysis:
         return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
 
 
-def _extractor() -> tldextract.TLDExtract:
-    global _EXTRACT
-    if _EXTRACT is None:
-        # Bundled suffix snapshot only: never touches the network.
-        _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-    return _EXTRACT
-
-
 def normalise_site_url(url: str) -> str:
     """A website as sources give it ('example.com', 'www.x.com/', 'https://...') -> a URL.
     Scheme-less sites start on http: sites with TLS redirect there themselves."""
@@ -77,17 +68,19 @@ def normalise_site_url(url: str) -> str:
     return url
 
 
-def registrable_domain(url: str) -> str:
-    """The cache key: registrable domain of the URL's host (host without www. as fallback)."""
-    try:
-        host = (urlsplit(normalise_site_url(url)).hostname or "").rstrip(".").lower()
-    except ValueError:
-        return url.strip().lower()
-    ext = _extractor()(host)
-    domain = ext.top_domain_under_public_suffix
+def site_key(url: str) -> str:
+    """The cache key of a website: its registrable domain (the same rule dedupe uses, private
+    suffixes included, so `bella.square.site` and `nova.square.site` are two sites), or, for a
+    page on a shared host (a Facebook or booking-platform page), the host and path."""
+    domain = registrable_domain(url)
     if domain:
         return domain
-    return host.removeprefix("www.") or url.strip().lower()
+    try:
+        parts = urlsplit(normalise_site_url(url))
+    except ValueError:
+        return url.strip().lower()[:255]
+    host = (parts.hostname or "").rstrip(".").lower().removeprefix("www.")
+    return (host + parts.path.rstrip("/").lower())[:255] or url.strip().lower()[:255]
 
 
 def _parse(body: bytes, url: str, content_type: str | None) -> SiteFacts:
@@ -164,7 +157,7 @@ async def analyse_sites(urls: Sequence[str], settings: Any) -> dict[str, SiteAna
     by_domain: dict[str, str] = {}
     for url in urls:
         if url and url.strip():
-            by_domain.setdefault(registrable_domain(url), normalise_site_url(url))
+            by_domain.setdefault(site_key(url), normalise_site_url(url))
     if not by_domain:
         return {}
     items = list(by_domain.items())
