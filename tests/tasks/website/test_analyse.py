@@ -16,7 +16,7 @@ from tasks.website.analyse import (
     analyse_files,
     analyse_sites,
     load_cached,
-    registrable_domain,
+    site_key,
     store_analyses,
 )
 from tests.conftest import FIXTURES, Sandbox
@@ -31,10 +31,16 @@ def _businesses(sandbox: Sandbox, count: int) -> list[dict]:
     return [b for b in found if b.get("domain") and b.get("site")]
 
 
-def test_registrable_domain_keys_ignore_scheme_www_and_path() -> None:
-    assert registrable_domain("https://www.Bella-Salon.co.uk/about") == "bella-salon.co.uk"
-    assert registrable_domain("bellasalon.com") == "bellasalon.com"
-    assert registrable_domain("http://shop.bellasalon.com:80/") == "bellasalon.com"
+def test_site_keys_ignore_scheme_www_and_path() -> None:
+    assert site_key("https://www.Bella-Salon.co.uk/about") == "bella-salon.co.uk"
+    assert site_key("bellasalon.com") == "bellasalon.com"
+    assert site_key("http://shop.bellasalon.com:80/") == "bellasalon.com"
+
+
+def test_sites_on_shared_platforms_get_keys_of_their_own() -> None:
+    assert site_key("https://bella.square.site/") != site_key("https://nova.square.site/")
+    assert site_key("https://www.facebook.com/BellaSalon/") == "facebook.com/bellasalon"
+    assert site_key("https://facebook.com/novaspa") == "facebook.com/novaspa"
 
 
 def test_sandbox_sites_are_analysed_with_errors_recorded_per_site(
@@ -57,9 +63,9 @@ def test_sandbox_sites_are_analysed_with_errors_recorded_per_site(
 
     results = asyncio.run(analyse_sites(urls, get_settings()))
 
-    assert set(results) == {registrable_domain(u) for u in urls}
+    assert set(results) == {site_key(u) for u in urls}
     for b in plain[:60]:
-        got = results[registrable_domain(b["domain"])]
+        got = results[site_key(b["domain"])]
         assert got.error is None, (b["domain"], got.error)
         expected = [b["site"]["booking_tool"]] if b["site"]["booking_tool"] else []
         assert got.booking_tools == expected, b["domain"]
@@ -67,12 +73,12 @@ def test_sandbox_sites_are_analysed_with_errors_recorded_per_site(
         assert got.has_analytics == b["site"]["analytics"], b["domain"]
         assert 0 <= (got.digital_maturity or 0) <= 100
     for b in internal[:2]:
-        got = results[registrable_domain(b["domain"])]
+        got = results[site_key(b["domain"])]
         assert got.error and got.error.startswith("refused:") and "169.254.169.254" in got.error
     for b in failing[:2]:
-        got = results[registrable_domain(b["domain"])]
+        got = results[site_key(b["domain"])]
         assert got.error and got.error.split(":")[0] in ("http_error", "not_html")
-    truncated = results[registrable_domain(huge[0]["domain"])]
+    truncated = results[site_key(huge[0]["domain"])]
     assert truncated.error is None and truncated.signals["truncated"] is True
     assert truncated.bytes_read == get_settings().site_max_bytes
 
