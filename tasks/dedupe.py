@@ -40,8 +40,7 @@ REASON_RANK: dict[str, int] = {
     "email": 0, "domain": 1, "phone": 2, "name+address": 3, "name+city": 4,
 }
 # Values per bulk lookup query.
-LOOKUP_CHUNK = 5000
-PG_LOOKUP_CHUNK = 50_000  # one statement for a batch
+LOOKUP_CHUNK = 5000  # larger arrays make PostgreSQL seq-scan a 1M-row table
 SQLITE_PAIR_CHUNK = 400
 
 
@@ -291,26 +290,29 @@ def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 # A lead of a block qualifies when it has no address, an unnumbered one (the first word of a
 # normalised address key is all digits when it is a number), or a street number some row of
 # the block has (`nums` is " 12 345 ", or NULL when some row has no number: the whole block).
-def _candidates_sql(arr: Any) -> str:
-    return f"""
-WITH ids AS (
-    SELECT id FROM leads
+def _candidates_sql(arr: Any) -> tuple[str, ...]:
+    """Three statements, each planned on its own (one UNION of them plans badly on a large
+    table): exact keys (a BitmapOr of their indexes), same (city, address), same (city, name
+    block) with a street number that can meet."""
+    cols = ", ".join(_LEAD_COLS)
+    cols_l = ", ".join(f"l.{c}" for c in _LEAD_COLS)
+    return (
+        f"""SELECT {cols} FROM leads
     WHERE email_norm = ANY({arr('emails')}) OR domain = ANY({arr('domains')})
-       OR phone_e164 = ANY({arr('phones')})
-    UNION
-    SELECT l.id FROM leads AS l
+       OR phone_e164 = ANY({arr('phones')})""",
+        f"""SELECT {cols_l} FROM leads AS l
     JOIN unnest({arr('acities')}, {arr('akeys')}) AS k(city, key)
-      ON l.city_key = k.city AND l.address_key = k.key
-    UNION
-    SELECT l.id FROM leads AS l
+      ON l.city_key = k.city AND l.address_key = k.key""",
+        f"""SELECT {cols_l} FROM leads AS l
     JOIN unnest({arr('bcities')}, {arr('blocks')}, {arr('nums')}) AS k(city, block, nums)
       ON l.city_key = k.city AND l.name_block = k.block
      AND (k.nums IS NULL OR l.address_key IS NULL
           OR strpos(k.nums, ' ' || split_part(l.address_key, ' ', 1) || ' ') > 0
-          OR l.address_key !~ '^[0-9]+( |$)')
-)
-SELECT {", ".join(_LEAD_COLS)} FROM leads WHERE id IN (SELECT id FROM ids)
-"""
+          OR l.address_key !~ '^[0-9]+( |$)')""",
+    )
+
+
+_PARAMS = (("emails", "domains", "phones"), ("acities", "akeys"), ("bcities", "blocks", "nums"))
 
 
 # Each text[] parameter travels as one string of values joined by a unit separator ("" is
@@ -321,10 +323,13 @@ _CANDIDATES_SQL = _candidates_sql(lambda n: f"string_to_array(%({n})s, E'\\x1f',
 _CANDIDATES_SQL_LISTS = _candidates_sql(lambda n: f"%({n})s::text[]")
 
 
-def _candidates_query(params: dict[str, list[Any]]) -> tuple[str, dict[str, Any]]:
-    if any(v is not None and (not v or _SEP in v) for vals in params.values() for v in vals):
-        return _CANDIDATES_SQL_LISTS, params
-    return _CANDIDATES_SQL, {n: _SEP.join(v or "" for v in vals) for n, vals in params.items()}
+def _candidates_queries(params: dict[str, list[Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    lists = any(v is not None and (not v or _SEP in v) for vals in params.values() for v in vals)
+    sqls = _CANDIDATES_SQL_LISTS if lists else _CANDIDATES_SQL
+    for sql, names in zip(sqls, _PARAMS, strict=True):
+        if any(params[n] for n in names):
+            yield sql, {n: params[n] if lists else _SEP.join(v or "" for v in params[n])
+                        for n in names}
 
 
 def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
@@ -356,9 +361,7 @@ def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
             numbers.setdefault((r.city, r.block), set()).add(r.num)
     blocks = sorted(numbers)
     if postgres:
-        # One statement: the ids of the leads sharing an exact key (a BitmapOr of their
-        # indexes), at the same (city, address), or of the same (city, name block) and a
-        # street number that can meet (below); each lead is then fetched once.
+        # Three statements on the psycopg cursor (rows as plain tuples), see `_candidates_sql`.
         nums = [numbers[b] for b in blocks]
         lists = {
             "emails": exact[0], "domains": exact[1], "phones": exact[2],
@@ -367,14 +370,14 @@ def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
             "nums": [None if None in n else f" {' '.join(sorted(n))} "  # type: ignore[arg-type]
                      for n in nums],
         }
-        chunks = max(1, *(-(-len(v) // PG_LOOKUP_CHUNK) for v in lists.values()))
+        chunks = max(1, *(-(-len(v) // LOOKUP_CHUNK) for v in lists.values()))
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             for k in range(chunks):
-                params = {name: v[k * PG_LOOKUP_CHUNK : (k + 1) * PG_LOOKUP_CHUNK]
+                params = {name: v[k * LOOKUP_CHUNK : (k + 1) * LOOKUP_CHUNK]
                           for name, v in lists.items()}
-                if any(params.values()):
-                    cursor.execute(*_candidates_query(params))
+                for sql, values in _candidates_queries(params):
+                    cursor.execute(sql, values)
                     for row in cursor.fetchall():
                         if row[0] not in found:
                             found[row[0]] = _lead_rec(row)
