@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from leadflow.settings import get_settings
@@ -79,15 +80,15 @@ def generate_leads(
         if analysed is not None:
             apply_analyses(chunk.candidates, analysed.result())
         with timed(batch_id, "score", "call"):
-            frame = score_chunk(batch_id, to_frame(chunk.candidates))
+            frame = score_chunk(batch_id, quote(to_frame(chunk.candidates)))
         with timed(batch_id, "dedupe", "call"):
-            frame, seen = dedupe_chunk(batch_id, frame)
+            frame, seen = dedupe_chunk(batch_id, quote(frame))
         with timed(batch_id, "validate", "call"):
-            checked = validate_chunk(batch_id, frame)
+            checked = validate_chunk(batch_id, quote(frame))
         validation = merge_validation(validation, checked.summary)
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
         with timed(batch_id, "load", "call"):
-            loaded = load_chunk(batch_id, checked.valid, rejected, seen)
+            loaded = load_chunk(batch_id, quote(checked.valid), quote(rejected), seen)
         rows_loaded += len(checked.valid)
         log.info(
             "chunk of %d from %s: %d new, %d merged, %d quarantined",
@@ -118,10 +119,11 @@ def generate_leads(
             enriched = analysed = None
             if enrich:
                 with timed(batch_id, "enrich", "call"):
-                    enriched = enrich_emails.submit(batch_id, chunk.candidates)
+                    # quote(): Prefect would otherwise walk every candidate looking for futures.
+                    enriched = enrich_emails.submit(batch_id, quote(chunk.candidates))
             if analyse and urls:
                 with timed(batch_id, "analyse", "call"):
-                    analysed = analyse_websites.submit(batch_id, urls)
+                    analysed = analyse_websites.submit(batch_id, quote(urls))
             pending.append((chunk, enriched, analysed))
             while len(pending) >= max(1, settings.pipeline_depth):
                 finish(*pending.popleft())  # overlaps the network stages still in flight

@@ -62,7 +62,9 @@ def stage_report(batch_id: int) -> dict[str, float]:
         else:
             calls.setdefault(stage, []).append((start, end))
     overhead = 0.0
+    by_stage: dict[str, float] = {}
     for stage, stage_calls in calls.items():
+        before = overhead
         stage_bodies = sorted(bodies.get(stage, []))
         for (call_start, call_end), (body_start, body_end) in zip(
             sorted(stage_calls), stage_bodies, strict=False
@@ -71,7 +73,9 @@ def stage_report(batch_id: int) -> dict[str, float]:
                 overhead += (call_end - call_start) - (body_end - body_start)
             else:  # submitted: the flow went on; count the delay before the body started
                 overhead += max(0.0, body_start - call_start)
+        by_stage[stage] = overhead - before
     report = {stage: round(seconds, 3) for stage, seconds in per_stage.items()}
+    report.update({f"orchestration:{k}": round(v, 3) for k, v in by_stage.items()})
     report["orchestration"] = round(overhead, 3)
     return report
 
@@ -163,25 +167,25 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
     from tasks.usage import check_quota, record_calls, remaining_quota
 
     settings = get_settings()
-    try:
-        with session_scope() as session:
-            if source == "google_places":  # billed per request
-                check_quota(session, source, 1)
-                left = remaining_quota(session, source)
-                want = min(want, left * PAGE_SIZE[source]) if left is not None else want
-            else:
-                want = check_quota(session, source, want)
-    except QuotaExceededError as exc:
-        raise SourceFetchError(exc, []) from None
     with timed(batch_id, "fetch"):
+        try:
+            with session_scope() as session:
+                if source == "google_places":  # billed per request
+                    check_quota(session, source, 1)
+                    left = remaining_quota(session, source)
+                    want = min(want, left * PAGE_SIZE[source]) if left is not None else want
+                else:
+                    want = check_quota(session, source, want)
+        except QuotaExceededError as exc:
+            raise SourceFetchError(exc, []) from None
         try:
             chunk = asyncio.run(fetch_chunk(source, industry, location, cursor, want, settings))
         except SourceFetchError as exc:
             with session_scope() as session:
                 record_calls(session, exc.calls, batch_id)
             raise
-    with session_scope() as session:
-        record_calls(session, chunk.calls, batch_id)
+        with session_scope() as session:
+            record_calls(session, chunk.calls, batch_id)
     return chunk
 
 
@@ -195,21 +199,21 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
     from tasks.usage import check_quota, record_calls
 
     settings = get_settings()
-    try:
-        with session_scope() as session:
-            check_quota(session, "hunter", 1)
-    except QuotaExceededError as exc:
-        return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
-
-    async def run() -> Any:
-        async with make_async_client(settings) as http:
-            hunter = HunterClient.from_settings(http, settings)
-            return await enrich_candidates(candidates, hunter, settings.enrich_concurrency)
-
     with timed(batch_id, "enrich"):
+        try:
+            with session_scope() as session:
+                check_quota(session, "hunter", 1)
+        except QuotaExceededError as exc:
+            return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
+
+        async def run() -> Any:
+            async with make_async_client(settings) as http:
+                hunter = HunterClient.from_settings(http, settings)
+                return await enrich_candidates(candidates, hunter, settings.enrich_concurrency)
+
         result = asyncio.run(run())
-    with session_scope() as session:
-        record_calls(session, result.calls, batch_id)
+        with session_scope() as session:
+            record_calls(session, result.calls, batch_id)
     return {"skipped": None, "failures": len(result.failures),
             "emails_found": result.emails_found, "emails_verified": result.emails_verified}
 
@@ -221,9 +225,9 @@ def analyse_websites(batch_id: int, urls: list[str]) -> dict[str, Any]:
     from tasks.website.analyse import analyse_sites, load_cached, site_key, store_analyses
 
     settings = get_settings()
-    domains = {site_key(u): u for u in urls if u}
-    domains.pop("", None)
     with timed(batch_id, "analyse"):
+        domains = {site_key(u): u for u in urls if u}
+        domains.pop("", None)
         with session_scope() as session:
             cached = load_cached(session, list(domains))
         todo = [u for d, u in domains.items() if d not in cached]
