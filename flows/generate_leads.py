@@ -4,6 +4,8 @@ verify emails) -> analyse websites -> score -> dedupe -> validate -> load, chunk
 Chunks stream through the stages so memory stays bounded however many leads are asked for
 (at most `pipeline_depth` chunks in flight), and the network work of the newest chunks
 (enrichment, website analysis) overlaps the scoring, dedupe, validation and load of the oldest.
+Loads run in the background one at a time, in chunk order (`OrderedLoads`): PostgreSQL writes
+chunk k while the flow's thread scores, dedupes and validates chunk k+1.
 When a source is spent (monthly quota, no more results) or keeps failing, the flow falls back to
 the next configured source and says so in the batch notes."""
 
@@ -23,6 +25,7 @@ from leadflow.settings import get_settings
 from tasks.batches import Rejected, merge_validation, summary_rows
 from tasks.steps import (
     Chunk,
+    OrderedLoads,
     analyse_websites,
     apply_analyses,
     close_batch,
@@ -68,10 +71,29 @@ def generate_leads(
     rows_loaded = fetched = 0
     pending: deque[tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None]] = deque()
 
+    def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
+                    rekeyed: list[int]) -> PrefectFuture[Any]:
+        with timed(batch_id, "load", "call"):
+            return load_chunk.submit(batch_id, quote(frame), quote(rejected), seen,
+                                     quote(rekeyed))
+
+    def loaded(chunk: Chunk, outcome: dict[str, Any]) -> None:
+        nonlocal rows_loaded
+        rows_loaded += outcome["rows"]
+        log.info(
+            "chunk of %d from %s: %d new, %d merged, %d quarantined",
+            len(chunk.candidates), chunk.source, outcome["inserted"], outcome["merged"],
+            outcome["quarantined"],
+        )
+
+    # Chunk k's load runs in the background while chunk k+1 is scored, deduped and validated.
+    loads = OrderedLoads(submit_load, loaded)
+
     def finish(chunk: Chunk, enriched: PrefectFuture[Any] | None,
                analysed: PrefectFuture[Any] | None) -> None:
-        """Score, dedupe, validate and load a chunk once its network stages are done."""
-        nonlocal rows_loaded, validation
+        """Score, dedupe, validate a chunk once its network stages are done, then start its
+        load (after the previous chunk's load is done)."""
+        nonlocal validation
         if enriched is not None:
             outcome = enriched.result()
             if outcome.get("skipped") and outcome["skipped"] not in notes:
@@ -87,57 +109,56 @@ def generate_leads(
             checked = validate_chunk(batch_id, quote(frame))
         validation = merge_validation(validation, checked.summary)
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
-        with timed(batch_id, "load", "call"):
-            loaded = load_chunk(batch_id, quote(checked.valid), quote(rejected), seen)
-        rows_loaded += len(checked.valid)
-        log.info(
-            "chunk of %d from %s: %d new, %d merged, %d quarantined",
-            len(chunk.candidates), chunk.source, loaded["inserted"], loaded["merged"],
-            loaded["quarantined"],
-        )
+        loads.add(checked.valid, rejected, seen, chunk)
 
-    for current in order:
-        cursor: str | None = None
-        failed = False
-        while fetched < max_results:
-            want = min(settings.batch_size, max_results - fetched)
-            try:
-                with timed(batch_id, "fetch", "call"):
-                    got = fetch_source_chunk(batch_id, current, industry, location, cursor, want)
-            except SourceFetchError as exc:
-                note = f"{current} failed ({exc.error}); falling back to the next source"
+    try:
+        for current in order:
+            cursor: str | None = None
+            failed = False
+            while fetched < max_results:
+                want = min(settings.batch_size, max_results - fetched)
+                try:
+                    with timed(batch_id, "fetch", "call"):
+                        got = fetch_source_chunk(batch_id, current, industry, location,
+                                                 cursor, want)
+                except SourceFetchError as exc:
+                    note = f"{current} failed ({exc.error}); falling back to the next source"
+                    notes.append(note)
+                    log.warning(note)
+                    failed = True
+                    break
+                if current not in sources_used:
+                    sources_used.append(current)
+                fetched += len(got.candidates) + len(got.rejected)
+                log.info("fetched %d/%d candidates (%s)", fetched, max_results, current)
+                chunk = Chunk(current, got.candidates, got.rejected)
+                urls = [c.website for c in chunk.candidates if c.website]
+                enriched = analysed = None
+                if enrich:
+                    with timed(batch_id, "enrich", "call"):
+                        # quote(): Prefect would otherwise walk every candidate for futures.
+                        enriched = enrich_emails.submit(batch_id, quote(chunk.candidates))
+                if analyse and urls:
+                    with timed(batch_id, "analyse", "call"):
+                        analysed = analyse_websites.submit(batch_id, quote(urls))
+                pending.append((chunk, enriched, analysed))
+                while len(pending) >= max(1, settings.pipeline_depth):
+                    finish(*pending.popleft())  # overlaps the network stages still in flight
+                cursor = got.next_cursor
+                if cursor is None or not got.candidates and not got.rejected:
+                    break
+            if fetched >= max_results:
+                break
+            if not failed and current != order[-1]:
+                note = f"{current} has no more results for this search; trying the next source"
                 notes.append(note)
-                log.warning(note)
-                failed = True
-                break
-            if current not in sources_used:
-                sources_used.append(current)
-            fetched += len(got.candidates) + len(got.rejected)
-            log.info("fetched %d/%d candidates (%s)", fetched, max_results, current)
-            chunk = Chunk(current, got.candidates, got.rejected)
-            urls = [c.website for c in chunk.candidates if c.website]
-            enriched = analysed = None
-            if enrich:
-                with timed(batch_id, "enrich", "call"):
-                    # quote(): Prefect would otherwise walk every candidate looking for futures.
-                    enriched = enrich_emails.submit(batch_id, quote(chunk.candidates))
-            if analyse and urls:
-                with timed(batch_id, "analyse", "call"):
-                    analysed = analyse_websites.submit(batch_id, quote(urls))
-            pending.append((chunk, enriched, analysed))
-            while len(pending) >= max(1, settings.pipeline_depth):
-                finish(*pending.popleft())  # overlaps the network stages still in flight
-            cursor = got.next_cursor
-            if cursor is None or not got.candidates and not got.rejected:
-                break
-        if fetched >= max_results:
-            break
-        if not failed and current != order[-1]:
-            note = f"{current} has no more results for this search; trying the next source"
-            notes.append(note)
-            log.info(note)
-    while pending:
-        finish(*pending.popleft())
+                log.info(note)
+        while pending:
+            finish(*pending.popleft())
+        loads.wait()  # the last chunk's load, before the batch is closed
+    except BaseException:
+        loads.abandon()
+        raise
     if fetched < max_results:
         notes.append(f"only {fetched} of {max_results} candidates found across {', '.join(order)}")
 

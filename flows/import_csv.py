@@ -1,5 +1,6 @@
 """The CSV import flow: a LinkedIn Sales Navigator export or a generic CSV of companies or
-contacts, streamed chunk by chunk through score -> dedupe -> validate -> load.
+contacts, streamed chunk by chunk through score -> dedupe -> validate -> load (chunk k's load in the
+background while chunk k+1 is read, scored, deduped and validated; see `OrderedLoads`).
 
 The same stages as flow 1 ("Generate Leads"), with the file as the source: memory stays bounded
 by `chunk_rows` whatever the file size, rows the reader refuses are quarantined with their rule
@@ -12,11 +13,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from tasks.batches import Rejected, merge_validation, summary_rows
 from tasks.csv_import import CsvImportReport, read_leads_csv
 from tasks.steps import (
+    OrderedLoads,
     close_batch,
     dedupe_chunk,
     load_chunk,
@@ -44,6 +47,22 @@ def import_csv(
     validation: dict[str, Any] = {}
     rows_loaded = 0
     report: CsvImportReport | None = None
+
+    def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
+                    rekeyed: list[int]) -> Any:
+        with timed(batch_id, "load", "call"):
+            return load_chunk.submit(batch_id, quote(frame), quote(rejected), seen,
+                                     quote(rekeyed))
+
+    def loaded(lines: tuple[int, int], outcome: dict[str, Any]) -> None:
+        nonlocal rows_loaded
+        rows_loaded += outcome["rows"]
+        log.info("lines %d-%d: %d new, %d merged, %d quarantined", lines[0], lines[1],
+                 outcome["inserted"], outcome["merged"], outcome["quarantined"])
+
+    # Chunk k's load runs in the background while chunk k+1 is read, scored, deduped and
+    # validated; loads stay one at a time, in file order.
+    loads = OrderedLoads(submit_load, loaded)
     try:
         chunks = read_leads_csv(path, chunk_rows)
         while True:
@@ -54,21 +73,18 @@ def import_csv(
             report = chunk.report
             rejected = [Rejected(**r.as_quarantine(report.source)) for r in chunk.rejected]
             if chunk.leads:
-                frame = score_chunk(batch_id, to_frame(chunk.leads))
-                frame, seen = dedupe_chunk(batch_id, frame)
-                checked = validate_chunk(batch_id, frame)
+                frame = score_chunk(batch_id, quote(to_frame(chunk.leads)))
+                frame, seen = dedupe_chunk(batch_id, quote(frame))
+                checked = validate_chunk(batch_id, quote(frame))
                 validation = merge_validation(validation, checked.summary)
                 rejected += [Rejected(**r.as_quarantine()) for r in checked.rejected]
                 valid = checked.valid
             else:
                 valid, seen = to_frame([]), None
-            loaded = load_chunk(batch_id, valid, rejected, seen)
-            rows_loaded += len(valid)
-            log.info(
-                "lines %d-%d: %d new, %d merged, %d quarantined", chunk.first_line,
-                chunk.last_line, loaded["inserted"], loaded["merged"], loaded["quarantined"],
-            )
+            loads.add(valid, rejected, seen, (chunk.first_line, chunk.last_line))
+        loads.wait()  # the last chunk's load, before the batch is closed
     except Exception as exc:
+        loads.abandon()
         log.error("import of %s failed: %s", path, exc)
         close_batch(batch_id, rows_loaded, [report.source] if report else [], validation,
                     [f"import failed: {exc}"], status="failed")

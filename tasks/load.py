@@ -20,14 +20,25 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import JSON, Integer, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    JSON,
+    Integer,
+    Table,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -100,6 +111,10 @@ class LoadResult:
     inserted: int  # new leads
     merged: int  # rows merged into an existing lead or into another row of the batch
     lead_ids: list[int]  # lead id per input row, in input order
+    # Existing leads this load gave a match key they lacked (a merge filled their email,
+    # domain, phone, name or address): a dedupe step that ran before this load committed
+    # could not match on those keys, so the next load re-matches against them too.
+    rekeyed_lead_ids: list[int] = field(default_factory=list)
 
 
 def _clean(value: Any) -> Any:
@@ -216,13 +231,20 @@ def _known_source_records(
 # --- re-matching rows still new, inside the lock ------------------------------------------------
 
 
-def _keys_of_leads_since(session: Session, after_id: int) -> set[tuple[str, Any]]:
+def _keys_of_leads_since(session: Session, after_id: int | None,
+                         lead_ids: Iterable[int] = ()) -> set[tuple[str, Any]]:
     """The match keys of every lead with an id above `after_id` (leads inserted since the
-    dedupe step ran), as `match_existing` indexes them: email, domain, phone, (city, name
-    block) and (city, address), with name block and address computed when not stored."""
+    dedupe step ran) and of `lead_ids` (leads that got new keys since), as `match_existing`
+    indexes them: email, domain, phone, (city, name block) and (city, address), with name
+    block and address computed when not stored."""
     c = _LEADS.c
+    ids = sorted(set(lead_ids))
+    conditions = ([c.id > after_id] if after_id is not None else []) + (
+        [c.id.in_(ids)] if ids else [])
+    if not conditions:
+        return set()
     stmt = select(c.email_norm, c.domain, c.phone_e164, c.name_key, c.city_key, c.name_block,
-                  c.address_key, c.address, c.company_name).where(c.id > after_id)
+                  c.address_key, c.address, c.company_name).where(or_(*conditions))
     keys: set[tuple[str, Any]] = set()
     for email, domain, phone, nkey, city, block, akey, address, company in session.execute(stmt):
         for kind, value in (("e", email), ("d", domain), ("p", phone)):
@@ -260,19 +282,24 @@ def _rows_sharing_keys(frame: pd.DataFrame, positions: list[int],
 
 
 def _rematch(session: Session, frame: pd.DataFrame, targets: list[int | None],
-             rematch: Callable[[Any, pd.DataFrame], Any], seen_max_lead_id: int | None) -> None:
+             rematch: Callable[[Any, pd.DataFrame], Any], seen_max_lead_id: int | None,
+             rekeyed_lead_ids: Iterable[int] = ()) -> None:
     """Match the rows still new once more, now that no other loader can insert: all of them
     when `seen_max_lead_id` is unknown, else only those sharing a key with a lead inserted
-    after the dedupe step (none when no lead was)."""
+    after the dedupe step or with one of `rekeyed_lead_ids` (none when there is no such
+    lead)."""
     positions = [i for i, t in enumerate(targets) if t is None]
     if not positions:
         return
     if seen_max_lead_id is not None:
+        rekeyed = list(rekeyed_lead_ids)
         newest = session.scalar(select(func.max(_LEADS.c.id)))
-        if newest is None or newest <= seen_max_lead_id:
+        inserted_since = newest is not None and newest > seen_max_lead_id
+        if not inserted_since and not rekeyed:
             return
         positions = _rows_sharing_keys(
-            frame, positions, _keys_of_leads_since(session, seen_max_lead_id)
+            frame, positions, _keys_of_leads_since(
+                session, seen_max_lead_id if inserted_since else None, rekeyed)
         )
         if not positions:
             return
@@ -297,6 +324,7 @@ def load_leads(
     batch_id: int | None,
     rematch: Any = None,
     seen_max_lead_id: int | None = None,
+    rekeyed_lead_ids: Iterable[int] = (),
 ) -> LoadResult:
     """Insert or merge every row of `frame` inside the caller's transaction.
 
@@ -305,7 +333,10 @@ def load_leads(
     if given, re-matches rows still new against the database once the load lock is held.
     `seen_max_lead_id`, if given, is `max_lead_id()` read before the dedupe step matched the
     frame against the database: then only rows sharing a match key with a lead inserted since
-    are re-matched (none when no lead was inserted since).
+    are re-matched (none when no lead was inserted since). `rekeyed_lead_ids`: existing
+    leads that got new match keys after the dedupe step read the database (the previous
+    load's `LoadResult.rekeyed_lead_ids` when the two overlapped); rows sharing a key with
+    them are re-matched too.
     """
     if frame.empty:
         return LoadResult(0, 0, [])
@@ -324,7 +355,7 @@ def load_leads(
         for pair, e in zip(pairs, existing_ids, strict=True)
     ]
     if rematch is not None:
-        _rematch(session, frame, targets, rematch, seen_max_lead_id)
+        _rematch(session, frame, targets, rematch, seen_max_lead_id, rekeyed_lead_ids)
 
     # A cluster goes to the lowest existing lead any of its rows matched, else to a new lead.
     clusters: dict[Any, list[int]] = {}
@@ -363,8 +394,10 @@ def load_leads(
 
     fresh = set(new_clusters)
     existing = {cid: t for cid, t in cluster_target.items() if cid not in fresh}
+    rekeyed: list[int] = []
     if existing:
-        _merge_into_existing(session, existing, clusters, columns, sources, now, postgres)
+        rekeyed = _merge_into_existing(session, existing, clusters, columns, sources, now,
+                                       postgres)
 
     lead_ids: list[int] = [0] * n
     for cid, positions in clusters.items():
@@ -375,7 +408,8 @@ def load_leads(
     payloads = [v if v else {} for v in _column(frame, "raw")]
     _insert_source_records(session, lead_ids, pairs, known, batch_id, payloads, now, postgres)
     inserted = len(new_clusters)
-    return LoadResult(inserted=inserted, merged=n - inserted, lead_ids=lead_ids)
+    return LoadResult(inserted=inserted, merged=n - inserted, lead_ids=lead_ids,
+                      rekeyed_lead_ids=rekeyed)
 
 
 def _insert_leads(session: Session, values: list[dict[str, Any]], postgres: bool) -> list[int]:
@@ -440,6 +474,8 @@ def _insert_source_records(session: Session, lead_ids: list[int], pairs: list[tu
 
 _MERGE_COLUMNS = ("id", *LEAD_FIELDS.values(), "sources")
 _FILL_COLUMNS = (*LEAD_FIELDS.values(), "sources")  # what a merge may change
+# Lead columns `match_existing` matches on (or derives a key from).
+_MATCH_KEY_COLUMNS = frozenset((*KEY_COLUMNS, "address", "company_name"))
 
 
 def _merge_into_existing(
@@ -450,9 +486,10 @@ def _merge_into_existing(
     sources: list[str],
     now: datetime,
     postgres: bool,
-) -> None:
+) -> list[int]:
     """Fill the existing leads' empty fields from the new rows, keep the better score and add
-    the rows' sources: one read of the leads' columns, then UPDATEs by primary key."""
+    the rows' sources: one read of the leads' columns, then UPDATEs by primary key. Returns
+    the leads that got a match key they lacked."""
     ids = sorted({t for t in targets.values() if t is not None})
     cols = [_LEADS.c[c] for c in _MERGE_COLUMNS]
     current: dict[int, dict[str, Any]] = {}
@@ -484,8 +521,10 @@ def _merge_into_existing(
         if seen != had:
             change["sources"] = sorted(seen)
     rows = [{**change, "id": lead_id} for lead_id, change in changes.items() if change]
+    rekeyed = sorted(lead_id for lead_id, change in changes.items()
+                     if not _MATCH_KEY_COLUMNS.isdisjoint(change))
     if not rows:
-        return
+        return rekeyed
     if postgres:
         # One statement: each lead's changed columns travel as one JSON object; a column
         # absent from it keeps its value.
@@ -501,7 +540,7 @@ def _merge_into_existing(
             ),
             {"rows": "[" + ",".join(_json_text(r) for r in rows) + "]", "now": now},
         )
-        return
+        return rekeyed
     # One executemany per set of changed columns (a few distinct sets per batch).
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
@@ -511,6 +550,7 @@ def _merge_into_existing(
     stmt = update(_LEADS).where(_LEADS.c.id == bindparam("_id"))  # SET: the rows' keys
     for group in groups.values():
         session.execute(stmt, group)
+    return rekeyed
 
 
 def leads_created_by_batch(session: Session, batch_id: int) -> int:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -291,16 +291,78 @@ def validate_chunk(batch_id: int, frame: pd.DataFrame) -> ValidationOutcome:
 
 @task(name="load-leads", **DB_TASK)
 def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected],
-               seen_max_lead_id: int | None = None) -> dict[str, int]:
+               seen_max_lead_id: int | None = None,
+               rekeyed_lead_ids: list[int] | None = None) -> dict[str, Any]:
     """One transaction: quarantine the rejected rows and insert or merge the valid ones.
-    Idempotent: a retry after a lost commit acknowledgement merges into what it already wrote."""
+    Idempotent: a retry after a lost commit acknowledgement merges into what it already wrote.
+    `rekeyed_lead_ids`: the previous load's, when it may have committed after this chunk's
+    dedupe step read the database (see `OrderedLoads`)."""
+    with timed(batch_id, "load"):
+        return load_chunk_body(None, batch_id, frame, rejected, seen_max_lead_id,
+                               rekeyed_lead_ids)
+
+
+def load_chunk_body(url: str | None, batch_id: int | None, frame: pd.DataFrame,
+                    rejected: list[Rejected], seen_max_lead_id: int | None = None,
+                    rekeyed_lead_ids: list[int] | None = None) -> dict[str, Any]:
+    """What `load_chunk` does, on the database at `url` (the configured one when None); the
+    offline benchmark calls it directly."""
     from tasks.dedupe import match_existing
     from tasks.load import load_leads
 
-    with timed(batch_id, "load"), session_scope() as session:
+    with session_scope(url) as session:
         # On a retry, the quarantined rows of the first attempt are already there.
         quarantined = quarantine(session, batch_id, rejected)
         result = load_leads(session, frame, batch_id, rematch=match_existing,
-                            seen_max_lead_id=seen_max_lead_id)
-    return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined}
+                            seen_max_lead_id=seen_max_lead_id,
+                            rekeyed_lead_ids=rekeyed_lead_ids or ())
+    return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined,
+            "rows": len(frame), "rekeyed_lead_ids": result.rekeyed_lead_ids}
 
+
+class OrderedLoads:
+    """Chunk loads in the background, one at a time and in chunk order, so the flow's thread
+    can score, dedupe and validate chunk k+1 while PostgreSQL writes chunk k.
+
+    `submit(frame, rejected, seen, rekeyed)` starts one load and returns something with
+    `.result()` (a Prefect future of `load_chunk.submit`, or a concurrent.futures one).
+    `add(...)` first waits for the load before it (so the advisory lock is never contended
+    by our own loads and the order of commits is the order of chunks), then starts this one.
+    Why the no-duplicate guarantee holds: chunk k+1's dedupe may read the database before
+    load k commits. Its `seen` (max lead id before dedupe) is then below load k's new leads,
+    which load k+1 re-matches inside the lock; and the existing leads load k gave new match
+    keys (`rekeyed_lead_ids`) are handed to load k+1 to be re-matched against as well.
+    Every load before k had committed before chunk k+1's dedupe started.
+    `on_loaded(context, outcome)` runs on the caller's thread, in chunk order. Call `wait()`
+    before closing the batch: it returns once the last load is done (raising its error)."""
+
+    def __init__(self, submit: Callable[..., Any],
+                 on_loaded: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
+        self._submit = submit
+        self._on_loaded = on_loaded
+        self._in_flight: tuple[Any, Any] | None = None
+        self._rekeyed: list[int] = []
+
+    def add(self, frame: pd.DataFrame, rejected: list[Rejected], seen: int | None,
+            context: Any = None) -> None:
+        self.wait()
+        future = self._submit(frame, rejected, seen, self._rekeyed)
+        self._in_flight = (future, context)
+
+    def wait(self) -> dict[str, Any] | None:
+        """Wait for the load in flight, if any; its outcome."""
+        if self._in_flight is None:
+            return None
+        future, context = self._in_flight
+        self._in_flight = None
+        outcome = future.result()
+        self._rekeyed = list(outcome.get("rekeyed_lead_ids") or [])
+        if self._on_loaded is not None:
+            self._on_loaded(context, outcome)
+        return outcome
+
+    def abandon(self) -> None:
+        """After an error elsewhere: wait for the load in flight (reported if it succeeded)
+        without raising its own error; the caller's error is the one to report."""
+        with suppress(Exception):
+            self.wait()

@@ -283,3 +283,78 @@ def test_a_source_record_repeated_within_a_batch_is_recorded_once(db_url: str) -
         assert count(s, LeadSourceRecord) == 1
         again = load_leads(s, rows, None)
     assert again.lead_ids == result.lead_ids and again.inserted == 0
+
+
+# --- loads overlapping the next chunk's dedupe (OrderedLoads) ----------------------------------
+
+
+def _dedupe(db_url: str, rows: list[dict]) -> tuple[pd.DataFrame, int]:
+    """The flow's dedupe step on one chunk: the max lead id it could see, and the frame."""
+    from models.db import get_engine
+    from tasks.dedupe import dedupe_frame
+    from tasks.load import max_lead_id
+
+    ours = frame(rows)
+    with get_engine(db_url).connect() as conn:
+        seen = max_lead_id(conn)
+        ours = dedupe_frame(conn, ours).apply(ours)
+    return ours, seen
+
+
+def _overlapped_loads(db_url: str, chunks: list[list[dict]]) -> list[dict]:
+    """Every chunk deduped before the previous chunk's load committed (the worst case of the
+    pipelined flow), then loaded in order through OrderedLoads."""
+    from tasks.steps import OrderedLoads, load_chunk_body
+
+    class Done:
+        def __init__(self, value: dict) -> None:
+            self.value = value
+
+        def result(self) -> dict:
+            return self.value
+
+    outcomes: list[dict] = []
+    deduped = [_dedupe(db_url, rows) for rows in chunks]  # all before any load
+
+    def submit(f, rejected, seen, rekeyed):  # type: ignore[no-untyped-def]
+        return Done(load_chunk_body(db_url, None, f, rejected, seen, rekeyed))
+
+    loads = OrderedLoads(submit, lambda _ctx, outcome: outcomes.append(outcome))
+    for f, seen in deduped:
+        loads.add(f, [], seen)
+    loads.wait()
+    return outcomes
+
+
+def test_the_same_business_in_two_consecutive_overlapped_chunks_is_one_lead(db_url: str) -> None:
+    outcomes = _overlapped_loads(db_url, [
+        [{"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+          "website": "https://bella-salon.com", "city": "Austin"}],
+        [{"source": "google_places", "source_record_id": "g1",
+          "company_name": "Bella Salon & Spa", "website": "https://www.bella-salon.com/",
+          "city": "Austin"}],
+    ])
+    assert [(o["inserted"], o["merged"]) for o in outcomes] == [(1, 0), (0, 1)]
+    with session_scope(db_url) as s:
+        assert count(s, Lead) == 1
+        assert s.scalars(select(Lead.sources)).one() == ["apollo", "google_places"]
+
+
+def test_a_key_filled_by_the_previous_overlapped_load_is_matched(db_url: str) -> None:
+    with session_scope(db_url) as s:  # an existing lead without a website
+        (old,) = load_leads(s, keyed([{"source": "pdl", "source_record_id": "p1",
+                                       "company_name": "Bella Salon", "phone": "512-555-0142",
+                                       "city": "Austin", "cluster_id": 0}]), None).lead_ids
+    outcomes = _overlapped_loads(db_url, [
+        # matches the lead by phone and gives it the domain
+        [{"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+          "phone": "(512) 555-0142", "website": "https://bella-salon.com", "city": "Austin"}],
+        # shares only the domain with it: deduped before the load above committed
+        [{"source": "google_places", "source_record_id": "g1", "company_name": "Glow Lounge",
+          "website": "https://bella-salon.com/book", "city": "Austin"}],
+    ])
+    assert outcomes[0]["rekeyed_lead_ids"] == [old]
+    assert [(o["inserted"], o["merged"]) for o in outcomes] == [(0, 1), (0, 1)]
+    with session_scope(db_url) as s:
+        assert count(s, Lead) == 1
+        assert s.get_one(Lead, old).sources == ["apollo", "google_places", "pdl"]
