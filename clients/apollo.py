@@ -3,7 +3,7 @@ pagination, typed organization records."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Annotated, Any
 
 import httpx
@@ -93,7 +93,7 @@ class ApolloClient:
         extra_filters: dict[str, Any] | None = None,
         per_page: int = MAX_PER_PAGE,
         start_page: int = 1,
-    ) -> AsyncIterator[SearchPage]:
+    ) -> AsyncGenerator[SearchPage, None]:
         """Yield pages of organizations until `limit` records, the last page, or Apollo's
         500-page cap. The last page is trimmed to `limit` (what was billed is still metered)."""
         if limit <= 0:

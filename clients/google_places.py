@@ -8,7 +8,7 @@ neighbourhood, a postcode, a more specific category) rather than more pages."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import httpx
@@ -116,7 +116,7 @@ class GooglePlacesClient:
         included_type: str | None = None,
         field_mask: str = DEFAULT_FIELD_MASK,
         page_token: str | None = None,
-    ) -> AsyncIterator[SearchPage]:
+    ) -> AsyncGenerator[SearchPage, None]:
         """Yield pages of places for `text_query` until `limit` (at most 60, Google's cap per
         query) or the last page. Billing is per request, so each call meters 1 unit."""
         if limit <= 0:

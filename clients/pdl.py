@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import httpx
@@ -88,7 +88,7 @@ class PdlClient:
         sql: str | None = None,
         size: int = MAX_SIZE,
         scroll_token: str | None = None,
-    ) -> AsyncIterator[SearchPage]:
+    ) -> AsyncGenerator[SearchPage, None]:
         """Yield pages of companies matching exactly one of `query` (Elasticsearch) or `sql`
         until `limit` records or the scroll ends. Credits = records returned."""
         if (query is None) == (sql is None):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -22,7 +23,7 @@ class Source(StrEnum):
     pdl = "pdl"
 
 
-def _summary_table(summary: dict) -> Table:  # type: ignore[type-arg]
+def _summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"Batch {summary['batch_id']}", show_header=False)
     tiers = summary.get("tier_distribution") or {}
     rows = [

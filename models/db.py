@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +16,7 @@ from leadflow.settings import get_settings
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the tracking app read while a flow writes; busy_timeout waits instead of failing.
     cur.execute("PRAGMA journal_mode=WAL")
@@ -64,7 +65,7 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         yield session
 
 
-def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
+def alembic_config(url: str | None = None) -> Any:
     from alembic.config import Config
 
     cfg = Config()

@@ -27,7 +27,9 @@ class LeadBatch(Base):
     industry: Mapped[str | None] = mapped_column(String(100))
     location: Mapped[str | None] = mapped_column(String(200))
     max_results: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="running", comment="running|done|failed")
+    status: Mapped[str] = mapped_column(
+        String(20), default="running", comment="running|done|failed"
+    )
     leads_generated: Mapped[int] = mapped_column(Integer, default=0, comment="New leads inserted")
     leads_merged: Mapped[int] = mapped_column(Integer, default=0, comment="Duplicates merged")
     rows_rejected: Mapped[int] = mapped_column(Integer, default=0, comment="Rows quarantined")
@@ -62,7 +64,8 @@ class Lead(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     email_norm: Mapped[str | None] = mapped_column(String(320), comment="Lower-cased email")
     email_status: Mapped[str | None] = mapped_column(
-        String(20), comment="Hunter status: valid, invalid, accept_all, webmail, disposable, unknown"
+        String(20),
+        comment="Hunter status: valid, invalid, accept_all, webmail, disposable, unknown",
     )
     email_confidence: Mapped[int | None] = mapped_column(Integer)
     phone: Mapped[str | None] = mapped_column(String(50), comment="Phone as given by the source")

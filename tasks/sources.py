@@ -4,6 +4,7 @@ pages."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ def fallback_order(first: str, configured: list[str]) -> list[str]:
 
 
 def _pages(source: str, http: Any, settings: Settings, industry: str | None, location: str,
-           cursor: str | None, want: int):  # type: ignore[no-untyped-def]
+           cursor: str | None, want: int) -> AsyncGenerator[SearchPage, None]:
     keyword = (industry or "").strip()
     if source == "apollo":
         return ApolloClient.from_settings(http, settings).search_organizations(

@@ -232,7 +232,7 @@ def _checked_frame(df: pd.DataFrame) -> pd.DataFrame:
         if col in df.columns:
             values = df[col]
             missing = values.isna().to_numpy(dtype=bool).tolist()
-            text = [None if m else (t if (t := str(v)).strip() else None)
+            text = [None if m else (s if (s := str(v)).strip() else None)
                     for v, m in zip(values.tolist(), missing, strict=True)]
         else:
             text = [None] * n

@@ -21,7 +21,7 @@ from sandbox.apis.responses import (
 from sandbox.listings import Listing, international
 
 MINUTE, HOURLY, DAILY = 600, 6000, 50000
-STATE_NAMES = {}  # filled lazily from sandbox.names
+STATE_NAMES: dict[str, str] = {}  # filled lazily from sandbox.names
 MAX_RECORDS = 50_000
 
 

@@ -85,9 +85,9 @@ def verify_email(state: SandboxState, address: str) -> tuple[str, int, Business 
         return "webmail", 50, None
     if domain in names.DISPOSABLE_DOMAINS:
         return "disposable", 50, None
-    b = state.catalog.by_domain.get(domain)
-    if b is not None:
-        return ("accept_all", 60, b) if b.catch_all else ("invalid", 8, b)
+    owner = state.catalog.by_domain.get(domain)
+    if owner is not None:
+        return ("accept_all", 60, owner) if owner.catch_all else ("invalid", 8, owner)
     return "unknown", 30, None  # no mail server we know of
 
 

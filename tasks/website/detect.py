@@ -375,8 +375,8 @@ def _extract_bs4(text: str) -> PageFeatures:
                 )
             )
     # Visible text: an explicit stack instead of recursion, so deep nesting cannot overflow.
-    for body in soup.find_all("body"):
-        stack: list[Any] = list(reversed(body.contents))
+    for body_tag in soup.find_all("body"):
+        stack: list[Any] = list(reversed(body_tag.contents))
         while stack:
             node = stack.pop()
             if isinstance(node, Tag):
