@@ -255,7 +255,9 @@ def _keys_of_leads_since(session: Session, after_id: int | None,
             block = block or name_block(nkey)
             akey = akey or address_key(address)
             if block:
-                keys.add(("b", (city, block)))
+                # As match_existing's name index: by street number (None: no number).
+                keys.add(("b", (city, block, _street_number(akey))))
+                keys.add(("B", (city, block)))
             if akey:
                 keys.add(("a", (city, akey)))
     return keys
@@ -274,11 +276,27 @@ def _rows_sharing_keys(frame: pd.DataFrame, positions: list[int],
     )
     out = []
     for i, pos in enumerate(positions):
-        if (("e", email[i]) in keys or ("d", domain[i]) in keys or ("p", phone[i]) in keys
-                or (city[i] and (("b", (city[i], block[i])) in keys
-                                 or ("a", (city[i], addr[i])) in keys))):
+        exact = ("e", email[i]) in keys or ("d", domain[i]) in keys or ("p", phone[i]) in keys
+        if exact or city[i] and (("a", (city[i], addr[i])) in keys or _shares_name_block(
+                keys, city[i], block[i], _street_number(addr[i]))):
             out.append(pos)
     return out
+
+
+def _street_number(address_key: str | None) -> str | None:
+    head = address_key.partition(" ")[0] if address_key else ""
+    return head if head.isdigit() else None
+
+
+def _shares_name_block(keys: set[tuple[str, Any]], city: str, block: str | None,
+                       num: str | None) -> bool:
+    """Whether match_existing's name index would offer a lead of `keys` for this row: same
+    city and name block, and the same street number or none on either side."""
+    if not block:
+        return False
+    if num is None:
+        return ("B", (city, block)) in keys
+    return ("b", (city, block, num)) in keys or ("b", (city, block, None)) in keys
 
 
 def _rematch(session: Session, frame: pd.DataFrame, targets: list[int | None],
