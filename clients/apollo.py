@@ -98,8 +98,9 @@ class ApolloClient:
         500-page cap. The last page is trimmed to `limit` (what was billed is still metered)."""
         if limit <= 0:
             return
-        # A fixed page size: page-number pagination shifts if per_page changes mid-search.
-        per_page = max(1, min(per_page, MAX_PER_PAGE, limit))
+        # A fixed page size, not shrunk to `limit`: page numbers shift if per_page changes
+        # mid-search, and a search resumed at `start_page` counts pages in this size.
+        per_page = max(1, min(per_page, MAX_PER_PAGE))
         body: dict[str, Any] = dict(extra_filters or {})
         if keyword_tags:
             body["q_organization_keyword_tags"] = list(keyword_tags)

@@ -128,8 +128,9 @@ class GooglePlacesClient:
                 MAX_RESULTS_PER_QUERY, limit,
             )
             limit = MAX_RESULTS_PER_QUERY
-        # The page token is only valid with identical other parameters, so the size is fixed.
-        page_size = max(1, min(page_size, MAX_PAGE_SIZE, limit))
+        # The page token is only valid with identical other parameters, so the size is fixed
+        # (not shrunk to `limit`).
+        page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         if "nextPageToken" not in field_mask.split(","):
             field_mask += ",nextPageToken"
         body: dict[str, Any] = {

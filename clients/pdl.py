@@ -95,8 +95,9 @@ class PdlClient:
             raise ValueError("give exactly one of query (Elasticsearch) or sql")
         if limit <= 0:
             return
-        # The scroll token is tied to the query and size, so the size stays fixed.
-        size = max(1, min(size, MAX_SIZE, limit))
+        # The scroll token is tied to the query and size, so the size stays fixed (not shrunk
+        # to `limit`).
+        size = max(1, min(size, MAX_SIZE))
         body: dict[str, Any] = {"size": size}
         if query is not None:
             body["query"] = query

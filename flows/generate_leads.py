@@ -12,7 +12,7 @@ the next configured source and says so in the batch notes."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -53,12 +53,12 @@ def generate_leads(
     source: SourceName = "apollo",
     industry: str = "salon",
     location: str = "Austin, TX",
-    max_results: int = Field(default=200, ge=1, le=50_000),
+    max_results: Annotated[int, Field(ge=1, le=50_000)] = 200,
     enrich: bool = True,
     analyse: bool = True,
 ) -> dict[str, Any]:
     """Generate up to `max_results` leads for `industry` in `location`, starting with `source`."""
-    from tasks.sources import SourceFetchError, fallback_order
+    from tasks.sources import PAGE_SIZE, SourceFetchError, fallback_order
 
     log = get_run_logger()
     settings = get_settings()
@@ -69,6 +69,7 @@ def generate_leads(
     sources_used: list[str] = []
     validation: dict[str, Any] = {}
     rows_loaded = fetched = 0
+    enrich_failures = [0]  # a cell finish() can update
     pending: deque[tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None]] = deque()
 
     def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
@@ -99,6 +100,11 @@ def generate_leads(
             if outcome.get("skipped") and outcome["skipped"] not in notes:
                 notes.append(outcome["skipped"])
                 log.warning(outcome["skipped"])
+            if outcome.get("failures"):
+                enrich_failures[0] += outcome["failures"]
+                log.warning("email enrichment failed for %d leads of this chunk (first: %s); "
+                            "they are loaded without a verified email", outcome["failures"],
+                            outcome.get("first_failure"))
         if analysed is not None:
             apply_analyses(chunk.candidates, analysed.result())
         with timed(batch_id, "score", "call"):
@@ -116,7 +122,9 @@ def generate_leads(
             cursor: str | None = None
             failed = False
             while fetched < max_results:
-                want = min(settings.batch_size, max_results - fetched)
+                # Whole pages per chunk, so no chunk leaves part of a page behind the cursor.
+                page = PAGE_SIZE[current]
+                want = min(max(page, settings.batch_size // page * page), max_results - fetched)
                 try:
                     with timed(batch_id, "fetch", "call"):
                         got = fetch_source_chunk(batch_id, current, industry, location,
@@ -156,11 +164,16 @@ def generate_leads(
         while pending:
             finish(*pending.popleft())
         loads.wait()  # the last chunk's load, before the batch is closed
-    except BaseException:
+    except BaseException as exc:
         loads.abandon()
+        log.error("lead generation failed: %s", exc)
+        close_batch(batch_id, rows_loaded, sources_used, validation,
+                    [*notes, f"run failed: {exc}"], status="failed")
         raise
     if fetched < max_results:
         notes.append(f"only {fetched} of {max_results} candidates found across {', '.join(order)}")
+    if enrich_failures[0]:
+        notes.append(f"email enrichment failed for {enrich_failures[0]} leads (see the run logs)")
 
     summary = close_batch(batch_id, rows_loaded, sources_used, validation, notes).as_dict()
     summary["stage_seconds"] = stage_report(batch_id)
@@ -171,9 +184,17 @@ def generate_leads(
 
 
 def _publish(summary: dict[str, Any], validation: dict[str, Any]) -> None:
-    """The batch summary and the validation summary as a table artifact in the Prefect UI."""
+    """The batch summary, and the validation summary rule by rule, as table artifacts."""
+    from tasks.validation import run_table
+
     create_table_artifact(
         key="lead-batch-summary",
         table=summary_rows(summary, validation),
         description=f"Lead batch {summary['batch_id']}: summary and validation",
+    )
+    create_table_artifact(
+        key="lead-batch-validation",
+        table=run_table(validation),
+        description=(f"Lead batch {summary['batch_id']}: {validation.get('rows_valid', 0)} of "
+                     f"{validation.get('rows_in', 0)} rows passed the Great Expectations suite"),
     )

@@ -8,7 +8,7 @@ by `chunk_rows` whatever the file size, rows the reader refuses are quarantined 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -36,7 +36,7 @@ BATCH_SOURCE = "csv"  # the batch's requested source; leads carry the detected o
 
 @flow(name="import-csv", flow_run_name="import-csv-{path}", log_prints=False)
 def import_csv(
-    path: str, chunk_rows: int = Field(default=5000, ge=1, le=100_000)
+    path: str, chunk_rows: Annotated[int, Field(ge=1, le=100_000)] = 5000
 ) -> dict[str, Any]:
     """Import the leads of the CSV file at `path`; returns the batch summary with the CSV
     report under "csv". A file that cannot be imported at all raises CsvFormatError, after

@@ -46,10 +46,10 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic) for LEADFLOW_DATABASE_URL."""
     from leadflow.settings import get_settings
-    from models.db import upgrade_database
+    from models.db import safe_url, upgrade_database
 
     upgrade_database()
-    console.print(f"schema at head: {_safe_url(get_settings().database_url)}")
+    console.print(f"schema at head: {safe_url(get_settings().database_url)}")
 
 
 @app.command()
@@ -179,12 +179,6 @@ def demo(
 
     summary = run_demo(max_results=max_results, industry=industry, location=location)
     console.print(_summary_table(summary))
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

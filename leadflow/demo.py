@@ -58,9 +58,9 @@ def run_demo(max_results: int, industry: str, location: str) -> dict[str, Any]:
         reset_settings_cache()
         from flows.generate_leads import generate_leads
         from leadflow.settings import get_settings
-        from models.db import upgrade_database
+        from models.db import safe_url, upgrade_database
 
-        console.print(f"database: {get_settings().database_url}")
+        console.print(f"database: {safe_url(get_settings().database_url)}")
         with console.status("migrating the database..."):
             upgrade_database()
         console.print(

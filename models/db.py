@@ -87,3 +87,10 @@ def dispose_engines() -> None:
         engine.dispose()
     _engines.clear()
     get_sessionmaker.cache_clear()
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit to print: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

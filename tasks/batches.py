@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +59,22 @@ def start_batch(session: Session, run_key: str, kind: str, source: str, industry
     return batch.id
 
 
+def _json_safe(value: Any) -> Any:
+    """A payload any JSON column accepts: NaN/Infinity become null, NUL bytes are dropped,
+    anything else unknown becomes its string."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if value is None or isinstance(value, bool | int):
+        return value
+    return str(value)
+
+
 def _fingerprint(batch_id: int | None, r: Rejected) -> str:
     blob = json.dumps([batch_id, r.source, r.stage, r.rule, r.row_ref, r.payload],
                       sort_keys=True, default=str)
@@ -71,7 +88,7 @@ def quarantine(session: Session, batch_id: int | None, rows: list[Rejected]) -> 
     values = [
         {"batch_id": batch_id, "source": r.source, "stage": r.stage, "rule": r.rule,
          "reason": r.reason[:2000], "row_ref": (r.row_ref or None) and str(r.row_ref)[:200],
-         "payload": json.loads(json.dumps(r.payload, default=str)),
+         "payload": _json_safe(r.payload),
          "fingerprint": _fingerprint(batch_id, r), "created_at": datetime.now(UTC)}
         for r in rows
     ]

@@ -81,7 +81,8 @@ def _website(value: str | None) -> str | None:
 
 
 def _clip(value: str | None) -> str | None:
-    return value[:_MAX_TEXT] if value else value
+    # NUL bytes come through JSON as \u0000 and no PostgreSQL text column accepts them.
+    return value.replace("\x00", "")[:_MAX_TEXT] if value else value
 
 
 def _record_id(record: Mapping[str, Any], vendor_id: str | None) -> str:

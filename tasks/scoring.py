@@ -10,8 +10,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from leadflow.settings import get_settings
 
@@ -204,9 +202,3 @@ def score_leads(
     breakdown = pd.DataFrame(points, index=df.index)
     out["score_breakdown"] = breakdown.to_dict("records") if len(df) else []
     return out
-
-
-@task(name="score-leads", cache_policy=NO_CACHE)  # hashing a DataFrame costs more than scoring
-def score_leads_task(df: pd.DataFrame) -> pd.DataFrame:
-    """Prefect wrapper: score a batch with the default weights and the configured thresholds."""
-    return score_leads(df)

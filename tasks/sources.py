@@ -18,7 +18,7 @@ from tasks.normalise import normalise_records
 from tasks.staging import CandidateLead
 
 SOURCES = ("apollo", "google_places", "pdl")
-# Billing unit per request for per-request plans: how many records one request returns at most.
+# Records per page each search is asked for (fixed: cursors count in pages of this size).
 PAGE_SIZE = {"apollo": 100, "google_places": 20, "pdl": 100}
 
 
@@ -80,7 +80,10 @@ async def fetch_chunk(source: str, industry: str | None, location: str, cursor: 
     records that cannot become leads come back as `rejected` (to quarantine), never dropped."""
     chunk = SourceChunk(source=source)
     async with make_async_client(settings) as http:
-        pages = _pages(source, http, settings, industry, location, cursor, want)
+        try:  # a missing key fails here, before any page: the flow falls back all the same
+            pages = _pages(source, http, settings, industry, location, cursor, want)
+        except ApiError as exc:
+            raise SourceFetchError(exc, list(exc.calls)) from None
         try:
             page: SearchPage
             async for page in pages:

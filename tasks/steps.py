@@ -50,8 +50,8 @@ def stage_report(batch_id: int) -> dict[str, float]:
     """Seconds inside each stage's own code for a batch, and `orchestration`: the time Prefect
     added around them, measured as each call's wall time in the flow minus its body (for tasks
     the flow waits on) plus the delay from submit to body start (for tasks it submits)."""
-    with _stage_lock:
-        intervals = list(STAGE_INTERVALS.get(batch_id, []))
+    with _stage_lock:  # read once and forget: a long-lived worker must not accumulate them
+        intervals = STAGE_INTERVALS.pop(batch_id, [])
     per_stage: dict[str, float] = {}
     bodies: dict[str, list[tuple[float, float]]] = {}
     calls: dict[str, list[tuple[float, float]]] = {}
@@ -211,10 +211,14 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
                 hunter = HunterClient.from_settings(http, settings)
                 return await enrich_candidates(candidates, hunter, settings.enrich_concurrency)
 
-        result = asyncio.run(run())
+        try:
+            result = asyncio.run(run())
+        except PermanentApiError as exc:  # e.g. no Hunter key: leads go on without enrichment
+            return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
         with session_scope() as session:
             record_calls(session, result.calls, batch_id)
     return {"skipped": None, "failures": len(result.failures),
+            "first_failure": result.failures[0].reason if result.failures else None,
             "emails_found": result.emails_found, "emails_verified": result.emails_verified}
 
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("company_name", "source", "source_record_id")
 TIERS: tuple[str, ...] = ("hot", "warm", "cold")
@@ -368,19 +366,12 @@ def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-@task(name="validate-batch", cache_policy=NO_CACHE)
-def validate_batch_task(df: pd.DataFrame) -> ValidationOutcome:
-    """Prefect wrapper: validate a batch and publish the summary as a table artifact."""
-    from prefect.artifacts import create_table_artifact
-
-    outcome = validate_batch(df)
-    s = outcome.summary
-    create_table_artifact(
-        key="lead-batch-validation",
-        table=summary_table(s),
-        description=(
-            f"Validation: {s['rows_valid']} of {s['rows_in']} rows passed, "
-            f"{s['rows_rejected']} quarantined."
-        ),
-    )
-    return outcome
+def run_table(validation: dict[str, Any]) -> list[dict[str, Any]]:
+    """A whole run's validation totals (tasks.batches.merge_validation) as artifact rows: every
+    rule of the suite with the rows it sent to quarantine."""
+    failed = validation.get("rejected_by_rule", {})
+    return [
+        {"rule": rule.name, "expectation": rule.expectation,
+         "rows_quarantined": failed.get(rule.name, 0), "meaning": rule.reason}
+        for rule in RULES
+    ]

@@ -223,15 +223,19 @@ async def _fetch(url: str, client: httpx.AsyncClient, settings: Any, result: Fet
                 return
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
-                room = settings.site_max_bytes - size
-                if len(chunk) >= room:
-                    chunks.append(chunk[:room])
-                    size += room
-                    result.truncated = True
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            try:
+                async for chunk in response.aiter_bytes():
+                    room = settings.site_max_bytes - size
+                    if len(chunk) >= room:
+                        chunks.append(chunk[:room])
+                        size += room
+                        result.truncated = True
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            except httpx.HTTPError as exc:  # the server dropped the connection mid-body
+                result.error = f"unreachable: {type(exc).__name__} while reading the body"[:300]
+                return
             result.body = b"".join(chunks)
             if not result.content_type and not _is_html(None, result.body):
                 result.error = "not_html: no content-type and the body is not HTML"

@@ -66,6 +66,8 @@ def test_generates_enriches_analyses_scores_and_loads_leads(env: str) -> None:
 
     processed = summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"]
     assert processed == 60
+    # 60 different Apollo records, none fetched twice across chunks or pages.
+    assert scalar(env, select(func.count(func.distinct(LeadSourceRecord.external_id)))) == 60
     assert summary["sources_used"] == ["apollo"]
     assert scalar(env, select(func.count()).select_from(Lead)) == summary["leads_generated"]
     with session_scope(env) as s:
@@ -81,6 +83,13 @@ def test_generates_enriches_analyses_scores_and_loads_leads(env: str) -> None:
         usage = dict(s.execute(select(ApiUsage.source, func.sum(ApiUsage.units))
                                .group_by(ApiUsage.source)).all())
         assert usage["apollo"] >= 60 and usage["hunter"] > 0
+    from prefect.artifacts import Artifact
+
+    for key in ("lead-batch-summary", "lead-batch-validation"):
+        artifact = Artifact.get(key)
+        assert artifact is not None and artifact.type == "table", key
+    assert "leads generated" in str(Artifact.get("lead-batch-summary").data)
+    assert "email_format" in str(Artifact.get("lead-batch-validation").data)
     stages = summary["stage_seconds"]
     assert stages["fetch"] > 0 and stages["load"] > 0 and stages["orchestration"] > 0
     assert_no_duplicate_keys(env)
@@ -217,3 +226,28 @@ def test_two_overlapping_runs_never_create_the_same_lead_twice(env: str) -> None
     # Both runs saw the same 40 records: each source record maps to exactly one lead.
     assert scalar(env, select(func.count()).select_from(LeadSourceRecord)) == 40
     assert_no_duplicate_keys(env)
+
+
+def test_a_source_without_an_api_key_is_skipped_for_the_next(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadflow.settings import reset_settings_cache
+
+    monkeypatch.delenv("LEADFLOW_APOLLO_API_KEY")
+    reset_settings_cache()
+
+    summary = run(max_results=20)
+
+    assert summary["sources_used"][0] == "google_places"
+    assert any("apollo failed" in n and "LEADFLOW_APOLLO_API_KEY" in n for n in summary["notes"])
+    assert summary["leads_generated"] > 0
+
+
+def test_the_flow_refuses_parameters_outside_their_range() -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.generate_leads import generate_leads
+
+    with pytest.raises(ParameterTypeError):
+        generate_leads.validate_parameters({"max_results": 0})
+    assert generate_leads.parameters.properties["max_results"]["maximum"] == 50_000

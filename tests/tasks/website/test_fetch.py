@@ -208,3 +208,29 @@ def test_server_error_is_recorded_with_its_status(server_port: int) -> None:
 def test_unreachable_port_is_reported_not_raised() -> None:
     result = fetch("http://www.shop.test/page", settings_for(free_port()))
     assert result.error.startswith("unreachable:")  # type: ignore[attr-defined]
+
+
+def test_connection_dropped_mid_body_is_recorded_not_raised() -> None:
+    """A server that promises 100 KB, sends a little, then closes the connection."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n"
+                     b"\r\n<html><body>Book now")
+        conn.close()
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    try:
+        result = fetch("http://www.shop.test/", settings_for(port))
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+    assert result.error.startswith("unreachable:")  # type: ignore[attr-defined]
