@@ -4,11 +4,12 @@ duplicate lead, even when the same batch is loaded twice (a retried task, a re-r
 
 Idempotence rests on the unique (source, external_id) of `lead_source_records`: a record seen
 before always maps back to its lead. Concurrent loads are serialised by a transaction-scoped
-advisory lock on PostgreSQL (SQLite serialises writers itself), and rows the dedupe step marked
-as new are matched once more inside that lock, so two overlapping runs cannot both insert the
-same business. When the caller says which leads the dedupe step could see (`seen_max_lead_id`,
-the highest lead id committed before dedupe started), only rows that share a match key with a
-lead inserted since are matched again, and none when no lead was inserted since.
+advisory lock on PostgreSQL (on SQLite, by taking the write lock first), and rows the dedupe
+step marked as new are matched once more inside that lock, so two overlapping runs cannot both
+insert the same business. When the caller says which leads the dedupe step could see
+(`seen_max_lead_id`, the highest lead id committed before dedupe started), only rows that share
+a match key with a lead inserted since are matched again, and none when no lead was inserted
+since.
 
 The work is done on whole columns and in bulk: on PostgreSQL new leads get their ids from the
 sequence up front and are written with COPY, source records with one INSERT ... SELECT FROM
@@ -361,6 +362,11 @@ def load_leads(
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOAD_LOCK_KEY})
+    else:
+        # SQLite's transactions start deferred: the reads below would run before the write
+        # lock. A first write takes it now, so the reads and the inserts form one critical
+        # section, as the advisory lock makes them on PostgreSQL.
+        session.execute(text("DELETE FROM leads WHERE 0"))
 
     n = len(frame)
     sources = [str(v) for v in _column(frame, "source")]

@@ -358,3 +358,33 @@ def test_a_key_filled_by_the_previous_overlapped_load_is_matched(db_url: str) ->
     with session_scope(db_url) as s:
         assert count(s, Lead) == 1
         assert s.get_one(Lead, old).sources == ["apollo", "google_places", "pdl"]
+
+
+def test_a_load_waiting_on_another_in_sqlite_sees_its_leads_and_merges(sqlite_url: str) -> None:
+    """Load A holds its transaction open; load B of the same rows starts meanwhile. B must wait
+    for A's write lock before reading, so it merges instead of inserting the leads again."""
+    import threading
+    import time
+
+    rows = frame([
+        {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+         "cluster_id": 0},
+        {"source": "apollo", "source_record_id": "a2", "company_name": "Nova Spa", "cluster_id": 1},
+    ])
+    results: list[object] = []
+
+    def load_b() -> None:
+        with session_scope(sqlite_url) as s:
+            results.append(load_leads(s, rows, None))
+
+    with session_scope(sqlite_url) as s:
+        first = load_leads(s, rows, None)
+        b = threading.Thread(target=load_b)
+        b.start()
+        time.sleep(0.5)  # B is now running, blocked behind A's uncommitted transaction
+    b.join(timeout=30)
+
+    assert first.inserted == 2
+    assert results and results[0].inserted == 0  # type: ignore[attr-defined]
+    with session_scope(sqlite_url) as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 2
