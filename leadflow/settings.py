@@ -87,15 +87,6 @@ class Settings(BaseSettings):
     score_warm_threshold: int = 40
     dedupe_name_threshold: float = 88.0
 
-    # --- sandbox -------------------------------------------------------------------------
-    sandbox_host: str = "127.0.0.1"
-    sandbox_port: int = 8799
-    sandbox_businesses: int = 20_000
-    sandbox_seed: int = 7
-
-    # --- outputs -------------------------------------------------------------------------
-    data_dir: Path = DATA_DIR
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
