@@ -192,7 +192,8 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
 @task(name="enrich-emails", **NETWORK_TASK)
 def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, Any]:
     """Find and verify emails with Hunter (bounded concurrency); skipped, and said so, when
-    Hunter's monthly quota is spent. Failures per lead are reported, the leads kept."""
+    Hunter's monthly quota is spent or too low for the whole chunk (each lead costs up to two
+    requests: domain search and verification). Failures per lead are reported, leads kept."""
     from clients.http import make_async_client
     from clients.hunter import HunterClient
     from tasks.enrich import enrich_candidates
@@ -202,14 +203,19 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
     with timed(batch_id, "enrich"):
         try:
             with session_scope() as session:
-                check_quota(session, "hunter", 1)
+                allowed = check_quota(session, "hunter", 2 * len(candidates))
         except QuotaExceededError as exc:
             return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
+        chosen = candidates[: allowed // 2]
+        partly = None
+        if len(chosen) < len(candidates):
+            partly = (f"email enrichment skipped for {len(candidates) - len(chosen)} leads: "
+                      "Hunter's monthly quota is nearly spent")
 
         async def run() -> Any:
             async with make_async_client(settings) as http:
                 hunter = HunterClient.from_settings(http, settings)
-                return await enrich_candidates(candidates, hunter, settings.enrich_concurrency)
+                return await enrich_candidates(chosen, hunter, settings.enrich_concurrency)
 
         try:
             result = asyncio.run(run())
@@ -217,7 +223,7 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
             return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
         with session_scope() as session:
             record_calls(session, result.calls, batch_id)
-    return {"skipped": None, "failures": len(result.failures),
+    return {"skipped": partly, "failures": len(result.failures),
             "first_failure": result.failures[0].reason if result.failures else None,
             "emails_found": result.emails_found, "emails_verified": result.emails_verified}
 

@@ -251,3 +251,20 @@ def test_the_flow_refuses_parameters_outside_their_range() -> None:
     with pytest.raises(ParameterTypeError):
         generate_leads.validate_parameters({"max_results": 0})
     assert generate_leads.parameters.properties["max_results"]["maximum"] == 50_000
+
+
+def test_enrichment_is_cut_to_what_the_hunter_quota_allows(env: str) -> None:
+    from tasks.usage import ensure_api_configs
+
+    with session_scope(env) as s:
+        ensure_api_configs(s)
+        s.execute(update(ApiConfig).where(ApiConfig.source == "hunter").values(monthly_limit=20))
+
+    summary = run(max_results=30, analyse=False)
+
+    assert any("email enrichment skipped for 20 leads" in n for n in summary["notes"])
+    assert summary["leads_generated"] + summary["leads_merged"] == 30  # every lead still loaded
+    with session_scope(env) as s:
+        searched = s.scalar(select(func.count()).where(ApiUsage.source == "hunter",
+                                                       ApiUsage.endpoint == "domain-search"))
+    assert searched is not None and searched <= 10
