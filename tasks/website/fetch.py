@@ -124,6 +124,9 @@ async def resolve_target(url: str, settings: Any) -> Target:
         # Literal IPs never go through the host overrides: no way to reach the metadata
         # service by writing its address, sandbox or not.
         check_ip(literal, allow)
+        allowed_net = any(ipaddress.ip_address(literal) in net for net in allow)
+        if port not in (None, 80, 443) and not allowed_net:
+            raise FetchRefused(f"refused: port {port} (only 80 and 443)")
         return Target(url, host, literal, port or (443 if scheme == "https" else 80), scheme)
     if host in BLOCKED_NAMES or host.endswith(BLOCKED_SUFFIXES):
         raise FetchRefused(f"refused: {host} is a local name")

@@ -144,6 +144,7 @@ def test_too_many_redirects_is_an_error(server_port: int) -> None:
         "http://0x7f.2/", "http://012.1/", "http://192.168.1.1/", "http://[fe80::1]/", "http://0.0.0.0/",
         "http://224.0.0.1/", "http://foo.localhost/", "ftp://shop.test/", "file:///etc/passwd",
         "http://user:pw@www.shop.test/", "http://www.example.com:8080/",
+        "http://93.184.216.34:22/",
     ],
 )
 def test_forbidden_urls_are_refused_without_any_connection_attempt(url: str) -> None:
@@ -167,14 +168,16 @@ def test_forbidden_urls_are_refused_without_any_connection_attempt(url: str) -> 
     assert calls == []
 
 
-def test_literal_allowed_ip_is_reachable_but_not_via_overrides() -> None:
+def test_literal_ip_urls_bypass_the_host_overrides() -> None:
     settings = Settings(site_host_overrides={"*": "127.0.0.1:9"}, site_allow_networks=[])
 
-    async def run() -> object:
-        return await resolve_target("http://169.254.169.254/", settings)
+    async def run(url: str) -> object:
+        return await resolve_target(url, settings)
 
     with pytest.raises(Exception, match="refused"):
-        asyncio.run(run())
+        asyncio.run(run("http://169.254.169.254/"))
+    public = asyncio.run(run("http://93.184.216.34/"))  # no connection made: resolution only
+    assert (public.ip, public.port) == ("93.184.216.34", 80)  # type: ignore[attr-defined]
 
 
 def test_sandbox_address_refused_when_allow_list_is_empty(server_port: int) -> None:
