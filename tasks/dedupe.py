@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -660,6 +661,13 @@ def dedupe_csv(
     frame, encoding, warnings = read_companies_csv(input_path)
     clusters = cluster_batch(frame, threshold) if len(frame) else pd.Series([], dtype="int64")
     ids = frame["id"].tolist() if len(frame) else []
+    counts = Counter(ids)
+    repeated = sorted(str(i) for i, n in counts.items() if n > 1)
+    if repeated:  # the output stays row-aligned with the input, but the ids are ambiguous
+        warnings.append(f"{len(repeated)} id values appear on several rows (e.g. "
+                        f"{', '.join(repeated[:3])}); output rows follow the input order")
+    if any(not str(i).strip() for i in ids):
+        warnings.append("some rows have an empty id; their output rows have an empty id too")
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:

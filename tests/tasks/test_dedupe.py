@@ -439,3 +439,16 @@ def test_dedupe_csv_with_header_only_writes_header(tmp_path):
     report = dedupe_csv(src, tmp_path / "out.csv", THRESHOLD)
     assert report.rows == 0
     assert read_output(tmp_path / "out.csv") == [["id", "cluster_id"]]
+
+
+def test_dedupe_csv_warns_about_repeated_ids(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "id,company_name,address,city,phone\n"
+        "1,Bella Salon,12 Main St,Austin,5125550142\n"
+        "1,Nova Spa,90 Oak Ave,Austin,5125550199\n",
+        encoding="utf-8",
+    )
+    report = dedupe_csv(source, tmp_path / "out.csv")
+    assert any("appear on several rows" in w for w in report.warnings)
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 3  # a row out per row in
