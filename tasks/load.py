@@ -89,6 +89,11 @@ _INSERT_COLUMNS: tuple[str, ...] = (
     "id", *LEAD_FIELDS.values(), "source", "sources", "batch_id", "status", "created_at",
     "updated_at",
 )
+_FIELD_COLUMNS: tuple[str, ...] = tuple(LEAD_FIELDS.values())
+_I_COMPANY = _FIELD_COLUMNS.index("company_name")
+_I_EMAIL = _FIELD_COLUMNS.index("email")
+_I_BOOKING = _FIELD_COLUMNS.index("booking_tools")
+_I_BREAKDOWN = _FIELD_COLUMNS.index("score_breakdown")
 _JSON_COLUMNS = frozenset(c.name for c in _LEADS.columns if isinstance(c.type, JSON))
 _INT_COLUMNS = frozenset(
     c.name for c in _LEADS.columns if isinstance(c.type, Integer) and not c.primary_key
@@ -394,25 +399,29 @@ def load_leads(
     now = datetime.now(UTC)
     new_clusters = [cid for cid, target in cluster_target.items() if target is None]
     if new_clusters:
-        values = []
+        # COPY rows (in _INSERT_COLUMNS order, without the id) straight from the column lists;
+        # only clusters of several rows go through a merged dict.
+        field_lists = [columns.values[c] for c in _FIELD_COLUMNS]
+        rows: list[list[Any]] = []
         for cid in new_clusters:
             positions = clusters[cid]
             if len(positions) == 1:
-                lead = columns.row(positions[0])
+                p = positions[0]
+                row = [vals[p] for vals in field_lists]
+                if row[_I_BOOKING] is None:
+                    row[_I_BOOKING] = []
+                if row[_I_BREAKDOWN] is None:
+                    row[_I_BREAKDOWN] = {}
+                row += (sources[p], [sources[p]], batch_id, "new", now, now)
             else:
                 lead = _merge_cluster(columns, positions)
-            lead.update(
-                source=sources[positions[0]],
-                sources=sorted({sources[p] for p in positions}),
-                batch_id=batch_id,
-                status="new",
-                created_at=now,
-                updated_at=now,
-            )
-            if not lead["company_name"]:
-                lead["company_name"] = lead["email"] or "(unnamed)"
-            values.append(lead)
-        new_ids = _insert_leads(session, values, postgres)
+                row = [lead[c] for c in _FIELD_COLUMNS]
+                row += (sources[positions[0]], sorted({sources[q] for q in positions}),
+                        batch_id, "new", now, now)
+            if not row[_I_COMPANY]:
+                row[_I_COMPANY] = row[_I_EMAIL] or "(unnamed)"
+            rows.append(row)
+        new_ids = _insert_leads(session, rows, postgres)
         for cid, lead_id in zip(new_clusters, new_ids, strict=True):
             cluster_target[cid] = lead_id
 
@@ -436,27 +445,28 @@ def load_leads(
                       rekeyed_lead_ids=rekeyed)
 
 
-def _insert_leads(session: Session, values: list[dict[str, Any]], postgres: bool) -> list[int]:
-    """Insert new leads; their ids in the order of `values`."""
+def _insert_leads(session: Session, rows: list[list[Any]], postgres: bool) -> list[int]:
+    """Insert new leads (rows in _INSERT_COLUMNS order without the id); their ids in the
+    order of `rows`."""
     if not postgres:
+        values = [dict(zip(_INSERT_COLUMNS[1:], row, strict=True)) for row in rows]
         stmt = insert(_LEADS).returning(_LEADS.c.id, sort_by_parameter_order=True)
         return list(session.scalars(stmt, values).all())
     # Ids first (inside the load lock they follow the insertion order), then one COPY.
     ids = sorted(session.scalars(
         text("SELECT nextval(pg_get_serial_sequence('leads', 'id')) "
-             "FROM generate_series(1, :n)"), {"n": len(values)}
+             "FROM generate_series(1, :n)"), {"n": len(rows)}
     ).all())
     dumps = _json_text
-    json_cols = [c in _JSON_COLUMNS for c in _INSERT_COLUMNS]
+    json_at = [i for i, c in enumerate(_INSERT_COLUMNS[1:]) if c in _JSON_COLUMNS]
     cursor = _raw_cursor(session)
     try:
         with cursor.copy(f"COPY leads ({', '.join(_INSERT_COLUMNS)}) FROM STDIN") as copy:
-            for lead_id, lead in zip(ids, values, strict=True):
-                lead["id"] = lead_id
-                copy.write_row([
-                    dumps(lead[c]) if is_json else lead[c]
-                    for c, is_json in zip(_INSERT_COLUMNS, json_cols, strict=True)
-                ])
+            write = copy.write_row
+            for lead_id, row in zip(ids, rows, strict=True):
+                for i in json_at:
+                    row[i] = dumps(row[i])
+                write([lead_id, *row])
     finally:
         cursor.close()
     return ids
