@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from types import SimpleNamespace
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -106,13 +107,67 @@ def _company_name(*candidates: str | None) -> str:
     raise InvalidRecord("no usable company name", "missing_company_name")
 
 
+_APOLLO_TEXT = tuple(
+    name for name in ApolloOrganization.model_fields
+    if name not in ("primary_phone", "estimated_num_employees", "founded_year")
+)
+_APOLLO_INT = ("estimated_num_employees", "founded_year")
+_NOT_SIMPLE = object()
+
+
+def _simple_text(value: Any) -> Any:
+    """What the OptStr validator (clients.fields._text) makes of a str, int, float or None;
+    _NOT_SIMPLE for anything else (the model decides those)."""
+    if value is None:
+        return None
+    t = type(value)
+    if t is str:
+        return value.strip() or None
+    if t is int or t is float:
+        return str(value).strip() or None
+    return _NOT_SIMPLE
+
+
+def _fast_apollo_org(raw: Any) -> Any:
+    """The validated organization without the pydantic round trip when every field the model
+    reads is plain (str/int/float/None text, int/None counts, a plain phone dict), the shape
+    the API returns; None to let model_validate decide anything else."""
+    if type(raw) is not dict:
+        return None
+    values: dict[str, Any] = {}
+    get = raw.get
+    for name in _APOLLO_TEXT:
+        v = _simple_text(get(name))
+        if v is _NOT_SIMPLE:
+            return None
+        values[name] = v
+    for name in _APOLLO_INT:
+        v = get(name)
+        if v is not None and type(v) is not int:
+            return None
+        values[name] = v
+    phone = get("primary_phone")
+    if phone is not None:
+        if type(phone) is not dict:
+            return None
+        number = _simple_text(phone.get("number"))
+        sanitized = _simple_text(phone.get("sanitized_number"))
+        if number is _NOT_SIMPLE or sanitized is _NOT_SIMPLE:
+            return None
+        phone = SimpleNamespace(number=number, sanitized_number=sanitized)
+    values["primary_phone"] = phone
+    return SimpleNamespace(**values)  # the attributes normalise_apollo_org reads
+
+
 def normalise_apollo_org(record: Any) -> CandidateLead:
     """An Apollo organization search row as a CandidateLead."""
     raw = _as_mapping(record)
-    try:
-        org = ApolloOrganization.model_validate(raw)
-    except ValidationError as exc:  # the model is lenient; this is a defensive net
-        raise InvalidRecord(f"unreadable organization: {exc.error_count()} errors") from None
+    org = _fast_apollo_org(raw)
+    if org is None:
+        try:
+            org = ApolloOrganization.model_validate(raw)
+        except ValidationError as exc:  # the model is lenient; this is a defensive net
+            raise InvalidRecord(f"unreadable organization: {exc.error_count()} errors") from None
     name = _company_name(org.name)
     country = _country(org.country)
     primary = org.primary_phone
