@@ -135,6 +135,7 @@ _IP_HOST = re.compile(r"[0-9.]+")
 _UNIT_HASH = re.compile(r"#\s*\w+")
 _LEADING_NUMBER = re.compile(r"^\d+")
 _DOTS_IN_WORD = re.compile(r"(?<=\w)\.(?=\w)")
+_WORD_MARKS = re.compile(r"[’'`´.]")
 _DIGITS = re.compile(r"\D+")
 _EXTENSION = re.compile(r"(?:ext\.?|extension|x|#)\s*\d+\s*$", re.IGNORECASE)
 
@@ -312,9 +313,10 @@ def phone_region(country: Any, default_region: str = "US") -> str:
 
 def _words(s: str) -> list[str]:
     s = _fold(s).replace("&", " and ").replace("+", " and ")
-    s = _POSSESSIVE.sub("", s)  # "Bella's" -> "bella", as most sources write it
-    s = _APOSTROPHES.sub("", s)  # "O'Neil" -> "oneil", not "o neil"
-    s = _DOTS_IN_WORD.sub("", s)  # "L.L.C." -> "llc", "St.Louis" stays two words below
+    if _WORD_MARKS.search(s):  # the three below only touch apostrophes and dots
+        s = _POSSESSIVE.sub("", s)  # "Bella's" -> "bella", as most sources write it
+        s = _APOSTROPHES.sub("", s)  # "O'Neil" -> "oneil", not "o neil"
+        s = _DOTS_IN_WORD.sub("", s)  # "L.L.C." -> "llc", "St.Louis" stays two words below
     return _NON_ALNUM.sub(" ", s).split()
 
 
