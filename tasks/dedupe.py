@@ -72,13 +72,17 @@ def _none(v: Any) -> Any:
     return v or None
 
 
+def _none_column(values: list[Any]) -> list[Any]:
+    """_none over a column, without a call per value."""
+    na = pd.NA
+    return [None if v is None or v is na or (isinstance(v, float) and v != v) else (v or None)
+            for v in values]
+
+
 def _records(df: pd.DataFrame) -> list[_Rec]:
-    cols = [df[c].astype(object).tolist() for c in KEY_COLUMNS]
-    out = []
-    for email, domain, phone, name, city, block, addr in zip(*cols, strict=True):
-        out.append(_rec(_none(email), _none(domain), _none(phone), _none(name), _none(city),
-                        _none(block), _none(addr)))
-    return out
+    cols = [_none_column(df[c].astype(object).tolist()) for c in KEY_COLUMNS]
+    return [_rec(email, domain, phone, name, city, block, addr)
+            for email, domain, phone, name, city, block, addr in zip(*cols, strict=True)]
 
 
 def _with_keys(df: pd.DataFrame) -> pd.DataFrame:
