@@ -147,7 +147,7 @@ def _column(frame: pd.DataFrame, name: str) -> list[Any]:
     series = frame[name]
     values = series.astype(object).where(series.notna(), None).tolist()
     # An object column may hold numpy scalars, which tolist() leaves alone.
-    if series.dtype == object and any(isinstance(v, np.generic) for v in values):
+    if series.dtype == object and any(issubclass(t, np.generic) for t in set(map(type, values))):
         values = [_clean(v) for v in values]
     return values
 
