@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from types import SimpleNamespace
 from collections.abc import Callable, Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +17,7 @@ from clients.apollo import ApolloOrganization
 from clients.google_places import Place
 from clients.pdl import PdlCompany
 from tasks.batches import Rejected
+from tasks.keys import COUNTRY_REGIONS, US_STATE_CODES
 from tasks.staging import CandidateLead
 
 
@@ -29,26 +30,6 @@ class InvalidRecord(ValueError):
         self.rule = rule
 
 
-_COUNTRIES = {
-    "us": "US", "usa": "US", "u.s.": "US", "u.s.a.": "US", "united states": "US",
-    "united states of america": "US", "ca": "CA", "canada": "CA", "uk": "GB", "gb": "GB",
-    "united kingdom": "GB", "great britain": "GB", "england": "GB", "au": "AU",
-    "australia": "AU", "ie": "IE", "ireland": "IE", "nz": "NZ", "new zealand": "NZ",
-}
-_US_STATES = {
-    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "california": "CA",
-    "colorado": "CO", "connecticut": "CT", "delaware": "DE", "district of columbia": "DC",
-    "florida": "FL", "georgia": "GA", "hawaii": "HI", "idaho": "ID", "illinois": "IL",
-    "indiana": "IN", "iowa": "IA", "kansas": "KS", "kentucky": "KY", "louisiana": "LA",
-    "maine": "ME", "maryland": "MD", "massachusetts": "MA", "michigan": "MI",
-    "minnesota": "MN", "mississippi": "MS", "missouri": "MO", "montana": "MT",
-    "nebraska": "NE", "nevada": "NV", "new hampshire": "NH", "new jersey": "NJ",
-    "new mexico": "NM", "new york": "NY", "north carolina": "NC", "north dakota": "ND",
-    "ohio": "OH", "oklahoma": "OK", "oregon": "OR", "pennsylvania": "PA",
-    "rhode island": "RI", "south carolina": "SC", "south dakota": "SD", "tennessee": "TN",
-    "texas": "TX", "utah": "UT", "vermont": "VT", "virginia": "VA", "washington": "WA",
-    "west virginia": "WV", "wisconsin": "WI", "wyoming": "WY",
-}
 # "TX 78701" / "TX 78701-1234" at the end of a US formatted address.
 _STATE_ZIP = re.compile(r"^([A-Z]{2})\s+(\d{5}(?:-\d{4})?)$")
 _MAX_TEXT = 500
@@ -57,14 +38,14 @@ _MAX_TEXT = 500
 def _country(value: str | None) -> str | None:
     if not value:
         return None
-    return _COUNTRIES.get(value.strip().lower(), value.strip())
+    return COUNTRY_REGIONS.get(value.strip().lower(), value.strip())
 
 
 def _state(value: str | None, country: str | None) -> str | None:
     if not value:
         return None
     if country in (None, "US"):
-        return _US_STATES.get(value.strip().lower(), value.strip().upper()
+        return US_STATE_CODES.get(value.strip().lower(), value.strip().upper()
                               if len(value.strip()) == 2 else value.strip())
     return value.strip()
 
@@ -223,8 +204,8 @@ def _place_address(place: Place) -> dict[str, str | None]:
         return out
     parts = [p.strip() for p in place.formattedAddress.split(",") if p.strip()]
     country = None
-    if parts and parts[-1].lower() in _COUNTRIES:
-        country = _COUNTRIES[parts.pop().lower()]
+    if parts and parts[-1].lower() in COUNTRY_REGIONS:
+        country = COUNTRY_REGIONS[parts.pop().lower()]
     if len(parts) >= 3 and (m := _STATE_ZIP.match(parts[-1])):
         return {
             "address": ", ".join(parts[:-2]),
