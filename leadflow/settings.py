@@ -78,6 +78,30 @@ class Settings(BaseSettings):
     site_host_overrides: dict[str, str] = {}
     parse_workers: int = 2
 
+    # --- outreach ------------------------------------------------------------------------
+    # Emails go to this folder as .eml files when no SMTP provider is configured (the default).
+    outbox_dir: Path = DATA_DIR / "outbox"
+    # SMTP passwords by provider reference, e.g. LEADFLOW_SMTP_PASSWORDS__GMAIL_MAIN=...; a
+    # provider's `password_ref` names a key here or a Prefect Secret block.
+    smtp_passwords: dict[str, SecretStr] = {}
+    smtp_timeout_s: float = 15.0
+    send_batch_size: int = 50
+    # A claimed email not finished within this time goes to `review` (never resent blindly).
+    send_claim_timeout_s: float = 600.0
+    send_max_attempts: int = 5
+    send_retry_base_s: float = 60.0
+    ai_timeout_s: float = 10.0
+    ai_max_opening_chars: int = 400
+
+    # --- tracking app --------------------------------------------------------------------
+    tracking_host: str = "127.0.0.1"
+    tracking_port: int = 8800
+    # Public base URL the emails' pixel, click and unsubscribe links point at.
+    tracking_base_url: str = "http://127.0.0.1:8800"
+    # HMAC key of tracking tokens; when unset, one is generated once into tracking_secret_file.
+    tracking_secret: SecretStr | None = None
+    tracking_secret_file: Path = DATA_DIR / "tracking.key"
+
     # --- pipeline ------------------------------------------------------------------------
     batch_size: int = 1000
     # Chunks whose network stages (enrichment, website analysis) may run at once: the slowest

@@ -97,9 +97,17 @@ class Lead(Base):
     score_breakdown: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     source: Mapped[str] = mapped_column(String(40), comment="First source that found the lead")
     sources: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # new | contacted | follow_up_1 | follow_up_2 | replied | unsubscribed | bounced
     status: Mapped[str] = mapped_column(String(20), default="new")
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("lead_batches.id"))
     last_contacted_at: Mapped[datetime | None]
+    # Engagement across all campaigns, recomputed from email_events (human events only).
+    emails_opened: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", comment="Emails opened"
+    )
+    emails_clicked: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", comment="Emails clicked"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -1,0 +1,39 @@
+"""Tracking events: append-only rows written by the tracking app (the seed's open/click
+tracking). Counters on emails, leads and campaigns are derived from these, never incremented."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, utcnow
+
+
+class EmailEvent(Base):
+    __tablename__ = "email_events"
+    __table_args__ = (
+        Index("ix_email_events_email_id_kind", "email_id", "kind"),
+        Index("ix_email_events_occurred_at", "occurred_at"),
+        {"comment": "Opens, clicks, unsubscribes, replies and bounces, one row per event."},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(
+        String(12), comment="open | click | unsubscribe | reply | bounce"
+    )
+    link_position: Mapped[int | None] = mapped_column(Integer, comment="Clicked link's index")
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    method: Mapped[str | None] = mapped_column(String(8), comment="HTTP method")
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    ip_network: Mapped[str | None] = mapped_column(
+        String(50), comment="Client network, truncated (/24 or /48): no full IP is kept"
+    )
+    is_machine: Mapped[bool] = mapped_column(
+        Boolean, default=False, comment="Made by a proxy, scanner or repeat (excluded from "
+        "human figures)"
+    )
+    machine_reason: Mapped[str | None] = mapped_column(String(60), comment="Rule that matched")
