@@ -81,6 +81,19 @@ def upgrade_database(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def insert_ignore(
+    session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, on PostgreSQL and SQLite: a retried step that
+    writes the same rows again changes nothing."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    dialect = session.get_bind().dialect.name
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=keys), rows)
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests, and after a fork)."""
     for engine in _engines.values():

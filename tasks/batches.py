@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Lead, LeadBatch, QuarantinedRow
-from tasks.load import insert_ignore, leads_created_by_batch
+from models.db import insert_ignore
+from tasks.load import leads_created_by_batch
 
 
 @dataclass(slots=True)

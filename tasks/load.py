@@ -40,11 +40,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from models import Lead, LeadSourceRecord
+from models.db import insert_ignore
 from tasks.keys import KEY_COLUMNS, address_key, name_block, name_key
 
 LOAD_LOCK_KEY = 0x1EADF10  # pg_advisory_xact_lock key shared by every loader
@@ -193,14 +192,6 @@ def _merge_cluster(columns: _Columns, positions: list[int]) -> dict[str, Any]:
             if _is_empty(merged.get(col)) and not _is_empty(value):
                 merged[col] = value
     return merged
-
-
-def insert_ignore(
-    session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]
-) -> None:
-    dialect = session.get_bind().dialect.name
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-    session.execute(stmt.on_conflict_do_nothing(index_elements=keys), rows)
 
 
 def _chunks(values: list[Any], size: int = _ROWS_PER_QUERY) -> Iterable[list[Any]]:
