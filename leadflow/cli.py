@@ -181,5 +181,9 @@ def demo(
     console.print(_summary_table(summary))
 
 
+from leadflow.cli_outreach import register as _register_outreach  # noqa: E402
+
+_register_outreach(app)
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,29 @@
+"""The seed's hourly "Daily Outreach" job: every active daily campaign whose scheduled hour has
+come in its own time zone contacts its new leads (route, schedule the sequence, send step 1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from leadflow.settings import get_settings
+from tasks.outreach.steps import compose_due, enqueue_campaign, publish_funnel, send_due
+
+
+@flow(name="daily-outreach", log_prints=False)
+def daily_outreach() -> dict[str, Any]:
+    from tasks.outreach.campaign_leads import campaigns_due
+
+    log = get_run_logger()
+    due = campaigns_due(get_settings().database_url, datetime.now(UTC))
+    if not due:
+        log.info("no campaign has its outreach hour now")
+    enqueued = [enqueue_campaign(campaign_id) for campaign_id in due]
+    composed = compose_due()
+    sent = send_due()
+    log.info("campaigns %s: composed %s, sent %s", due, composed, sent)
+    funnel = publish_funnel(due, key="daily-outreach-funnel") if due else []
+    return {"campaigns": due, "enqueued": enqueued, "composed": composed, "sent": sent,
+            "funnel": funnel}

@@ -1,0 +1,166 @@
+"""The outreach, tracking and serving commands of the `leadflow` CLI (registered by cli.py).
+Imports stay inside the commands so that `leadflow --help` is fast."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+campaign_app = typer.Typer(help="Create, fill and run outreach campaigns.", no_args_is_help=True)
+
+
+def _db() -> str:
+    from leadflow.settings import get_settings
+    from models.db import upgrade_database
+
+    upgrade_database()
+    return get_settings().database_url
+
+
+def _print_rows(title: str, rows: list[dict]) -> None:  # type: ignore[type-arg]
+    if not rows:
+        console.print(f"{title}: nothing yet")
+        return
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(str(key))
+    for row in rows:
+        table.add_row(*("-" if v is None else str(v) for v in row.values()))
+    console.print(table)
+
+
+@campaign_app.command("create")
+def campaign_create(
+    name: str = typer.Option(..., help="Campaign name."),
+    industry: str = typer.Option("salon", help="Target industry."),
+    location: str = typer.Option("Austin, TX", help="Target location."),
+    leads_per_day: int = typer.Option(50, min=1, max=10_000),
+    timezone: str = typer.Option("UTC", help="IANA time zone of the schedule and window."),
+    hour: int = typer.Option(9, min=0, max=23, help="Local hour of the daily outreach."),
+    automated: bool = typer.Option(False, help="Fed by the daily lead generation."),
+    ai: bool = typer.Option(False, help="AI-personalised openings (OpenAI)."),
+    activate: bool = typer.Option(True, help="Create it active rather than draft."),
+) -> None:
+    """Create a campaign on the default three-step sequence."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from models.db import session_scope
+    from tasks.outreach.defaults import create_campaign
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        err.print(f"unknown time zone {timezone!r}")
+        raise typer.Exit(2) from exc
+    db = _db()
+    with session_scope(db) as session:
+        campaign_id = create_campaign(
+            session, name=name, target_industry=industry, target_location=location,
+            leads_per_day=leads_per_day, timezone=timezone, schedule_hour=hour,
+            campaign_type="automated" if automated else "manual",
+            ai_personalisation=ai, status="active" if activate else "draft",
+        )
+    console.print(f"campaign {campaign_id} created")
+
+
+@campaign_app.command("link")
+def campaign_link(
+    campaign_id: int = typer.Argument(...),
+    limit: int = typer.Option(50, min=1, max=100_000, help="How many leads at most."),
+) -> None:
+    """Link the best new leads that match the campaign's industry and location."""
+    from tasks.outreach.campaign_leads import link_leads, matching_lead_ids
+
+    db = _db()
+    linked = link_leads(db, campaign_id, matching_lead_ids(db, campaign_id, limit))
+    console.print(f"{linked} leads linked to campaign {campaign_id}")
+
+
+@campaign_app.command("execute")
+def campaign_execute(
+    campaign_id: int = typer.Argument(...),
+    max_leads: int = typer.Option(None, min=1, help="Contact at most this many leads."),
+) -> None:
+    """Run the execute-campaign flow: route, schedule the sequence, send the first emails."""
+    from flows.execute_campaign import execute_campaign
+
+    _db()
+    result = execute_campaign(campaign_id=campaign_id, max_leads=max_leads)
+    _print_rows(f"campaign {campaign_id}", result["funnel"])
+
+
+@campaign_app.command("list")
+def campaign_list() -> None:
+    """Campaigns and their figures."""
+    from sqlalchemy import select
+
+    from models import Campaign
+    from models.db import session_scope
+
+    with session_scope(_db()) as session:
+        rows = [
+            {"id": c.id, "name": c.name, "status": c.status, "type": c.campaign_type,
+             "hour": f"{c.schedule_hour}:00 {c.timezone}", "leads": c.leads_generated,
+             "contacted": c.leads_contacted, "sent": c.emails_sent, "opened": c.emails_opened,
+             "clicked": c.emails_clicked, "replied": c.emails_replied}
+            for c in session.scalars(select(Campaign).order_by(Campaign.id))
+        ]
+    _print_rows("campaigns", rows)
+
+
+def outreach() -> None:
+    """Run the daily-outreach flow once (campaigns whose local hour has come)."""
+    from flows.daily_outreach import daily_outreach
+
+    _db()
+    _print_rows("outreach", daily_outreach()["funnel"])
+
+
+def follow_ups() -> None:
+    """Run the follow-up checker once: compose and send every due follow-up."""
+    from flows.follow_up_checker import follow_up_checker
+
+    _db()
+    _print_rows("follow-ups", follow_up_checker()["funnel"])
+
+
+def reply(
+    address: str = typer.Option(None, help="The address that replied."),
+    message_id: str = typer.Option(None, help="The Message-ID replied to (In-Reply-To)."),
+) -> None:
+    """Record a reply: the lead's sequence stops and the campaign counts it."""
+    from tasks.outreach.replies import record_reply
+
+    if not address and not message_id:
+        err.print("give --address or --message-id")
+        raise typer.Exit(2)
+    recorded = record_reply(_db(), address=address, message_id=message_id)
+    if recorded is None:
+        err.print("no sent email matches")
+        raise typer.Exit(1)
+    console.print(f"reply recorded on email {recorded.email_id}; "
+                  f"{recorded.steps_cancelled} pending steps cancelled")
+
+
+def tracking(
+    host: str = typer.Option(None, help="Default: LEADFLOW_TRACKING_HOST."),
+    port: int = typer.Option(None, help="Default: LEADFLOW_TRACKING_PORT."),
+) -> None:
+    """Serve the open/click/unsubscribe tracking app (uvicorn) on the configured database."""
+    from leadflow.settings import get_settings
+    from tracking_app.serve import serve
+
+    settings = get_settings()
+    _db()
+    serve(host or settings.tracking_host, port or settings.tracking_port)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(campaign_app, name="campaign")
+    app.command()(outreach)
+    app.command("follow-ups")(follow_ups)
+    app.command()(reply)
+    app.command()(tracking)

@@ -1,0 +1,88 @@
+"""Which leads a campaign contacts: linking leads to a campaign (the seed's `campaignLeads`),
+finding the leads that match its targeting, and the campaigns whose outreach hour has come."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models import Campaign, CampaignLead, Email, Lead
+from models.db import insert_ignore, session_scope
+
+
+def link_leads(db_url: str, campaign_id: int, lead_ids: Sequence[int]) -> int:
+    """Link leads to a campaign (idempotent) and recompute its `leads_generated`. Returns how
+    many links are new."""
+    with session_scope(db_url) as session:
+        before = _linked_count(session, campaign_id)
+        rows = [{"campaign_id": campaign_id, "lead_id": lead_id, "status": "pending",
+                 "routing": {}} for lead_id in dict.fromkeys(lead_ids)]
+        for start in range(0, len(rows), 1000):
+            insert_ignore(session, CampaignLead.__table__, rows[start : start + 1000],
+                          ["campaign_id", "lead_id"])
+        after = _linked_count(session, campaign_id)
+        session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                        .values(leads_generated=after))
+        return after - before
+
+
+def _linked_count(session: Session, campaign_id: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(CampaignLead)
+                              .where(CampaignLead.campaign_id == campaign_id)) or 0)
+
+
+def matching_lead_ids(db_url: str, campaign_id: int, limit: int) -> list[int]:
+    """New leads with an email that fit the campaign's industry and location and are not yet in
+    any campaign, best score first."""
+    with session_scope(db_url) as session:
+        campaign = session.get_one(Campaign, campaign_id)
+        in_a_campaign = select(CampaignLead.lead_id)
+        query = select(Lead.id).where(
+            Lead.status == "new", Lead.email_norm.is_not(None), Lead.id.not_in(in_a_campaign)
+        )
+        if campaign.target_industry:
+            query = query.where(func.lower(Lead.industry) == campaign.target_industry.lower())
+        if campaign.target_location:
+            city = campaign.target_location.split(",")[0].strip().lower()
+            query = query.where(func.lower(Lead.city) == city)
+        query = query.order_by(Lead.quality_score.desc().nulls_last(), Lead.id).limit(limit)
+        return list(session.scalars(query))
+
+
+def pending_lead_ids(db_url: str, campaign_id: int) -> list[int]:
+    """Leads linked to the campaign that have no email queued yet (new to the campaign)."""
+    with session_scope(db_url) as session:
+        queued = select(Email.lead_id).where(Email.campaign_id == campaign_id)
+        return list(session.scalars(
+            select(CampaignLead.lead_id).where(
+                CampaignLead.campaign_id == campaign_id,
+                CampaignLead.status == "pending",
+                CampaignLead.lead_id.not_in(queued),
+            ).order_by(CampaignLead.lead_id)
+        ))
+
+
+def campaigns_due(db_url: str, now: datetime, *, automated_only: bool = False) -> list[int]:
+    """Active daily campaigns whose scheduled local hour is the current hour in their own time
+    zone (the seed's hourly check `currentHour == campaign.scheduleTime`)."""
+    with session_scope(db_url) as session:
+        query = select(Campaign).where(Campaign.status == "active",
+                                       Campaign.schedule_type == "daily")
+        if automated_only:
+            query = query.where(Campaign.campaign_type == "automated")
+        return [c.id for c in session.scalars(query.order_by(Campaign.id))
+                if now.astimezone(ZoneInfo(c.timezone)).hour == c.schedule_hour]
+
+
+def active_campaign_ids(db_url: str, *, automated_daily_only: bool = False) -> list[int]:
+    """Active campaigns; with `automated_daily_only`, those the daily lead generation feeds."""
+    with session_scope(db_url) as session:
+        query = select(Campaign.id).where(Campaign.status == "active")
+        if automated_daily_only:
+            query = query.where(Campaign.campaign_type == "automated",
+                                Campaign.schedule_type == "daily")
+        return list(session.scalars(query.order_by(Campaign.id)))
