@@ -158,9 +158,49 @@ def tracking(
     serve(host or settings.tracking_host, port or settings.tracking_port)
 
 
+def serve(
+    limit: int = typer.Option(None, min=1, help="At most this many runs at once."),
+) -> None:
+    """Serve every deployment, schedules included, from this process (single machine): they
+    appear in the Prefect UI under Deployments and run here."""
+    from prefect import serve as prefect_serve
+
+    from deployments.catalog import runner_deployments
+    from leadflow.settings import get_settings
+
+    _db()
+    prefect_serve(*runner_deployments(get_settings().schedule_timezone), limit=limit)
+
+
+def deployments(
+    write: bool = typer.Option(False, "--write", help="Rewrite prefect.yaml."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if prefect.yaml is stale."),
+) -> None:
+    """Render prefect.yaml from deployments/catalog.py (time zone LEADFLOW_SCHEDULE_TIMEZONE)."""
+    from pathlib import Path
+
+    from deployments.catalog import render_prefect_yaml
+    from leadflow.settings import get_settings
+
+    path = Path("prefect.yaml")
+    text = render_prefect_yaml(get_settings().schedule_timezone)
+    if check:
+        if not path.exists() or path.read_text() != text:
+            err.print("prefect.yaml is stale: run `leadflow deployments --write`")
+            raise typer.Exit(1)
+        console.print("prefect.yaml is current")
+    elif write:
+        path.write_text(text)
+        console.print(f"wrote {path}")
+    else:
+        console.print(text, markup=False, highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(campaign_app, name="campaign")
     app.command()(outreach)
     app.command("follow-ups")(follow_ups)
     app.command()(reply)
     app.command()(tracking)
+    app.command()(serve)
+    app.command()(deployments)

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     tracking_secret: SecretStr | None = None
     tracking_secret_file: Path = DATA_DIR / "tracking.key"
 
+    # --- deployments -------------------------------------------------------------------
+    # Time zone of every deployment schedule (daily 9:00, hourly, every 6 hours).
+    schedule_timezone: str = "UTC"
+
     # --- pipeline ------------------------------------------------------------------------
     batch_size: int = 1000
     # Chunks whose network stages (enrichment, website analysis) may run at once: the slowest
