@@ -17,15 +17,21 @@ class ApiConfig(Base):
     __tablename__ = "api_configs"
     __table_args__ = {"comment": "Per-source plan: monthly limit, unit cost, where the key lives."}
 
-    source: Mapped[str] = mapped_column(String(40), primary_key=True)
-    plan_name: Mapped[str] = mapped_column(String(100), default="default")
+    source: Mapped[str] = mapped_column(
+        String(40), primary_key=True, comment="apollo | google_places | pdl | hunter | openai"
+    )
+    plan_name: Mapped[str] = mapped_column(
+        String(100), default="default", comment="Plan name, for people"
+    )
     monthly_limit: Mapped[int] = mapped_column(Integer, comment="Billable units per month")
     cost_per_unit: Mapped[float] = mapped_column(Float, default=0.0, comment="USD per unit")
     unit: Mapped[str] = mapped_column(String(20), default="record", comment="record | request")
     key_ref: Mapped[str | None] = mapped_column(
         String(200), comment="Setting or Secret block holding the key (never the key itself)"
     )
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_active: Mapped[bool] = mapped_column(
+        Boolean, default=True, comment="Whether the source may be called"
+    )
 
 
 class ApiUsage(Base):
@@ -35,11 +41,21 @@ class ApiUsage(Base):
         {"comment": "One row per external API call: units billed and cost."},
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    source: Mapped[str] = mapped_column(String(40))
-    endpoint: Mapped[str] = mapped_column(String(100))
-    status_code: Mapped[int | None] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Call id")
+    source: Mapped[str] = mapped_column(
+        String(40), comment="API called: apollo | google_places | pdl | hunter | openai"
+    )
+    endpoint: Mapped[str] = mapped_column(
+        String(100), comment="Endpoint called, e.g. search, domain-search"
+    )
+    status_code: Mapped[int | None] = mapped_column(
+        Integer, comment="HTTP status of the response; NULL = no response"
+    )
     units: Mapped[int] = mapped_column(Integer, default=0, comment="Records (or requests) billed")
     cost: Mapped[float] = mapped_column(Float, default=0.0, comment="USD")
-    batch_id: Mapped[int | None] = mapped_column(ForeignKey("lead_batches.id"))
-    called_at: Mapped[datetime] = mapped_column(default=utcnow)
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("lead_batches.id"), comment="Batch that made the call, if any"
+    )
+    called_at: Mapped[datetime] = mapped_column(
+        default=utcnow, comment="When the call was made (UTC)"
+    )

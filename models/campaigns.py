@@ -18,10 +18,14 @@ class Sequence(Base):
     __tablename__ = "sequences"
     __table_args__ = {"comment": "A named sequence of outreach steps (the seed's workflows)."}
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
-    description: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Sequence id")
+    name: Mapped[str] = mapped_column(
+        String(100), unique=True, comment="Unique name of the sequence"
+    )
+    description: Mapped[str | None] = mapped_column(Text, comment="What the sequence is for")
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, comment="When the sequence was created (UTC)"
+    )
 
     steps: Mapped[list[SequenceStep]] = relationship(
         back_populates="sequence", order_by="SequenceStep.step_number"
@@ -35,10 +39,14 @@ class SequenceStep(Base):
         {"comment": "One step of a sequence: when it is due and the lead status it leads to."},
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Step id")
+    sequence_id: Mapped[int] = mapped_column(
+        ForeignKey("sequences.id", ondelete="CASCADE"), comment="Sequence the step belongs to"
+    )
     step_number: Mapped[int] = mapped_column(Integer, comment="1 = initial email")
-    name: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(
+        String(100), comment="Step name, e.g. Initial email, Follow-up 1"
+    )
     delay_days: Mapped[int] = mapped_column(
         Integer, default=0, comment="Days after the previous step was sent (0 for step 1)"
     )
@@ -58,8 +66,11 @@ class Template(Base):
         {"comment": "Email template of a step; scenario NULL is the default variant."},
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    step_id: Mapped[int] = mapped_column(ForeignKey("sequence_steps.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Template id")
+    step_id: Mapped[int] = mapped_column(
+        ForeignKey("sequence_steps.id", ondelete="CASCADE"),
+        comment="Sequence step the template is for",
+    )
     scenario: Mapped[str | None] = mapped_column(
         String(40), comment="Routing scenario this variant is for; NULL = any scenario"
     )
@@ -68,7 +79,9 @@ class Template(Base):
     body_html: Mapped[str | None] = mapped_column(
         Text, comment="HTML body; NULL = rendered from the text body"
     )
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, comment="When the template last changed (UTC)"
+    )
 
 
 class Campaign(Base):
@@ -78,8 +91,8 @@ class Campaign(Base):
         {"comment": "An outreach campaign: targeting, schedule, sequence and sender."},
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Campaign id")
+    name: Mapped[str] = mapped_column(String(200), comment="Campaign name")
     status: Mapped[str] = mapped_column(
         String(20), default="draft", comment="draft | active | paused | completed"
     )
@@ -100,28 +113,51 @@ class Campaign(Base):
     send_weekdays: Mapped[list[int]] = mapped_column(
         JSONType, default=lambda: [0, 1, 2, 3, 4], comment="Allowed weekdays, 0 = Monday"
     )
-    leads_per_day: Mapped[int] = mapped_column(Integer, default=50)
-    target_industry: Mapped[str | None] = mapped_column(String(100))
-    target_location: Mapped[str | None] = mapped_column(String(200))
-    sources: Mapped[list[str]] = mapped_column(JSONType, default=lambda: ["apollo"])
-    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id"))
-    ai_personalisation: Mapped[bool] = mapped_column(Boolean, default=False)
-    sender_name: Mapped[str] = mapped_column(String(100))
-    sender_email: Mapped[str] = mapped_column(String(320))
+    leads_per_day: Mapped[int] = mapped_column(
+        Integer, default=50, comment="Leads to generate per day (automated daily campaigns)"
+    )
+    target_industry: Mapped[str | None] = mapped_column(
+        String(100), comment="Industry keyword leads are generated for"
+    )
+    target_location: Mapped[str | None] = mapped_column(
+        String(200), comment="Location leads are generated for"
+    )
+    sources: Mapped[list[str]] = mapped_column(
+        JSONType, default=lambda: ["apollo"],
+        comment="JSON list of lead sources to generate from, in order",
+    )
+    sequence_id: Mapped[int] = mapped_column(
+        ForeignKey("sequences.id"), comment="Sequence of steps the campaign sends"
+    )
+    ai_personalisation: Mapped[bool] = mapped_column(
+        Boolean, default=False, comment="Whether openings are personalised by AI (OpenAI)"
+    )
+    sender_name: Mapped[str] = mapped_column(String(100), comment="From: display name")
+    sender_email: Mapped[str] = mapped_column(String(320), comment="From: address")
     sender_postal_address: Mapped[str] = mapped_column(
         String(300), comment="Shown in every footer (CAN-SPAM)"
     )
     # Figures recomputed from the emails and events (never incremented per hit).
-    leads_generated: Mapped[int] = mapped_column(Integer, default=0)
-    leads_contacted: Mapped[int] = mapped_column(Integer, default=0)
-    emails_sent: Mapped[int] = mapped_column(Integer, default=0)
+    leads_generated: Mapped[int] = mapped_column(
+        Integer, default=0, comment="Leads generated for the campaign (recomputed)"
+    )
+    leads_contacted: Mapped[int] = mapped_column(
+        Integer, default=0, comment="Leads sent at least one email (recomputed)"
+    )
+    emails_sent: Mapped[int] = mapped_column(Integer, default=0, comment="Emails sent (recomputed)")
     emails_opened: Mapped[int] = mapped_column(Integer, default=0,
                                                comment="Emails with a human open")
     emails_clicked: Mapped[int] = mapped_column(Integer, default=0,
                                                 comment="Emails with a human click")
-    emails_replied: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    emails_replied: Mapped[int] = mapped_column(
+        Integer, default=0, comment="Emails with a reply (recomputed)"
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, comment="When the campaign was created (UTC)"
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, comment="When the campaign last changed (UTC)"
+    )
 
     sequence: Mapped[Sequence] = relationship()
 
@@ -136,9 +172,11 @@ class CampaignLead(Base):
         {"comment": "Leads linked to a campaign and where each stands in its sequence."},
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Link id")
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), comment="Campaign"
+    )
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), comment="Lead")
     scenario: Mapped[str | None] = mapped_column(String(40), comment="Routing scenario chosen")
     routing: Mapped[dict[str, Any]] = mapped_column(
         JSONType, default=dict, comment="Facts behind the routing decision"
@@ -150,4 +188,6 @@ class CampaignLead(Base):
     stop_reason: Mapped[str | None] = mapped_column(
         String(40), comment="replied | unsubscribed | bounced | suppressed"
     )
-    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    added_at: Mapped[datetime] = mapped_column(
+        default=utcnow, comment="When the lead was linked to the campaign (UTC)"
+    )

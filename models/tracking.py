@@ -20,15 +20,21 @@ class EmailEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
-                                    primary_key=True)
-    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id", ondelete="CASCADE"))
+                                    primary_key=True, comment="Event id")
+    email_id: Mapped[int] = mapped_column(
+        ForeignKey("emails.id", ondelete="CASCADE"), comment="Email the event is about"
+    )
     kind: Mapped[str] = mapped_column(
         String(12), comment="open | click | unsubscribe | reply | bounce"
     )
     link_position: Mapped[int | None] = mapped_column(Integer, comment="Clicked link's index")
-    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    occurred_at: Mapped[datetime] = mapped_column(
+        default=utcnow, comment="When the event happened (UTC)"
+    )
     method: Mapped[str | None] = mapped_column(String(8), comment="HTTP method")
-    user_agent: Mapped[str | None] = mapped_column(String(300))
+    user_agent: Mapped[str | None] = mapped_column(
+        String(300), comment="Client User-Agent, truncated"
+    )
     ip_network: Mapped[str | None] = mapped_column(
         String(50), comment="Client network, truncated (/24 or /48): no full IP is kept"
     )
