@@ -112,6 +112,7 @@ class CsvImportReport:
     accepted: int = 0
     rejected: int = 0
     rejected_by_rule: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -124,6 +125,7 @@ class CsvImportReport:
             f"delimiter {self.delimiter!r}); {self.rows_read} rows read, {self.accepted} accepted,"
             f" {self.rejected} rejected{f' ({rules})' if rules else ''}, "
             f"{self.empty_lines} empty lines skipped"
+            + "".join(f"; warning: {w}" for w in self.warnings)
         )
 
 
@@ -159,10 +161,31 @@ def detect_encoding(path: Path) -> str:
             return "utf-16-le"
         if even.count(0) > 0.4 * len(even) and odd.count(0) < 0.05 * len(odd):
             return "utf-16-be"
-    for encoding in ("utf-8", "cp1252"):
-        if _decodes(path, encoding):
-            return encoding
+    if _decodes(path, "utf-8"):
+        return "utf-8"
+    valid, invalid = utf8_damage(path)
+    if valid > invalid:
+        # Mostly UTF-8 (accented names decode) with a few stray bytes: read as UTF-8 and say
+        # so, rather than turning every "é" into "Ã©" by switching to cp1252.
+        return "utf-8"
+    if _decodes(path, "cp1252"):
+        return "cp1252"
     return "latin-1"
+
+
+_UTF8_MULTIBYTE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+
+
+def utf8_damage(path: Path) -> tuple[int, int]:
+    """(valid multi-byte UTF-8 sequences, bytes that are not valid UTF-8) in the file."""
+    valid = invalid = 0
+    with path.open("rb") as fh:
+        while block := fh.read(SCAN_BLOCK):
+            valid += len(_UTF8_MULTIBYTE.findall(block))
+            invalid += block.decode("utf-8", errors="replace").count("\ufffd")
+    return valid, invalid
 
 
 def _decodes(path: Path, encoding: str) -> bool:
@@ -382,6 +405,12 @@ def read_leads_csv(path: str | Path, chunk_rows: int = 5000) -> Iterator[CsvChun
         raise CsvFormatError(f"{path} is not a file")
     report = CsvImportReport(path=str(path))
     report.encoding = detect_encoding(path)
+    if report.encoding == "utf-8" and not _decodes(path, "utf-8"):
+        bad = utf8_damage(path)[1]
+        report.warnings.append(
+            f"{bad} byte(s) are not valid UTF-8 in an otherwise UTF-8 file; they were replaced "
+            "by U+FFFD (check the rows with '\ufffd')"
+        )
     with path.open("r", encoding=report.encoding, errors="replace", newline="") as fh:
         sample = fh.read(SAMPLE_BYTES)
     if not sample.strip():

@@ -132,6 +132,18 @@ def test_latin1_fallback_when_bytes_are_not_cp1252(tmp_path: Path) -> None:
     assert leads[0].city == "Genève"
 
 
+def test_a_utf8_file_with_one_stray_byte_stays_utf8_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "mostly_utf8.csv"
+    rows = "".join(f"Café Élan {i},Genève\n" for i in range(20)).encode("utf-8")
+    path.write_bytes(b"company,city\n" + rows + b"Bar \x92 Noir,Z\xc3\xbcrich\n")
+    leads, _, report = read_all(path)
+    assert report.encoding == "utf-8"
+    assert leads[0].company_name == "Café Élan 0"  # not "CafÃ© Ã‰lan 0" (cp1252)
+    assert leads[-1].company_name == "Bar \ufffd Noir" and leads[-1].city == "Zürich"
+    assert len(report.warnings) == 1 and "1 byte(s) are not valid UTF-8" in report.warnings[0]
+    assert "warning:" in report.describe()
+
+
 def test_a_missing_required_column_is_a_clear_file_level_error() -> None:
     with pytest.raises(CsvFormatError) as info:
         list(read_leads_csv(CSV_DIR / "missing_required_column.csv"))
