@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Lead, LeadBatch, QuarantinedRow
+from models import Lead, LeadBatch, LeadSourceRecord, QuarantinedRow
 from models.db import insert_ignore
 from tasks.load import leads_created_by_batch
 
@@ -106,10 +106,14 @@ def finish_batch(
     generated = leads_created_by_batch(session, batch_id)
     rejected = int(session.scalar(
         select(func.count()).where(QuarantinedRow.batch_id == batch_id)) or 0)
+    # Scores and tiers cover every lead the batch contributed to, new or merged into.
+    touched = Lead.id.in_(
+        select(LeadSourceRecord.lead_id).where(LeadSourceRecord.batch_id == batch_id)
+    )
     tiers = dict(session.execute(
-        select(Lead.tier, func.count()).where(Lead.batch_id == batch_id).group_by(Lead.tier)
+        select(Lead.tier, func.count()).where(touched).group_by(Lead.tier)
     ).all())
-    avg = session.scalar(select(func.avg(Lead.quality_score)).where(Lead.batch_id == batch_id))
+    avg = session.scalar(select(func.avg(Lead.quality_score)).where(touched))
     batch.leads_generated = generated
     batch.leads_merged = max(rows_loaded - generated, 0)
     batch.rows_rejected = rejected

@@ -105,6 +105,21 @@ def test_a_rerun_of_the_same_search_creates_no_new_lead(env: str) -> None:
     assert scalar(env, select(func.count()).select_from(Lead)) == first["leads_generated"]
 
 
+def test_batch_scores_and_tiers_cover_the_leads_it_merged_into(env: str) -> None:
+    run(source="apollo", max_results=40)
+    second = run(source="google_places", max_results=40)
+
+    with session_scope(env) as s:
+        touched = s.scalars(select(Lead).where(Lead.id.in_(
+            select(LeadSourceRecord.lead_id)
+            .where(LeadSourceRecord.batch_id == second["batch_id"])))).all()
+    assert second["leads_merged"] > 0  # Google Places found businesses Apollo had found
+    assert sum(second["tier_distribution"].values()) == len(touched)
+    assert len(touched) > second["leads_generated"]
+    expected = round(sum(lead.quality_score for lead in touched) / len(touched), 1)
+    assert second["avg_score"] == pytest.approx(expected, abs=0.051)
+
+
 def test_falls_back_to_the_next_source_when_one_is_at_its_monthly_limit(env: str) -> None:
     from tasks.usage import ensure_api_configs
 
