@@ -113,6 +113,13 @@ class _Run:
         if self.quota_error:
             self.fail(candidate, f"domain-search skipped: {self.quota_error}")
             return
+        if candidate.contact_first_name and candidate.contact_last_name:
+            # A named contact (CSV, PDL): ask for that person's address first.
+            if await self.find_named(candidate, domain):
+                await self.verify(candidate)
+                return
+            if self.quota_error:
+                return
         try:
             resp = await self.hunter.domain_search(domain, limit=DOMAIN_SEARCH_LIMIT)
         except ApiError as exc:
@@ -130,6 +137,23 @@ class _Run:
             candidate.contact_title = best.position
         self.result.emails_found += 1
         await self.verify(candidate)
+
+    async def find_named(self, candidate: CandidateLead, domain: str) -> bool:
+        """Hunter's email finder for the candidate's named contact; True if it found one."""
+        try:
+            resp = await self.hunter.email_finder(
+                domain, candidate.contact_first_name or "", candidate.contact_last_name or "")
+        except ApiError as exc:
+            self.api_failed(candidate, "email-finder", exc)
+            return False
+        self.result.calls.extend(resp.calls)
+        address = check_syntax(resp.data.email) if resp.data.email else None
+        if address is None:
+            return False
+        candidate.email = address
+        candidate.email_confidence = resp.data.score
+        self.result.emails_found += 1
+        return True
 
     async def verify(self, candidate: CandidateLead) -> None:
         if candidate.email is None:

@@ -20,6 +20,7 @@ from tests.clients.conftest import Reply, ScriptedServer, fast_settings, payload
 
 DOMAIN = "/hunter/v2/domain-search"
 VERIFY = "/hunter/v2/email-verifier"
+FINDER = "/hunter/v2/email-finder"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,39 @@ def test_website_without_email_gets_best_address_contact_and_verification(
     assert (result.emails_found, result.emails_verified) == (1, 1)
     assert [(x.endpoint, x.units) for x in result.calls] == [
         ("domain-search", 1), ("email-verifier", 1)]
+
+
+def test_a_named_contact_is_looked_up_with_the_email_finder_first(
+    scripted: ScriptedServer,
+) -> None:
+    found = {"data": {"email": "maren.okafor@lumen.example", "score": 88,
+                      "first_name": "Maren", "last_name": "Okafor"}, "meta": {}}
+    scripted.script(FINDER, Reply(200, found))
+    scripted.script(VERIFY, verified("valid"))
+    named = lead(1, website="https://lumen.example", contact_first_name="Maren",
+                 contact_last_name="Okafor")
+    result = asyncio.run(_enrich(fast_settings(scripted.base_url), [named]))
+    assert scripted.hits(FINDER)[0].query == {
+        "domain": ["lumen.example"], "first_name": ["Maren"], "last_name": ["Okafor"]}
+    assert scripted.hits(DOMAIN) == []
+    assert (named.email, named.email_confidence, named.email_status) == (
+        "maren.okafor@lumen.example", 88, "valid")
+    assert [(x.endpoint, x.units) for x in result.calls] == [
+        ("email-finder", 1), ("email-verifier", 1)]
+
+
+def test_when_the_finder_knows_no_address_the_domain_search_is_used(
+    scripted: ScriptedServer,
+) -> None:
+    scripted.script(FINDER, Reply(200, {"data": {"email": None, "score": None}, "meta": {}}))
+    scripted.script(DOMAIN, Reply(200, payload("hunter_domain_search.json")))
+    scripted.script(VERIFY, verified("valid"))
+    named = lead(1, website="https://www.northwind-robotics.example", contact_first_name="Zed",
+                 contact_last_name="Nobody")
+    asyncio.run(_enrich(fast_settings(scripted.base_url), [named]))
+    assert len(scripted.hits(FINDER)) == 1 and len(scripted.hits(DOMAIN)) == 1
+    assert named.email == "dana.whitfield@northwind-robotics.example"
+    assert (named.contact_first_name, named.contact_last_name) == ("Zed", "Nobody")
 
 
 def test_existing_email_is_only_verified_and_bad_syntax_costs_no_call(
