@@ -52,6 +52,45 @@ def migrate() -> None:
     console.print(f"schema at head: {safe_url(get_settings().database_url)}")
 
 
+@app.command("warehouse-doc")
+def warehouse_doc(
+    check: bool = typer.Option(False, "--check", help="Fail (exit 1) if the file is stale."),
+    out: Path = typer.Option(None, "--out", help="Where to write (default docs/warehouse.md)."),
+) -> None:
+    """Write docs/warehouse.md (tables, columns, views and their comments) from the models."""
+    from models.warehouse_docs import DOC_PATH, warehouse_doc_is_current, write_warehouse_doc
+
+    path = out or DOC_PATH
+    if check:
+        if not warehouse_doc_is_current(path):
+            err.print(f"{path} is stale: run `leadflow warehouse-doc`")
+            raise typer.Exit(1)
+        console.print(f"{path} is current")
+        return
+    changed = write_warehouse_doc(path)
+    console.print(f"{'wrote' if changed else 'unchanged:'} {path}")
+
+
+@app.command()
+def doctor() -> None:
+    """Check configuration and connectivity: database, migrations, API keys, SMTP, tracking."""
+    from rich.markup import escape
+
+    from leadflow.doctor import run_checks
+
+    checks = run_checks()
+    table = Table(title="leadflow doctor")
+    for heading in ("check", "status", "detail", "how to fix"):
+        table.add_column(heading, overflow="fold")
+    for c in checks:
+        status = "[green]ok[/green]" if c.ok else (
+            "[yellow]warn[/yellow]" if c.severity == "warning" else "[red]FAIL[/red]")
+        table.add_row(escape(c.name), status, escape(c.detail), escape(c.fix))
+    console.print(table)
+    if any(c.failed for c in checks):
+        raise typer.Exit(1)
+
+
 @app.command()
 def generate(
     source: Source = typer.Option(Source.apollo, help="Where to look for leads first."),

@@ -3,17 +3,20 @@
 The views themselves are created by migration 0003 (PostgreSQL and SQLite variants of the same
 query); this module documents them for docs/warehouse.md, and tests/models/test_views.py checks
 that every view listed here exists with exactly these columns, in this order.
-
-Shared definitions: an email is *sent* once handed to an SMTP server or the outbox (status
-`sent`, or `bounced` when the server refused it); it *bounced* when its status is `bounced` or
-a `bounce` event arrived; *delivered* = sent and not bounced. Opens and clicks count emails with
-at least one human event (`is_machine` false), never proxy, scanner or repeat events. Days and
-months are UTC calendar days and months.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# What every view means by its words (shown above the views in docs/warehouse.md).
+DEFINITIONS = (
+    "An email is *sent* once handed to an SMTP server or written to the outbox (status `sent`, "
+    "or `bounced` when the server refused it); it *bounced* when its status is `bounced` or a "
+    "`bounce` event arrived; *delivered* = sent and not bounced. Opens and clicks count emails "
+    "with at least one human event (`is_machine` false), never proxy, scanner or repeat "
+    "events. Days and months are UTC calendar days and months."
+)
 
 
 @dataclass(frozen=True)
