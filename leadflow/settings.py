@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     send_retry_base_s: float = 60.0
     ai_timeout_s: float = 10.0
     ai_max_opening_chars: int = 400
+    # Attempts after the first for one AI opening (the SDK honours Retry-After); kept small
+    # because a failed opening just falls back to the template's.
+    ai_max_retries: int = 1
+    ai_concurrency: int = 8
+    # Seeds the `openai` plan in api_configs (edit the row to change it): USD per 1,000
+    # tokens (a blend of gpt-4o-mini's input and output prices) and tokens per month.
+    openai_price_per_1k_tokens: float = 0.0003
+    openai_monthly_token_limit: int = 5_000_000
+    # The sender a campaign gets when it names none (demo-safe: a reserved .example domain).
+    sender_name: str = "Sam at Booknex"
+    sender_email: str = "sam@booknex.example"
+    sender_postal_address: str = "Booknex Ltd, 100 Example Street, Springfield, IL 62701, USA"
 
     # --- tracking app --------------------------------------------------------------------
     tracking_host: str = "127.0.0.1"
