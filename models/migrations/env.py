@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
+from sqlalchemy import event
 
 import models
 from models.db import _create_engine
@@ -11,10 +14,20 @@ config = context.config
 target_metadata = models.Base.metadata
 
 
+def _sqlite_migration_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # A batch migration rebuilds a table: it drops the original and renames a copy into place.
+    # With foreign keys on, the drop would cascade-delete every row that references the table;
+    # without legacy_alter_table, SQLite refuses the rename while the v_* views read the table.
+    dbapi_conn.execute("PRAGMA foreign_keys=OFF")
+    dbapi_conn.execute("PRAGMA legacy_alter_table=ON")
+
+
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url
     engine = _create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_migration_pragmas)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
