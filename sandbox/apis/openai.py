@@ -1,5 +1,9 @@
 """Fake OpenAI Chat Completions (POST /chat/completions): deterministic, plausible short text
-built from the prompt, with a usage block, per the openai Python SDK's shapes."""
+built from the prompt, with a usage block, per the openai Python SDK's shapes.
+
+A prompt asking for an "opening sentence" gets one sentence. Tests can script the next replies
+verbatim (e.g. one with an invented link) with POST /_sandbox/replies {"replies": [...]}; the
+script is cleared whenever the sandbox's fault config is replaced."""
 
 from __future__ import annotations
 
@@ -34,6 +38,11 @@ _CLOSERS = (
 _QUOTED = re.compile(r"(?:company|business|name)\s*[:=]\s*\"?([^\n\",;]+)", re.IGNORECASE)
 _CITY = re.compile(r"(?:city|location)\s*[:=]\s*\"?([^\n\",;]+)", re.IGNORECASE)
 _INDUSTRY = re.compile(r"industry\s*[:=]\s*\"?([^\n\",;]+)", re.IGNORECASE)
+_TOOL = re.compile(r"booking tool\s*[:=]\s*\"?([^\n\",;]+)", re.IGNORECASE)
+_TOOL_OPENERS = (
+    "I noticed {company} takes bookings through {tool}, and had a thought about that.",
+    "Seeing {company} on {tool} made me curious how it works for a {industry} team in {city}.",
+)
 
 
 def _err(status: int, message: str, type_: str, code: str | None,
@@ -81,6 +90,11 @@ def compose(prompt: str, json_mode: bool) -> str:
         "city": (m.group(1).strip() if (m := _CITY.search(prompt)) else "town"),
         "industry": (m.group(1).strip() if (m := _INDUSTRY.search(prompt)) else "local"),
     }
+    if "opening sentence" in prompt.lower():
+        if m := _TOOL.search(prompt):
+            facts["tool"] = m.group(1).strip()
+            return _TOOL_OPENERS[h % len(_TOOL_OPENERS)].format(**facts)
+        return _OPENERS[h % len(_OPENERS)].format(**facts)
     parts = [_OPENERS[h % len(_OPENERS)], _BODIES[(h >> 8) % len(_BODIES)],
              _CLOSERS[(h >> 16) % len(_CLOSERS)]]
     text = " ".join(p.format(**facts) for p in parts)
@@ -91,6 +105,17 @@ def compose(prompt: str, json_mode: bool) -> str:
 
 
 def routes(state: SandboxState) -> list[Route]:
+    scripted: list[str] = []
+    state.faults.on_replace.append(scripted.clear)
+
+    async def set_replies(request: Request) -> Response:
+        body = await read_json(request)
+        replies = body.get("replies") if body else None
+        if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
+            return json_response({"error": "expected {\"replies\": [\"text\", ...]}"}, 400)
+        scripted[:] = replies
+        return json_response({"ok": True, "replies": len(scripted)})
+
     async def completions(request: Request) -> Response:
         return await state.faults.run("openai", request, _completions, error_response)
 
@@ -119,7 +144,7 @@ def routes(state: SandboxState) -> list[Route]:
         prompt = "\n".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
         fmt = body.get("response_format")
         json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
-        text = compose(prompt, json_mode)
+        text = scripted.pop(0) if scripted else compose(prompt, json_mode)
         prompt_tokens, completion_tokens = _tokens(prompt) + 4 * len(messages), _tokens(text)
         digest = hashlib.sha256(prompt.encode()).hexdigest()
         payload = {
@@ -147,4 +172,5 @@ def routes(state: SandboxState) -> list[Route]:
         }
         return json_response(payload, headers=headers)
 
-    return [Route("/chat/completions", completions, methods=["POST"])]
+    return [Route("/chat/completions", completions, methods=["POST"]),
+            Route("/_sandbox/replies", set_replies, methods=["POST"])]
