@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, bindparam, column, select, update, values
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings, get_settings
@@ -33,8 +33,8 @@ from tasks.outreach.templates import (
 )
 from tasks.usage import Plan, ensure_api_configs, record_calls, remaining_quota
 
-# Emails composed per read-compose-write round: bounds memory and keeps each UPDATE's
-# parameters (8 per email) well under PostgreSQL's 65,535.
+# Emails composed per read-compose-write round: bounds memory and the length of each
+# write transaction.
 COMPOSE_BATCH = 1000
 
 
@@ -180,6 +180,19 @@ def _openai_quota_left(session: Session, settings: Settings) -> int | None:
     return remaining_quota(session, "openai")
 
 
+_PG_WRITE = text("""UPDATE emails AS e
+    SET subject = v.subject, body_text = v.body_text, body_html = v.body_html,
+        message_id = v.message_id, ai_status = v.ai_status, ai_note = v.ai_note,
+        status = 'queued', composed_at = :now, updated_at = :now, last_error = NULL
+    FROM unnest(CAST(:id AS bigint[]), CAST(:subject AS text[]), CAST(:body_text AS text[]),
+                CAST(:body_html AS text[]), CAST(:message_id AS text[]),
+                CAST(:ai_status AS text[]), CAST(:ai_note AS text[]))
+         AS v(id, subject, body_text, body_html, message_id, ai_status, ai_note)
+    WHERE e.id = v.id AND e.status = 'scheduled'
+    RETURNING e.id
+""")
+
+
 def _write(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[int]:
     """Store composed content on rows still `scheduled`; returns the ids this call won."""
     if not rows:
@@ -188,17 +201,12 @@ def _write(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[i
     fields = ("subject", "body_text", "body_html", "message_id", "ai_status", "ai_note")
     done = {"status": "queued", "composed_at": now, "updated_at": now, "last_error": None}
     if session.get_bind().dialect.name == "postgresql":
-        data = values(column("id", BigInteger), *(column(f, Text) for f in fields),
-                      name="composed").data([(r["id"], *(r[f] for f in fields)) for r in rows])
-        stmt = (
-            update(table)
-            .where(table.c.id == data.c.id, table.c.status == "scheduled")
-            .values({**{f: data.c[f] for f in fields}, **done})
-            .returning(table.c.id)
-        )
-        return set(session.scalars(stmt))
-    # SQLite: one statement per row, each returning whether it won (no UPDATE ... FROM VALUES
-    # with named columns there); writers are serialised, so this is just as safe.
+        # One statement per batch, its rows as arrays: constant SQL (no per-row compiling)
+        # and 8 parameters however many rows.
+        params: dict[str, Any] = {f: [r[f] for r in rows] for f in ("id", *fields)}
+        return set(session.scalars(_PG_WRITE, {**params, "now": now}))
+    # SQLite (no arrays to unnest): one statement per row, each returning whether it won;
+    # it runs in-process, so a statement per row is cheap.
     stmt = (
         update(table)
         .where(table.c.id == bindparam("b_id"), table.c.status == "scheduled")

@@ -115,7 +115,7 @@ def _waiting_on_locks(admin_url: str, database: str) -> int:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-            "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE emails%%'", (database,)
+            "AND wait_event_type = 'Lock' AND query ILIKE '%%UPDATE emails AS e%%'", (database,)
         ).fetchone()
     return int(row[0]) if row else 0
 
