@@ -231,11 +231,11 @@ class Outreach:
         from models.db import session_scope
 
         with session_scope(self.db_url) as s:
+            values = {"username": SMTP_USER if auth else None,
+                      "password_ref": PASSWORD_REF if auth else None, **fields}
             row = SmtpProvider(name=name, host="127.0.0.1", port=port, security=security,
-                               username=SMTP_USER if auth else None,
-                               password_ref=PASSWORD_REF if auth else None,
                                hourly_limit=hourly, daily_limit=daily, priority=priority,
-                               **fields)
+                               **values)
             s.add(row)
             s.flush()
             return row.id

@@ -1,0 +1,406 @@
+"""Sending the queue over SMTP to real aiosmtpd servers, on PostgreSQL: what arrives, what is
+recorded, and every fault: temporary refusals, dropped connections, bounces, limits reached
+mid-run, concurrent workers, a worker killed mid-batch, suppression after queueing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+from sqlalchemy import select
+
+from leadflow.tokens import verify
+from models import Campaign, CampaignLead, Lead, SmtpSendCount, Suppression
+from models.db import session_scope
+from tasks.outreach.queue import drain_queue, release_expired_claims
+from tasks.outreach.suppression import suppress
+from tests.conftest import ROOT
+from tests.tasks.outreach.mailserver import (
+    ACCEPT_AND_DROP,
+    DROP,
+    SMTP_PASSWORD,
+    SMTP_USER,
+    T0,
+    Outreach,
+)
+
+pytest_plugins = ["tests.tasks.outreach.sending_fixtures"]
+
+
+def _status(outreach: Outreach, ids: list[int]) -> Counter[str]:
+    return Counter(e.status for e in outreach.emails(ids).values())
+
+
+def test_sent_emails_arrive_whole_and_move_lead_campaign_and_next_step(
+    outreach_pg: Outreach, smtp_servers, clock
+):
+    db = outreach_pg.db_url
+    server = smtp_servers(security="starttls")
+    pid = outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign(steps=(0, 3, 5))
+    leads = outreach_pg.leads(4)
+    ids = outreach_pg.queue(cid, leads)
+    now = clock(T0 + dt.timedelta(minutes=7))
+
+    report = drain_queue(db, "w1", now_fn=now)
+
+    assert (report.claimed, report.sent, report.by_provider) == (4, 4, {"relay": 4})
+    rows = outreach_pg.emails(ids)
+    assert sorted(server.message_ids()) == sorted(r.message_id for r in rows.values())
+    for received in server.received:
+        msg = received.message
+        row = next(r for r in rows.values() if r.message_id == msg["Message-ID"])
+        assert received.tls and received.auth_user == SMTP_USER
+        assert received.rcpt_tos == [row.to_email]
+        assert msg["From"].addresses[0].addr_spec == "sam@sender.example"
+        assert msg["Subject"] == row.subject
+        assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == row.body_text + "\n"
+        assert msg.get_body(("html",)).get_content().strip() == row.body_html
+        unsubscribe = msg["List-Unsubscribe"].strip("<>")
+        token = verify(unsubscribe.rsplit("/", 1)[1])
+        assert token is not None and token.email_id == row.id
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert (row.status, row.provider_id, row.sent_at) == ("sent", pid, now.now)
+        assert row.smtp_response.startswith("250")
+    with session_scope(db) as s:
+        lead_rows = list(s.scalars(select(Lead).where(Lead.id.in_(leads))))
+        assert {(lead.status, lead.last_contacted_at) for lead in lead_rows} == {
+            ("contacted", now.now)}
+        campaign = s.get_one(Campaign, cid)
+        assert (campaign.emails_sent, campaign.leads_contacted) == (4, 4)
+        assert {c.status for c in s.scalars(select(CampaignLead))} == {"active"}
+    second = [e for e in outreach_pg.emails().values() if e.step_number == 2]
+    # Dated from the actual send, not from the enqueue time.
+    assert {e.scheduled_at for e in second} == {now.now + dt.timedelta(days=3)}
+
+
+def test_the_last_step_completes_the_lead_in_the_campaign(outreach_pg, smtp_servers, clock):
+    server = smtp_servers(security="tls")
+    outreach_pg.provider("relay", server.port, security="tls")
+    cid = outreach_pg.campaign(steps=(0,))
+    outreach_pg.queue(cid, outreach_pg.leads(2))
+    assert drain_queue(outreach_pg.db_url, "w", now_fn=clock()).sent == 2
+    with session_scope(outreach_pg.db_url) as s:
+        assert {c.status for c in s.scalars(select(CampaignLead))} == {"completed"}
+
+
+def test_temporary_refusal_is_retried_later_on_another_provider(outreach_pg, smtp_servers,
+                                                                clock):
+    db = outreach_pg.db_url
+    busy = smtp_servers(script=lambda stage, rcpt, n: "451 4.3.0 try later"
+                        if stage == "rcpt" else None)
+    spare = smtp_servers()
+    first = outreach_pg.provider("first", busy.port, priority=1)
+    outreach_pg.provider("spare", spare.port, priority=2)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(3))
+    now = clock()
+
+    report = drain_queue(db, "w", now_fn=now)
+
+    assert (report.retried, report.sent) == (3, 0)
+    rows = outreach_pg.emails(ids)
+    for row in rows.values():
+        assert (row.status, row.provider_id, row.attempts) == ("queued", first, 1)
+        assert "451" in row.last_error
+        # Backoff: base 60 s, plus up to half again.
+        assert now.now + dt.timedelta(seconds=60) <= row.scheduled_at
+        assert row.scheduled_at <= now.now + dt.timedelta(seconds=90)
+    assert drain_queue(db, "w", now_fn=now).claimed == 0  # not due yet
+
+    now.advance(seconds=91)
+    report = drain_queue(db, "w", now_fn=now)
+    assert (report.sent, report.by_provider) == (3, {"spare": 3})
+    assert busy.received == [] and len(spare.received) == 3
+    assert {r.attempts for r in outreach_pg.emails(ids).values()} == {2}
+
+
+def test_421_everywhere_gives_up_after_max_attempts(outreach_pg, smtp_servers, clock):
+    db = outreach_pg.db_url
+    server = smtp_servers(script=lambda stage, rcpt, n: "421 4.7.0 too busy, closing"
+                          if stage == "mail" else None)
+    outreach_pg.provider("only", server.port)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(2))
+    now = clock()
+    for _ in range(3):  # LEADFLOW_SEND_MAX_ATTEMPTS=3
+        drain_queue(db, "w", now_fn=now)
+        now.advance(hours=1)
+    rows = outreach_pg.emails(ids).values()
+    assert {(r.status, r.attempts) for r in rows} == {("failed", 3)}
+    assert all("gave up after 3 attempts" in r.last_error and "421" in r.last_error
+               for r in rows)
+    assert server.received == []
+
+
+def test_connection_dropped_mid_batch_rest_retried_nothing_sent_twice(outreach_pg,
+                                                                      smtp_servers, clock):
+    db = outreach_pg.db_url
+    broken = {"on": False}
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 2:
+            return ACCEPT_AND_DROP  # message 3 is taken, but its reply never comes
+        if stage == "mail" and n >= 3 and broken["on"]:
+            return DROP  # then the server keeps hanging up before taking anything
+        return None
+
+    server = smtp_servers(script=script)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(8))
+    now = clock()
+    broken["on"] = True
+
+    report = drain_queue(db, "w", now_fn=now)
+
+    assert (report.sent, report.review, report.retried) == (2, 1, 5)
+    rows = outreach_pg.emails(ids)
+    assert Counter(r.status for r in rows.values()) == {"sent": 2, "review": 1, "queued": 5}
+    in_review = next(r for r in rows.values() if r.status == "review")
+    assert "may have been delivered" in in_review.last_error
+
+    broken["on"] = False
+    now.advance(minutes=5)
+    report = drain_queue(db, "w", now_fn=now)
+    assert report.sent == 5
+    received = Counter(server.message_ids())
+    assert set(received.values()) == {1} and len(received) == 8  # each message exactly once
+    assert _status(outreach_pg, ids) == {"sent": 7, "review": 1}
+
+
+def test_550_bounces_suppresses_the_address_and_stops_the_sequence(outreach_pg, smtp_servers,
+                                                                   clock):
+    db = outreach_pg.db_url
+    leads = outreach_pg.leads(3)
+    bad = "lead1@dest1.example"
+    server = smtp_servers(script=lambda stage, rcpt, n: "550 5.1.1 no such user"
+                          if stage == "rcpt" and rcpt == bad else None)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign(steps=(0, 3))
+    ids = outreach_pg.queue(cid, leads)
+
+    report = drain_queue(db, "w", now_fn=clock())
+
+    assert (report.sent, report.bounced) == (2, 1)
+    everything = outreach_pg.emails()
+    bounced = next(e for e in everything.values() if e.to_email == bad and e.step_number == 1)
+    assert bounced.status == "bounced" and "550" in bounced.smtp_response
+    follow_up = next(e for e in everything.values() if e.to_email == bad and e.step_number == 2)
+    assert follow_up.status == "cancelled"
+    with session_scope(db) as s:
+        sup = s.scalars(select(Suppression)).one()
+        assert (sup.value, sup.reason, sup.email_id) == (bad, "bounced", bounced.id)
+        assert s.get_one(Lead, bounced.lead_id).status == "bounced"
+        link = s.scalars(select(CampaignLead).where(CampaignLead.lead_id == bounced.lead_id)).one()
+        assert (link.status, link.stop_reason) == ("stopped", "bounced")
+        assert s.get_one(Campaign, cid).emails_sent == 2
+    assert len(server.received) == 2 and _status(outreach_pg, ids)["sent"] == 2
+
+
+def test_other_5xx_fails_without_suppressing(outreach_pg, smtp_servers, clock):
+    server = smtp_servers(script=lambda stage, rcpt, n: "554 5.7.1 rejected as spam"
+                          if stage == "data" else None)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(1))
+    assert drain_queue(outreach_pg.db_url, "w", now_fn=clock()).failed == 1
+    assert _status(outreach_pg, ids) == {"failed": 1}
+    with session_scope(outreach_pg.db_url) as s:
+        assert s.scalars(select(Suppression)).all() == []
+
+
+def test_hourly_limit_reached_mid_run_moves_on_then_waits(outreach_pg, smtp_servers, clock):
+    db = outreach_pg.db_url
+    a, b = smtp_servers(), smtp_servers()
+    pa = outreach_pg.provider("a", a.port, hourly=3, priority=1)
+    pb = outreach_pg.provider("b", b.port, hourly=2, priority=2)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(8))
+    now = clock()
+
+    report = drain_queue(db, "w", now_fn=now)
+
+    assert (report.sent, report.waiting, report.by_provider) == (5, 3, {"a": 3, "b": 2})
+    assert (len(a.received), len(b.received)) == (3, 2)
+    waiting = [e for e in outreach_pg.emails(ids).values() if e.status == "queued"]
+    assert {(e.scheduled_at, e.attempts) for e in waiting} == {(T0 + dt.timedelta(hours=1), 0)}
+    with session_scope(db) as s:
+        counts = {(c.provider_id, c.window): c.count for c in s.scalars(select(SmtpSendCount))}
+    assert counts == {(pa, "hour"): 3, (pa, "day"): 3, (pb, "hour"): 2, (pb, "day"): 2}
+
+    now.advance(hours=1)
+    assert drain_queue(db, "w", now_fn=now).sent == 3
+    assert len(set(a.message_ids() + b.message_ids())) == 8
+
+
+def test_concurrent_workers_never_exceed_limits_or_send_twice(outreach_pg, smtp_servers, clock):
+    db = outreach_pg.db_url
+    a, b = smtp_servers(), smtp_servers()
+    outreach_pg.provider("a", a.port, hourly=20, priority=1)
+    outreach_pg.provider("b", b.port, hourly=100, daily=15, priority=2)
+    cid = outreach_pg.campaign()
+    outreach_pg.queue(cid, outreach_pg.leads(60))
+    reports = []
+
+    def work(name: str) -> None:
+        reports.append(drain_queue(db, name, now_fn=clock(), batch_size=4))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert (len(a.received), len(b.received)) == (20, 15)
+    ids = a.message_ids() + b.message_ids()
+    assert len(set(ids)) == len(ids) == 35
+    assert sum(r.sent for r in reports) == 35 and sum(r.waiting for r in reports) == 25
+    assert _status(outreach_pg, list(outreach_pg.emails())) == {"sent": 35, "queued": 25,
+                                                                "scheduled": 120}
+
+
+def test_two_drains_at_once_deliver_each_message_once(outreach_pg, smtp_servers, clock):
+    db = outreach_pg.db_url
+    server = smtp_servers()
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign()
+    outreach_pg.queue(cid, outreach_pg.leads(40))
+    threads = [threading.Thread(target=drain_queue, args=(db, f"run{i}"),
+                                kwargs={"now_fn": clock(), "batch_size": 3}) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    received = Counter(server.message_ids())
+    assert len(received) == 40 and set(received.values()) == {1}
+
+
+_DOOMED_WORKER = """
+import datetime as dt, sys
+from tasks.outreach.queue import claim_due_emails, send_claimed_emails
+T0 = dt.datetime(2025, 3, 3, 10, 0, tzinfo=dt.UTC)
+ids = claim_due_emails(sys.argv[1], "doomed", 5, T0)
+print("claimed", *ids, flush=True)
+send_claimed_emails(sys.argv[1], ids, "doomed", now_fn=lambda: T0)
+"""
+
+
+def test_worker_killed_mid_batch_leaves_review_and_another_sends_the_rest(
+    outreach_pg, smtp_servers, clock
+):
+    db = outreach_pg.db_url
+    in_flight, resume = threading.Event(), threading.Event()
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 2 and not resume.is_set():
+            in_flight.set()  # the doomed worker's third message is on the wire
+            resume.wait(30)
+        return None
+
+    server = smtp_servers(script=script)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(12))
+    proc = subprocess.Popen([sys.executable, "-c", _DOOMED_WORKER, db], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        claimed = [int(x) for x in proc.stdout.readline().split()[1:]]  # type: ignore[union-attr]
+        assert len(claimed) == 5
+        assert in_flight.wait(30)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        resume.set()
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()  # type: ignore[union-attr]
+    now = clock(T0 + dt.timedelta(minutes=11))  # the claims (600 s) have expired
+
+    assert release_expired_claims(db, now.now) == 5
+    report = drain_queue(db, "survivor", now_fn=now)
+
+    assert report.sent == 7
+    rows = outreach_pg.emails(ids)
+    assert {rows[i].status for i in claimed} == {"review"}
+    received = Counter(server.message_ids())
+    assert set(received.values()) == {1}
+    claimed_ids = {rows[i].message_id for i in claimed}
+    # The doomed worker got 3 messages out (the third was taken after it died); none again.
+    assert len(claimed_ids & set(received)) == 3 and len(received) == 10
+
+
+def test_suppression_added_after_queueing_is_honoured_at_send_time(outreach_pg, smtp_servers,
+                                                                   clock):
+    db = outreach_pg.db_url
+    server = smtp_servers()
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign(steps=(0, 3))
+    leads = outreach_pg.leads(4)
+    ids = outreach_pg.queue(cid, leads)
+    with session_scope(db) as s:
+        suppress(s, "lead0@dest0.example", "unsubscribed")
+        suppress(s, "dest1.example", "complained", kind="domain")
+
+    report = drain_queue(db, "w", now_fn=clock())
+
+    assert (report.sent, report.cancelled) == (2, 2)
+    sent_to = {r.rcpt_tos[0] for r in server.received}
+    assert sent_to == {"lead2@dest2.example", "lead3@dest3.example"}
+    everything = outreach_pg.emails().values()
+    stopped = [e for e in everything if e.to_email in ("lead0@dest0.example",
+                                                       "lead1@dest1.example")]
+    assert {e.status for e in stopped} == {"cancelled"}
+    links = {c.lead_id: c for c in _links(db)}
+    assert {(links[e.lead_id].status, links[e.lead_id].stop_reason) for e in stopped} == {
+        ("stopped", "suppressed")}
+    assert _status(outreach_pg, ids)["cancelled"] == 2
+
+
+def _links(db: str) -> list[CampaignLead]:
+    with session_scope(db) as s:
+        return list(s.scalars(select(CampaignLead)))
+
+
+def test_unreachable_provider_fails_over_and_never_leaks_the_password(
+    outreach_pg, smtp_servers, clock, caplog, monkeypatch
+):
+    from leadflow.settings import reset_settings_cache
+    from tests.conftest import free_port
+
+    db = outreach_pg.db_url
+    good = smtp_servers()
+    wrong = smtp_servers()
+    outreach_pg.provider("down", free_port(), priority=1)
+    outreach_pg.provider("wrong-password", wrong.port, priority=2, password_ref="other_ref")
+    outreach_pg.provider("good", good.port, priority=3)
+    monkeypatch.setenv("LEADFLOW_SMTP_PASSWORDS__OTHER_REF", "not-the-password-42")
+    reset_settings_cache()
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(3))
+
+    report = drain_queue(db, "w", now_fn=clock())
+
+    assert (report.sent, report.by_provider) == (3, {"good": 3})
+    assert len(good.received) == 3 and wrong.received == []
+    text = caplog.text + repr(report) + repr(list(outreach_pg.emails(ids).values()))
+    for secret in (SMTP_PASSWORD, "not-the-password-42"):
+        assert secret not in text
+    assert "unavailable" in caplog.text
+
+    # With every provider down the emails are retried later, not failed.
+    with session_scope(db) as s:
+        from models import SmtpProvider
+        s.get_one(SmtpProvider, 3).is_active = False
+    more = outreach_pg.queue(cid, outreach_pg.leads(2, prefix="more"))
+    report = drain_queue(db, "w", now_fn=clock())
+    assert report.retried == 2
+    rows = outreach_pg.emails(more).values()
+    assert all(r.status == "queued" and "no SMTP provider reachable" in r.last_error
+               and "535" in r.last_error and "not-the-password-42" not in r.last_error
+               for r in rows)
