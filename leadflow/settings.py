@@ -113,6 +113,18 @@ class Settings(BaseSettings):
     # HMAC key of tracking tokens; when unset, one is generated once into tracking_secret_file.
     tracking_secret: SecretStr | None = None
     tracking_secret_file: Path = DATA_DIR / "tracking.key"
+    # Proxies (CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored.
+    tracking_trusted_proxies: list[str] = []
+    # Machine-event rules (bot_rules.json shape); None = tracking_app/bot_rules.json.
+    tracking_bot_rules_file: Path | None = None
+    # Group commit: a batch is committed once its oldest event waited this long, or at once
+    # when this many are waiting.
+    tracking_commit_window_ms: float = 2.0
+    tracking_commit_max_batch: int = 500
+    # A request whose event is not committed within this time gets 503.
+    tracking_commit_timeout_s: float = 10.0
+    # Derived figures of touched emails are refreshed at most this often.
+    tracking_refresh_interval_s: float = 0.5
 
     # --- deployments -------------------------------------------------------------------
     # Time zone of every deployment schedule (daily 9:00, hourly, every 6 hours).

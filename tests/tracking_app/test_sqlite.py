@@ -1,0 +1,64 @@
+"""The tracking app on the embedded default, a SQLite file: open, click, unsubscribe and
+concurrent opens through real HTTP, with the figures derived."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy import select
+
+from leadflow import tokens
+from models import Email, Lead, Suppression
+from models.db import session_scope
+from tests.tracking_app.conftest import (
+    LINKS,
+    event_count,
+    make_outreach,
+    path_of,
+    start_app,
+    stop_app,
+)
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0"
+
+
+async def _opens(base_url: str, path: str, n: int) -> list[int]:
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        responses = await asyncio.gather(*(
+            client.get(path, headers={"user-agent": BROWSER, "x-forwarded-for": f"10.9.{i}.1"})
+            for i in range(n)))
+    return [r.status_code for r in responses]
+
+
+def test_the_app_records_and_derives_on_sqlite(sqlite_url: str, tracking_env: None) -> None:
+    o = make_outreach(sqlite_url)
+    app, thread = start_app(sqlite_url)
+    try:
+        e0, e1, _ = o.email_ids
+        h = {"user-agent": BROWSER}
+        assert asyncio.run(_opens(app.base_url, path_of(tokens.open_url(e0)), 100)) == [200] * 100
+        r = httpx.get(app.base_url + path_of(tokens.click_url(e1, 0)) + "?url=https://evil.example",
+                      headers=h, timeout=10)
+        assert (r.status_code, r.headers["location"]) == (302, LINKS[0])
+        assert httpx.get(app.base_url + path_of(tokens.open_url(10_000)),
+                         headers=h, timeout=10).status_code == 404
+        unsub = app.base_url + path_of(tokens.unsubscribe_url(e0))
+        assert httpx.get(unsub, timeout=10).status_code == 200
+        assert event_count(sqlite_url) == 101
+        r = httpx.post(unsub, content="List-Unsubscribe=One-Click", timeout=10,
+                       headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 200
+        app.wait_idle()
+        assert event_count(sqlite_url) == 102
+        with session_scope(sqlite_url) as s:
+            assert s.get_one(Email, e0).open_count == 100
+            assert s.get_one(Email, e1).click_count == 1
+            assert [(x.value, x.reason) for x in s.scalars(select(Suppression))] == [
+                ("owner0@salon0.example", "unsubscribed")]
+            lead = s.get_one(Lead, o.lead_ids[0])
+            assert (lead.status, lead.emails_opened) == ("unsubscribed", 1)
+            assert {s.get_one(Email, i).status for i in o.unsent_email_ids} == {"cancelled"}
+    finally:
+        stop_app(app, thread)

@@ -1,0 +1,222 @@
+"""The tracking app's routes: open pixel, click redirect, unsubscribe page and one-click
+unsubscribe, health. Every request is untrusted: a token that does not verify, an unknown email
+or link, or an oversized or malformed request gets a 4xx and writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypedDict
+
+import anyio
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from leadflow.settings import get_settings
+from leadflow.tokens import TrackingToken, tracking_key, verify
+from models.db import get_engine
+from tracking_app.bots import load_rules
+from tracking_app.client_ip import TrustedProxies, client_address, truncated_network
+from tracking_app.events import EventWriter, WriterUnavailable
+from tracking_app.hits import Hit, Outcome
+from tracking_app.limits import MAX_BODY_BYTES, RequestLimits
+from tracking_app.recording import email_exists
+from tracking_app.refresher import EngagementRefresher
+from tracking_app.unsubscribe import (
+    CONFIRM_PAGE,
+    DONE_PAGE,
+    PAGE_HEADERS,
+    OneClickError,
+    check_one_click_body,
+)
+
+# The smallest transparent GIF: 1x1, one transparent colour.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_CACHE = {
+    "cache-control": "no-store, no-cache, must-revalidate, max-age=0, private",
+    "pragma": "no-cache",
+    "expires": "0",
+}
+USER_AGENT_MAX = 300
+HEALTH_TIMEOUT_S = 2.0
+
+# Responses without per-request content are built once: building costs more than sending.
+_PIXEL = Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
+_NOT_FOUND = PlainTextResponse("Not Found", status_code=404, headers=NO_CACHE)
+_UNAVAILABLE = PlainTextResponse(
+    "Service Unavailable", status_code=503, headers={**NO_CACHE, "retry-after": "1"}
+)
+
+
+@dataclass
+class Tracking:
+    """What the routes share, owned by the lifespan."""
+
+    engine: Engine
+    writer: EventWriter
+    refresher: EngagementRefresher
+    key: bytes
+    trusted: TrustedProxies
+
+
+class State(TypedDict):
+    tracking: Tracking
+
+
+def create_app(db_url: str | None = None) -> Starlette:
+    """The tracking app on `db_url` (default: settings.database_url). Settings (secret,
+    trusted proxies, bot rules, group-commit window) are read when the app is created."""
+    settings = get_settings()
+    url = db_url or settings.database_url
+    key = tracking_key()
+    rules = load_rules(settings.tracking_bot_rules_file)
+    trusted = TrustedProxies(settings.tracking_trusted_proxies)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        engine = get_engine(url)
+        refresher = EngagementRefresher(engine, interval_s=settings.tracking_refresh_interval_s)
+        writer = EventWriter(
+            engine, rules,
+            window_s=settings.tracking_commit_window_ms / 1000,
+            max_batch=settings.tracking_commit_max_batch,
+            commit_timeout_s=settings.tracking_commit_timeout_s,
+            on_committed=refresher.mark,
+        )
+        await refresher.start()
+        await writer.start()
+        try:
+            yield {"tracking": Tracking(engine, writer, refresher, key, trusted)}
+        finally:
+            await writer.stop()
+            await refresher.stop()
+            engine.dispose()
+
+    routes = [
+        Route("/o/{token}.gif", open_pixel, methods=["GET", "HEAD"]),
+        Route("/c/{token}", click, methods=["GET", "HEAD"]),
+        Route("/u/{token}", unsubscribe, methods=["GET", "HEAD", "POST"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestLimits)],
+        max_body_size=MAX_BODY_BYTES,
+    )
+
+
+async def open_pixel(request: Request) -> Response:
+    outcome = await _record(request, "open")
+    return outcome if isinstance(outcome, Response) else _PIXEL
+
+
+async def click(request: Request) -> Response:
+    # The destination comes only from email_links; the query string is never read.
+    outcome = await _record(request, "click")
+    if isinstance(outcome, Response):
+        return outcome
+    assert outcome.redirect_url is not None
+    return Response(status_code=302, headers={
+        "location": outcome.redirect_url, "referrer-policy": "no-referrer", **NO_CACHE,
+    })
+
+
+async def unsubscribe(request: Request) -> Response:
+    tracking: Tracking = request.state.tracking
+    token = _token(request, tracking, "unsubscribe")
+    if token is None:
+        return _NOT_FOUND
+    if request.method != "POST":
+        # GET/HEAD only show the button: link scanners follow links, they do not submit forms.
+        exists = await anyio.to_thread.run_sync(_email_exists, tracking.engine, token.email_id)
+        return HTMLResponse(CONFIRM_PAGE, headers=PAGE_HEADERS) if exists else _NOT_FOUND
+    try:
+        check_one_click_body(request.headers.get("content-type"), await request.body())
+    except OneClickError as exc:
+        return PlainTextResponse(exc.reason, status_code=exc.status_code, headers=NO_CACHE)
+    outcome = await _record(request, "unsubscribe", token)
+    if isinstance(outcome, Response):
+        return outcome
+    return HTMLResponse(DONE_PAGE, headers=PAGE_HEADERS)
+
+
+async def healthz(request: Request) -> Response:
+    tracking: Tracking = request.state.tracking
+    try:
+        await asyncio.wait_for(anyio.to_thread.run_sync(_ping, tracking.engine),
+                               HEALTH_TIMEOUT_S)
+    except Exception:  # any failure to reach the database means "not healthy"
+        return JSONResponse({"status": "database unavailable"}, status_code=503,
+                            headers=NO_CACHE)
+    return JSONResponse({
+        "status": "ok",
+        "events_pending": tracking.writer.pending,
+        "events_committed": tracking.writer.events,
+        "batches_committed": tracking.writer.batches,
+        "figures_pending": tracking.refresher.pending,
+    }, headers=NO_CACHE)
+
+
+def _token(request: Request, tracking: Tracking, kind: str) -> TrackingToken | None:
+    token = verify(request.path_params["token"], tracking.key)
+    return token if token is not None and token.kind == kind else None
+
+
+async def _record(
+    request: Request, kind: str, token: TrackingToken | None = None
+) -> Outcome | Response:
+    """The committed outcome of this request's hit, or the error response to send."""
+    tracking: Tracking = request.state.tracking
+    token = token or _token(request, tracking, kind)
+    if token is None:
+        return _NOT_FOUND
+    try:
+        outcome = await tracking.writer.record(_hit(request, tracking, token))
+    except WriterUnavailable:
+        return _UNAVAILABLE
+    return outcome if outcome.recorded else _NOT_FOUND
+
+
+def _hit(request: Request, tracking: Tracking, token: TrackingToken) -> Hit:
+    headers = request.headers
+    peer = request.scope.get("client")
+    forwarded = headers.getlist("x-forwarded-for")
+    address = client_address(
+        peer[0] if peer else None, ",".join(forwarded) if forwarded else None, tracking.trusted
+    )
+    user_agent = headers.get("user-agent") or None
+    if user_agent is not None:
+        if not user_agent.isprintable():
+            user_agent = "".join(c for c in user_agent if c.isprintable())
+        user_agent = user_agent[:USER_AGENT_MAX]
+    return Hit(
+        kind=token.kind,
+        email_id=token.email_id,
+        link_position=token.link_position,
+        method=request.method,
+        user_agent=user_agent,
+        client_ip=address,
+        ip_network=truncated_network(address) if address is not None else None,
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def _email_exists(engine: Engine, email_id: int) -> bool:
+    with engine.connect() as conn:
+        return email_exists(conn, email_id)
+
+
+def _ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

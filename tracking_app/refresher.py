@@ -1,0 +1,66 @@
+"""Keeps the engagement figures of the emails the tracking app touches current, off the
+request path: the writer reports the emails of each committed batch, and their figures (and
+their leads' and campaigns') are recomputed in a transaction of their own, coalesced to at
+most one refresh every `interval_s`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from tracking_app.background import ThreadedLoop
+from tracking_app.figures import refresh_figures
+
+log = logging.getLogger("leadflow.tracking")
+
+
+class EngagementRefresher(ThreadedLoop):
+    def __init__(self, engine: Engine, *, interval_s: float = 0.5) -> None:
+        super().__init__("tracking-figures")
+        self._engine = engine
+        self._interval_s = interval_s
+        self._dirty: set[int] = set()
+        self._in_flight = 0
+
+    @property
+    def pending(self) -> int:
+        """Emails whose figures are not refreshed yet."""
+        return len(self._dirty) + self._in_flight
+
+    def mark(self, email_ids: set[int]) -> None:
+        self._dirty |= email_ids
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._dirty:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            ids, self._dirty = self._dirty, set()
+            self._in_flight = len(ids)
+            try:
+                await loop.run_in_executor(self._executor, self._refresh, ids)
+            except DBAPIError as exc:
+                # The events are committed: the figures catch up at the next refresh (or the
+                # scheduled full refresh, if the app is stopping).
+                log.warning("engagement refresh failed: %s", type(exc.orig))
+                if self._closing:
+                    return
+                self._dirty |= ids
+            except Exception:
+                log.exception("engagement refresh failed")
+            finally:
+                self._in_flight = 0
+            if not self._closing:
+                await asyncio.sleep(self._interval_s)
+
+    def _refresh(self, ids: set[int]) -> None:
+        with self._engine.begin() as conn:
+            refresh_figures(conn, ids)

@@ -1,0 +1,33 @@
+"""Runs the tracking app with uvicorn (what `leadflow tracking` calls)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from tracking_app.app import create_app
+
+# Request line and headers together may not exceed this (h11 answers 400 beyond it).
+MAX_REQUEST_HEAD_BYTES = 16_384
+
+
+def server_config(app: object, host: str, port: int) -> uvicorn.Config:
+    """The uvicorn configuration the app is served with (also used by the benchmark's
+    ceiling, so both run on the same server stack)."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        # X-Forwarded-For is handled by the app, only from tracking_trusted_proxies.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        lifespan="on",
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        timeout_keep_alive=15,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def serve(host: str, port: int, db_url: str | None = None) -> None:
+    """Serve the tracking app on host:port against db_url (default: settings), until stopped."""
+    uvicorn.Server(server_config(create_app(db_url), host, port)).run()
