@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings, get_settings
@@ -33,6 +33,7 @@ from tasks.outreach.templates import (
 )
 from tasks.usage import Plan, ensure_api_configs, record_calls, remaining_quota
 
+EMAILS = cast(Table, Email.__table__)
 # Emails composed per read-compose-write round: bounds memory and the length of each
 # write transaction.
 COMPOSE_BATCH = 1000
@@ -197,7 +198,7 @@ def _write(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[i
     """Store composed content on rows still `scheduled`; returns the ids this call won."""
     if not rows:
         return set()
-    table = Email.__table__
+    table = EMAILS
     fields = ("subject", "body_text", "body_html", "message_id", "ai_status", "ai_note")
     done = {"status": "queued", "composed_at": now, "updated_at": now, "last_error": None}
     if session.get_bind().dialect.name == "postgresql":
@@ -220,7 +221,7 @@ def _write(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[i
 
 
 def _fail(session: Session, skipped: Mapping[int, str], now: datetime) -> None:
-    table = Email.__table__
+    table = EMAILS
     stmt = (update(table)
             .where(table.c.id == bindparam("b_id"), table.c.status == "scheduled")
             .values(status="failed", last_error=bindparam("b_error"), updated_at=now))
