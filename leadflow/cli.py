@@ -210,14 +210,34 @@ def demo(
     max_results: int = typer.Option(200, help="Leads to generate."),
     industry: str = typer.Option("salon"),
     location: str = typer.Option("Austin, TX"),
+    outreach_leads: int = typer.Option(
+        25, min=0, help="Leads to contact in a demo campaign afterwards (0: none)."),
 ) -> None:
     """Run the whole lead-generation job on the embedded defaults: a SQLite file and the sandbox
     (started here) in place of the external APIs and the businesses' websites. No keys, no
     network."""
     from leadflow.demo import run_demo
 
-    summary = run_demo(max_results=max_results, industry=industry, location=location)
+    summary = run_demo(max_results=max_results, industry=industry, location=location,
+                       outreach_leads=outreach_leads)
     console.print(_summary_table(summary))
+    outreach = summary.get("outreach")
+    if outreach:
+        table = Table(title=f"Campaign {outreach['campaign_id']} (step 1 sent)",
+                      show_header=False)
+        sent = outreach["sent"]
+        step1 = next((r for r in outreach["funnel"] if r["step_number"] == 1), {})
+        rows = [
+            ("leads linked", outreach["leads_linked"]),
+            ("emails sent", sent.get("sent", 0)),
+            ("follow-ups scheduled", sum(r["scheduled"] for r in outreach["funnel"])),
+            ("not sent (failed/bounced/cancelled)",
+             sum(step1.get(k, 0) for k in ("failed", "bounced", "cancelled"))),
+            ("outbox (.eml files)", outreach["outbox"]),
+        ]
+        for key, value in rows:
+            table.add_row(key, str(value))
+        console.print(table)
 
 
 from leadflow.cli_outreach import register as _register_outreach  # noqa: E402

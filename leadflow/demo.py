@@ -48,7 +48,8 @@ def start_sandbox(
     raise RuntimeError("the sandbox did not start within 60 s")
 
 
-def run_demo(max_results: int, industry: str, location: str) -> dict[str, Any]:
+def run_demo(max_results: int, industry: str, location: str,
+             outreach_leads: int = 25) -> dict[str, Any]:
     from sandbox.environment import sandbox_env
 
     with console.status("starting the sandbox (stand-in for the APIs and websites)..."):
@@ -67,8 +68,39 @@ def run_demo(max_results: int, industry: str, location: str) -> dict[str, Any]:
             f"generating up to {max_results} {industry} leads in {location} "
             "(fetch -> enrich -> analyse -> score -> dedupe -> validate -> load)"
         )
-        return generate_leads(source="apollo", industry=industry, location=location,
-                              max_results=max_results, enrich=True, analyse=True)
+        summary = generate_leads(source="apollo", industry=industry, location=location,
+                                 max_results=max_results, enrich=True, analyse=True)
+        if outreach_leads:
+            summary["outreach"] = run_outreach(industry, location, outreach_leads)
+        return summary
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def run_outreach(industry: str, location: str, leads: int) -> dict[str, Any]:
+    """A demo campaign on the default sequence with AI openings (the sandbox's OpenAI): link
+    the best new leads and run execute-campaign. With no SMTP provider configured, the emails
+    land in the outbox folder as .eml files."""
+    from flows.execute_campaign import execute_campaign
+    from leadflow.settings import get_settings
+    from models.db import session_scope
+    from tasks.outreach.campaign_leads import link_leads, matching_lead_ids
+    from tasks.outreach.defaults import create_campaign
+
+    settings = get_settings()
+    db = settings.database_url
+    with session_scope(db) as session:
+        campaign_id = create_campaign(
+            session, name=f"Demo: {industry} in {location}", status="active",
+            target_industry=industry, target_location=location, ai_personalisation=True,
+            # The demo sends whenever it is run: the whole day, every day.
+            send_window_start_hour=0, send_window_end_hour=0, send_weekdays=list(range(7)),
+        )
+    linked = link_leads(db, campaign_id, matching_lead_ids(db, campaign_id, leads))
+    console.print(f"campaign {campaign_id}: {linked} leads linked; executing "
+                  "(route -> compose -> send step 1; steps 2 and 3 scheduled)")
+    result = execute_campaign(campaign_id=campaign_id)
+    return {"campaign_id": campaign_id, "leads_linked": linked,
+            "outbox": str(settings.outbox_dir.resolve()), "funnel": result["funnel"],
+            "sent": result["sent"]}

@@ -1,0 +1,208 @@
+"""The outreach flows end to end on PostgreSQL, sending over SMTP (STARTTLS + AUTH) to a real
+aiosmtpd server: execute-campaign, the follow-up checker after a reply, two runs of the same
+flow at once, the hourly outreach in each campaign's time zone, and the daily lead generation
+feeding an automated campaign from the sandbox."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.policy import default as default_policy
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select, update
+
+from models import Campaign, CampaignLead, Email, Lead
+from models.db import session_scope
+from tasks.outreach.campaign_leads import link_leads
+from tasks.outreach.defaults import create_campaign
+from tasks.outreach.replies import record_reply
+from tests.tasks.outreach.mailserver import Outreach, SmtpServer
+
+pytest_plugins = ["tests.tasks.outreach.sending_fixtures"]
+
+ALL_DAY = {"send_window_start_hour": 0, "send_window_end_hour": 0,
+           "send_weekdays": list(range(7))}
+
+
+@pytest.fixture()
+def env(prefect_server: str, pg_settings: str, send_env: Any) -> Iterator[str]:
+    yield pg_settings
+
+
+@pytest.fixture()
+def relay(env: str, smtp_servers: Any) -> SmtpServer:
+    server: SmtpServer = smtp_servers("starttls", auth=True)
+    Outreach(env).provider("relay", server.port)
+    return server
+
+
+def campaign(db: str, **fields: Any) -> int:
+    with session_scope(db) as session:
+        return create_campaign(session, **{"name": "flow test", "status": "active",
+                                           **ALL_DAY, **fields})
+
+
+def leads(db: str, n: int, prefix: str = "lead") -> list[int]:
+    with session_scope(db) as session:
+        rows = [Lead(company_name=f"{prefix.title()} Salon {i}", contact_name=f"Ana Diaz{i}",
+                     email=f"{prefix}{i}@salon{i}.example", email_norm=f"{prefix}{i}@salon{i}"
+                     ".example", website=f"https://salon{i}.example", industry="salon",
+                     city="Austin", source="apollo", booking_tools=["vagaro"] if i % 2 else [])
+                for i in range(n)]
+        session.add_all(rows)
+        session.flush()
+        return [r.id for r in rows]
+
+
+def emails(db: str, campaign_id: int) -> list[Email]:
+    with session_scope(db) as session:
+        return list(session.scalars(select(Email).where(Email.campaign_id == campaign_id)
+                                    .order_by(Email.lead_id, Email.step_number)))
+
+
+def test_execute_campaign_sends_step_one_schedules_the_rest_and_updates_leads(
+    env: str, relay: SmtpServer,
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.execute_campaign import execute_campaign
+
+    cid = campaign(env)
+    lead_ids = leads(env, 6)
+    link_leads(env, cid, lead_ids)
+
+    result = execute_campaign(campaign_id=cid)
+
+    received = relay.received
+    assert len(received) == 6 and len(set(relay.message_ids())) == 6
+    message = message_from_bytes(received[0].data, policy=default_policy)
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert received[0].auth_user and received[0].tls
+    rows = emails(env, cid)
+    by_step = Counter((e.step_number, e.status) for e in rows)
+    assert by_step == {(1, "sent"): 6, (2, "scheduled"): 6, (3, "scheduled"): 6}
+    for first, second in zip(rows[0::3], rows[1::3], strict=True):
+        assert second.scheduled_at - first.sent_at == timedelta(days=3)
+    with session_scope(env) as session:
+        contacted = session.scalars(select(Lead).where(Lead.id.in_(lead_ids))).all()
+        assert {lead.status for lead in contacted} == {"contacted"}
+        assert all(lead.last_contacted_at is not None for lead in contacted)
+        c = session.get_one(Campaign, cid)
+        assert (c.emails_sent, c.leads_contacted, c.leads_generated) == (6, 6, 6)
+    assert result["sent"]["sent"] == 6
+    funnel = {row["step_number"]: row for row in result["funnel"]}
+    assert funnel[1]["sent"] == 6 and funnel[2]["scheduled"] == 6
+    assert "sent" in str(Artifact.get("campaign-funnel").data)
+
+
+def test_follow_ups_go_out_when_due_except_to_a_lead_that_replied(
+    env: str, relay: SmtpServer,
+) -> None:
+    from flows.execute_campaign import execute_campaign
+    from flows.follow_up_checker import follow_up_checker
+
+    cid = campaign(env)
+    lead_ids = leads(env, 4)
+    link_leads(env, cid, lead_ids)
+    execute_campaign(campaign_id=cid)
+    replied = record_reply(env, address="lead0@salon0.example")
+    assert replied is not None and replied.steps_cancelled == 2
+    # Three days pass: step 2 falls due.
+    with session_scope(env) as session:
+        session.execute(update(Email).where(Email.step_number == 2)
+                        .values(scheduled_at=datetime.now(UTC) - timedelta(minutes=1)))
+
+    follow_up_checker()
+
+    # Message-ID: <lf.{campaign}.{lead}.{step}.{hash}@domain>
+    step2 = [r for r in relay.received if r.message_id.strip("<").split(".")[3] == "2"]
+    assert len(step2) == 3
+    assert all(r.rcpt_tos != ["lead0@salon0.example"] for r in step2)
+    with session_scope(env) as session:
+        status = dict(session.execute(select(Lead.id, Lead.status)
+                                      .where(Lead.id.in_(lead_ids))).all())
+        link = session.scalars(select(CampaignLead).where(
+            CampaignLead.lead_id == lead_ids[0])).one()
+    assert status[lead_ids[0]] == "replied"
+    assert [status[i] for i in lead_ids[1:]] == ["follow_up_1"] * 3
+    assert (link.status, link.stop_reason) == ("stopped", "replied")
+    assert {e.status for e in emails(env, cid) if e.lead_id == lead_ids[0]} == {
+        "sent", "cancelled"}
+
+
+def test_the_same_flow_run_twice_at_once_sends_each_email_once(
+    env: str, relay: SmtpServer,
+) -> None:
+    from flows.execute_campaign import execute_campaign
+
+    cid = campaign(env)
+    link_leads(env, cid, leads(env, 30))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            execute_campaign(campaign_id=cid)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert errors == []
+    ids = relay.message_ids()
+    assert len(ids) == 30 and len(set(ids)) == 30
+    assert Counter(e.status for e in emails(env, cid) if e.step_number == 1) == {"sent": 30}
+
+
+def test_hourly_outreach_contacts_only_campaigns_whose_local_hour_has_come(
+    env: str, relay: SmtpServer,
+) -> None:
+    from flows.daily_outreach import daily_outreach
+
+    tz = "Asia/Tokyo"
+    now_hour = datetime.now(ZoneInfo(tz)).hour
+    due = campaign(env, name="due", timezone=tz, schedule_hour=now_hour)
+    later = campaign(env, name="later", timezone=tz, schedule_hour=(now_hour + 1) % 24)
+    link_leads(env, due, leads(env, 3, "due"))
+    link_leads(env, later, leads(env, 3, "later"))
+
+    result = daily_outreach()
+
+    assert result["campaigns"] == [due]
+    assert sorted(r.rcpt_tos[0].split("@")[0] for r in relay.received) == [
+        "due0", "due1", "due2"]
+    assert emails(env, later) == []
+
+
+def test_daily_lead_generation_feeds_each_automated_campaign_its_leads_per_day(
+    env: str, sandbox_env: Any,
+) -> None:
+    from flows.daily_lead_generation import daily_lead_generation
+
+    auto = campaign(env, name="auto", campaign_type="automated", leads_per_day=12,
+                    target_industry="salon", target_location="Austin, TX", sources=["apollo"])
+    manual = campaign(env, name="manual", campaign_type="manual", target_industry="salon",
+                      target_location="Austin, TX")
+
+    results = daily_lead_generation()
+
+    assert [r["campaign_id"] for r in results] == [auto]
+    with session_scope(env) as session:
+        linked = session.scalars(select(CampaignLead.lead_id)
+                                 .where(CampaignLead.campaign_id == auto)).all()
+        c = session.get_one(Campaign, auto)
+        assert session.scalars(select(CampaignLead).where(
+            CampaignLead.campaign_id == manual)).all() == []
+        matched = session.scalars(select(Lead).where(Lead.id.in_(linked))).all()
+    assert 0 < len(linked) <= 12 and c.leads_generated == len(linked)
+    assert results[0]["leads_linked"] == len(linked)
+    assert all(lead.email_norm and lead.city.lower() == "austin" for lead in matched)
