@@ -4,6 +4,8 @@ and email processed exactly once."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import func, select
 
 from deployments.catalog import JOBS
@@ -35,3 +37,86 @@ def test_a_triggered_deployment_is_run_by_a_worker(cluster: LocalCluster,
         records = session.scalar(select(func.count()).select_from(LeadSourceRecord))
     assert leads and leads == batch.leads_generated
     assert records == 30
+
+
+def test_two_workers_process_every_lead_and_email_exactly_once(
+    cluster: LocalCluster, pg_clean: str,
+) -> None:
+    """A day's schedule on two workers: overlapping lead-generation runs, then overlapping
+    outreach runs of different deployments (not serialised by their concurrency limits). Every
+    business becomes one lead, and every linked lead gets step 1 exactly once."""
+    from aiosmtpd.controller import Controller
+
+    from models import Campaign, CampaignLead, Email, SmtpProvider
+    from tasks.outreach.defaults import create_campaign
+    from tests.conftest import free_port
+    from tests.tasks.outreach.mailserver import RecordingHandler
+
+    handler = RecordingHandler()
+    port = free_port()
+    relay = Controller(handler, hostname="127.0.0.1", port=port, auth_require_tls=False)
+    relay.start()
+    try:
+        with session_scope(pg_clean) as session:
+            session.add(SmtpProvider(name="relay", host="127.0.0.1", port=port,
+                                     security="none", hourly_limit=10_000, daily_limit=10_000))
+            campaign_id = create_campaign(
+                session, name="cluster", status="active", campaign_type="automated",
+                leads_per_day=25, target_industry="salon", target_location="Austin, TX",
+                sources=["apollo"], schedule_hour=datetime.now(UTC).hour,
+                send_window_start_hour=0, send_window_end_hour=0,
+                send_weekdays=list(range(7)))
+        search = {"source": "apollo", "industry": "salon", "location": "Austin, TX",
+                  "max_results": 60}
+        generation = [
+            cluster.trigger("generate-leads/generate-leads", search),
+            cluster.trigger("generate-leads/generate-leads", search),
+            cluster.trigger("daily-lead-generation/daily-lead-generation"),
+            cluster.trigger("daily-lead-generation/daily-lead-generation", in_seconds=1),
+        ]
+        states = cluster.wait(generation, timeout=600)
+        assert set(states.values()) == {"COMPLETED"}, cluster.logs()
+        outreach = [
+            cluster.trigger("execute-campaign/execute-campaign", {"campaign_id": campaign_id}),
+            cluster.trigger("execute-campaign/execute-campaign", {"campaign_id": campaign_id}),
+            cluster.trigger("daily-outreach/daily-outreach"),
+            cluster.trigger("follow-up-checker/follow-up-checker"),
+        ]
+        states = cluster.wait(outreach, timeout=600)
+        assert set(states.values()) == {"COMPLETED"}, cluster.logs()
+        received = handler.message_ids()
+    finally:
+        relay.stop()
+
+    with session_scope(pg_clean) as session:
+        for column in (Lead.email_norm, Lead.domain, Lead.phone_e164):
+            dupes = session.execute(select(column, func.count()).where(column.is_not(None))
+                                    .group_by(column).having(func.count() > 1)).all()
+            assert dupes == [], f"duplicate {column.key}: {dupes[:3]}"
+        # Each lead was created by exactly one batch, and both identical searches processed
+        # all their 60 records (the second merging into what the first created, or racing it).
+        batches = session.scalars(select(LeadBatch)).all()
+        leads = session.scalar(select(func.count()).select_from(Lead))
+        assert sum(b.leads_generated for b in batches) == leads
+        searches = [b for b in batches if b.max_results == 60]
+        assert len(searches) == 2
+        assert all(b.leads_generated + b.leads_merged + b.rows_rejected == 60
+                   for b in searches)
+        linked = session.scalar(select(func.count()).select_from(CampaignLead)
+                                .where(CampaignLead.campaign_id == campaign_id))
+        sent = session.scalars(select(Email.message_id).where(
+            Email.campaign_id == campaign_id, Email.status == "sent")).all()
+        campaign = session.get_one(Campaign, campaign_id)
+    assert 0 < linked <= 25 and campaign.leads_generated == linked
+    assert len(received) == len(set(received)), "an email was delivered twice"
+    assert sorted(received) == sorted(sent) and len(sent) == campaign.emails_sent
+    assert len(sent) == linked - campaign_stopped(pg_clean, campaign_id)
+
+
+def campaign_stopped(db: str, campaign_id: int) -> int:
+    """Linked leads that were not queued (no email, suppressed)."""
+    from models import CampaignLead
+
+    with session_scope(db) as session:
+        return int(session.scalar(select(func.count()).select_from(CampaignLead).where(
+            CampaignLead.campaign_id == campaign_id, CampaignLead.status == "stopped")) or 0)
