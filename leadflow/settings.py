@@ -121,10 +121,12 @@ class Settings(BaseSettings):
     # when this many are waiting.
     tracking_commit_window_ms: float = 2.0
     tracking_commit_max_batch: int = 500
+    # Batches committing at once (each on its own connection; SQLite commits one at a time).
+    tracking_commit_concurrency: int = 4
     # A request whose event is not committed within this time gets 503.
     tracking_commit_timeout_s: float = 10.0
     # Derived figures of touched emails are refreshed at most this often.
-    tracking_refresh_interval_s: float = 0.5
+    tracking_refresh_interval_s: float = 2.0
 
     # --- deployments -------------------------------------------------------------------
     # Time zone of every deployment schedule (daily 9:00, hourly, every 6 hours).

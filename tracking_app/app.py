@@ -24,11 +24,12 @@ from leadflow.tokens import TrackingToken, tracking_key, verify
 from models.db import get_engine
 from tracking_app.bots import load_rules
 from tracking_app.client_ip import TrustedProxies, client_address, truncated_network
-from tracking_app.events import EventWriter, WriterUnavailable
+from tracking_app.events import EventWriter, Store, WriterUnavailable
 from tracking_app.hits import Hit, Outcome
 from tracking_app.limits import MAX_BODY_BYTES, RequestLimits
 from tracking_app.recording import email_exists
 from tracking_app.refresher import EngagementRefresher
+from tracking_app.stores import AsyncPgStore, ThreadStore
 from tracking_app.unsubscribe import (
     CONFIRM_PAGE,
     DONE_PAGE,
@@ -86,10 +87,14 @@ def create_app(db_url: str | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         engine = get_engine(url)
         refresher = EngagementRefresher(engine, interval_s=settings.tracking_refresh_interval_s)
+        thread_store = ThreadStore(engine, rules)
+        store: Store = (AsyncPgStore(url, rules) if engine.dialect.name == "postgresql"
+                        else thread_store)
         writer = EventWriter(
-            engine, rules,
+            store, thread_store,
             window_s=settings.tracking_commit_window_ms / 1000,
             max_batch=settings.tracking_commit_max_batch,
+            max_in_flight=settings.tracking_commit_concurrency,
             commit_timeout_s=settings.tracking_commit_timeout_s,
             on_committed=refresher.mark,
         )
@@ -105,14 +110,14 @@ def create_app(db_url: str | None = None) -> Starlette:
     routes = [
         Route("/o/{token}.gif", open_pixel, methods=["GET", "HEAD"]),
         Route("/c/{token}", click, methods=["GET", "HEAD"]),
-        Route("/u/{token}", unsubscribe, methods=["GET", "HEAD", "POST"]),
+        Route("/u/{token}", unsubscribe, methods=["GET", "HEAD", "POST"],
+              max_body_size=MAX_BODY_BYTES),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
     ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestLimits)],
-        max_body_size=MAX_BODY_BYTES,
     )
 
 
@@ -189,13 +194,18 @@ async def _record(
 
 
 def _hit(request: Request, tracking: Tracking, token: TrackingToken) -> Hit:
-    headers = request.headers
+    # One pass over the raw headers (this runs for every hit; Request.headers costs more).
+    user_agent: str | None = None
+    forwarded: list[str] = []
+    for name, value in request.scope["headers"]:
+        if name == b"user-agent":
+            user_agent = user_agent or value.decode("latin-1") or None
+        elif name == b"x-forwarded-for":
+            forwarded.append(value.decode("latin-1"))
     peer = request.scope.get("client")
-    forwarded = headers.getlist("x-forwarded-for")
     address = client_address(
         peer[0] if peer else None, ",".join(forwarded) if forwarded else None, tracking.trusted
     )
-    user_agent = headers.get("user-agent") or None
     if user_agent is not None:
         if not user_agent.isprintable():
             user_agent = "".join(c for c in user_agent if c.isprintable())

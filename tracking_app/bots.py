@@ -14,7 +14,7 @@ from typing import Any
 from tracking_app.client_ip import IPAddress
 
 RULES_PATH = Path(__file__).with_name("bot_rules.json")
-_UA_CACHE_SIZE = 4096
+_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,11 @@ class BotRules:
     missing_user_agent: KindsRule | None
     soon_after_delivery: tuple[WindowRule, ...]
     repeat: WindowRule | None
-    # User agents repeat a lot (a few mail clients): their verdict is looked up once.
+    # User agents and addresses repeat a lot: their verdicts are looked up once.
     _ua_verdicts: dict[tuple[str, str], str | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _network_verdicts: dict[tuple[str, IPAddress], str | None] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -85,10 +88,18 @@ class BotRules:
             (r.reason for r in self.user_agents if kind in r.kinds and r.regex.search(user_agent)),
             None,
         )
-        if len(self._ua_verdicts) >= _UA_CACHE_SIZE:
-            self._ua_verdicts.clear()
-        self._ua_verdicts[key] = verdict
-        return verdict
+        return _remember(self._ua_verdicts, key, verdict)
+
+    def network_reason(self, kind: str, address: IPAddress) -> str | None:
+        key = (kind, address)
+        try:
+            return self._network_verdicts[key]
+        except KeyError:
+            pass
+        verdict = next(
+            (n.reason for n in self.networks if kind in n.kinds and n.matches(address)), None
+        )
+        return _remember(self._network_verdicts, key, verdict)
 
     def machine_reason(
         self,
@@ -108,9 +119,9 @@ class BotRules:
             if reason:
                 return reason
         if client_ip is not None:
-            for net in self.networks:
-                if kind in net.kinds and net.matches(client_ip):
-                    return net.reason
+            reason = self.network_reason(kind, client_ip)
+            if reason:
+                return reason
         for m in self.methods:
             if kind in m.kinds and method in m.methods:
                 return m.reason
@@ -125,6 +136,13 @@ class BotRules:
                 and occurred_at - _aware(last_seen_at) <= self.repeat.window):
             return self.repeat.reason
         return None
+
+
+def _remember(cache: dict[Any, str | None], key: Any, verdict: str | None) -> str | None:
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()
+    cache[key] = verdict
+    return verdict
 
 
 def _aware(ts: datetime) -> datetime:

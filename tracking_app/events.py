@@ -2,24 +2,23 @@
 
 A request appends its hit to an in-process queue and awaits that hit's commit. One writer
 takes whatever is waiting (once the oldest hit has waited `window_s`, or at once when
-`max_batch` are waiting) and records it in one transaction, in a thread of its own so the
-event loop keeps serving. A request is answered only after its event is committed; when a
-commit fails its requests get 503 and the transaction leaves nothing behind. No request takes
-a row lock: events are appended, figures are derived afterwards (figures.py)."""
+`max_batch` are waiting) and records it in one transaction through a store (stores.py). A
+request is answered only after its event is committed; when a commit fails its requests get
+503 and the transaction leaves nothing behind. No request takes a row lock: events are
+appended, figures are derived afterwards (figures.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
-
-from tracking_app.background import ThreadedLoop
-from tracking_app.bots import BotRules
+from tracking_app.background import BackgroundLoop
 from tracking_app.hits import Hit, Outcome
-from tracking_app.recording import record_hits
+from tracking_app.recording import TRACKED_KINDS, BatchResult, RepeatKey, repeat_key
+from tracking_app.stores import Earlier, FailureKind
 
 log = logging.getLogger("leadflow.tracking")
 
@@ -31,27 +30,43 @@ class WriterUnavailable(Exception):
     """The event could not be committed (the request gets 503)."""
 
 
-class EventWriter(ThreadedLoop):
+class Store(Protocol):
+    async def write(self, hits: Sequence[Hit], earlier: Earlier = None) -> BatchResult: ...
+    def failure_kind(self, exc: BaseException) -> FailureKind | None: ...
+    async def close(self) -> None: ...
+
+
+class EventWriter(BackgroundLoop):
+    """Commits queued hits in batches: opens and clicks through `store`, unsubscribes (rare,
+    and they suppress and cancel too) through `unsubscribe_store`."""
+
     def __init__(
         self,
-        engine: Engine,
-        rules: BotRules,
+        store: Store,
+        unsubscribe_store: Store,
         *,
         window_s: float = 0.002,
         max_batch: int = 500,
         max_pending: int = 20_000,
+        max_in_flight: int = 4,
         commit_timeout_s: float = 10.0,
         on_committed: Callable[[set[int]], None] | None = None,
     ) -> None:
         super().__init__("tracking-writer")
-        self._engine = engine
-        self._rules = rules
+        self._store = store
+        self._unsubscribe_store = unsubscribe_store
         self._window_s = window_s
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._commit_timeout_s = commit_timeout_s
         self._on_committed = on_committed
         self._queue: list[_Waiting] = []
+        # Batches commit concurrently (while one waits for its WAL flush, the next is on its
+        # way), so a batch cannot see the rows of those still in flight: the writer tells it
+        # their hits' repeat keys instead. Value: (latest hit time, batch number).
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: dict[RepeatKey, tuple[datetime, int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.events = 0
 
@@ -67,11 +82,13 @@ class EventWriter(ThreadedLoop):
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.append((hit, future, loop.time()))
         self._wakeup.set()
-        try:
-            async with asyncio.timeout(self._commit_timeout_s):
-                return await future
-        except TimeoutError:
-            raise WriterUnavailable("commit timed out") from None
+        return await future
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._store.close()
+        if self._unsubscribe_store is not self._store:
+            await self._unsubscribe_store.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,19 +105,53 @@ class EventWriter(ThreadedLoop):
                 wait = self._queue[0][2] + self._window_s - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+            await self._slots.acquire()
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
-            await self._commit(batch)
+            if not batch:  # drained while waiting for a slot
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._commit(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await asyncio.gather(*self._tasks)
+
+    def _register(self, hits: list[Hit], number: int) -> list[datetime | None]:
+        """Note the batch's repeat keys as in flight; per hit, the latest earlier one."""
+        earlier: list[datetime | None] = []
+        for hit in hits:
+            key = repeat_key(hit)
+            previous = self._in_flight.get(key)
+            earlier.append(previous[0] if previous else None)
+            self._in_flight[key] = (hit.occurred_at, number)
+        return earlier
+
+    def _unregister(self, hits: list[Hit], number: int) -> None:
+        for hit in hits:
+            key = repeat_key(hit)
+            entry = self._in_flight.get(key)
+            if entry is not None and entry[1] == number:
+                del self._in_flight[key]
 
     async def _commit(self, batch: list[_Waiting]) -> None:
-        loop = asyncio.get_running_loop()
+        hits = [hit for hit, _, _ in batch]
+        outcomes: list[Outcome | None] = [None] * len(hits)
+        touched: set[int] = set()
+        self.batches += 1
+        number = self.batches
+        earlier = self._register(hits, number)
         try:
-            outcomes, touched = await loop.run_in_executor(
-                self._executor, self._write, [hit for hit, _, _ in batch]
-            )
+            for store, indexes in self._route(hits):
+                part, part_touched = await self._write(
+                    store, [hits[i] for i in indexes], [earlier[i] for i in indexes])
+                for i, outcome in zip(indexes, part, strict=True):
+                    outcomes[i] = outcome
+                touched |= part_touched
         except Exception:  # a bug, not a database error (those are handled in _write)
             log.exception("tracking writer failed")
-            outcomes, touched = [None] * len(batch), set()
+        finally:
+            self._unregister(hits, number)
+            self._slots.release()
         for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # the request timed out or its client went away
                 continue
@@ -108,35 +159,35 @@ class EventWriter(ThreadedLoop):
                 future.set_exception(WriterUnavailable("commit failed"))
             else:
                 future.set_result(outcome)
-        self.batches += 1
         self.events += sum(o is not None for o in outcomes)
         if touched and self._on_committed is not None:
             self._on_committed(touched)
 
-    def _write(self, hits: Sequence[Hit]) -> tuple[list[Outcome | None], set[int]]:
+    def _route(self, hits: list[Hit]) -> list[tuple[Store, list[int]]]:
+        tracked = [i for i, h in enumerate(hits) if h.kind in TRACKED_KINDS]
+        others = [i for i, h in enumerate(hits) if h.kind not in TRACKED_KINDS]
+        routes = [(self._store, tracked), (self._unsubscribe_store, others)]
+        return [(store, indexes) for store, indexes in routes if indexes]
+
+    async def _write(
+        self, store: Store, hits: Sequence[Hit], earlier: Sequence[datetime | None]
+    ) -> tuple[list[Outcome | None], set[int]]:
         """Outcomes of a batch (None: not committed) and the emails it touched."""
         try:
-            with self._engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    # Take SQLite's write lock before the reads, so a writer in another
-                    # process cannot make this transaction's later write fail as stale.
-                    conn.execute(text("DELETE FROM email_events WHERE 0"))
-                result = record_hits(conn, hits, self._rules)
+            # One deadline per batch, not per request: a hung database answers 503.
+            async with asyncio.timeout(self._commit_timeout_s):
+                result = await store.write(hits, earlier)
             return list(result.outcomes), result.touched
         except Exception as exc:
-            # COPY runs on the driver's connection: its errors arrive unwrapped.
-            dbapi = self._engine.dialect.loaded_dbapi
-            orig = exc.orig if isinstance(exc, DBAPIError) else exc
-            if not isinstance(orig, dbapi.Error):
+            kind = "unreachable" if isinstance(exc, TimeoutError) else store.failure_kind(exc)
+            if kind is None:
                 raise
-            log.warning("tracking batch of %d not committed: %s", len(hits), type(orig))
-            unreachable = isinstance(orig, dbapi.OperationalError) or (
-                isinstance(exc, DBAPIError) and exc.connection_invalidated)
-            if len(hits) == 1 or unreachable:
+            log.warning("tracking batch of %d not committed: %s", len(hits), type(exc).__name__)
+            if len(hits) == 1 or kind == "unreachable":
                 return [None] * len(hits), set()
         # A row the database refuses (a constraint, a trigger) must not cost the other
         # requests of the batch their events: halve the batch until it is isolated.
         mid = len(hits) // 2
-        first, touched_first = self._write(hits[:mid])
-        second, touched_second = self._write(hits[mid:])
+        first, touched_first = await self._write(store, hits[:mid], earlier[:mid])
+        second, touched_second = await self._write(store, hits[mid:], earlier[mid:])
         return first + second, touched_first | touched_second

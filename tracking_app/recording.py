@@ -22,7 +22,7 @@ EVENT_COLUMNS = (
     "email_id", "kind", "link_position", "occurred_at", "method", "user_agent", "ip_network",
     "is_machine", "machine_reason",
 )
-_COPY_SQL = f"COPY email_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+COPY_SQL = f"COPY email_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 TRACKED_KINDS = ("open", "click")
 # (email_id, kind, link_position, ip_network): what makes a later hit a repeat of an earlier.
 RepeatKey = tuple[int, str, int | None, str | None]
@@ -35,64 +35,123 @@ class BatchResult:
     touched: set[int]
 
 
-def record_hits(conn: Connection, hits: Sequence[Hit], rules: BotRules) -> BatchResult:
-    """Record `hits` inside the caller's transaction; one outcome per hit, in order."""
-    email_ids = {h.email_id for h in hits}
-    emails = {
-        row.id: row
-        for row in conn.execute(
-            select(Email.id, Email.lead_id, Email.to_email, Email.sent_at)
-            .where(Email.id.in_(email_ids))
-        )
-    }
-    links = _links(conn, {h.email_id for h in hits if h.kind == "click" and h.email_id in emails})
-    tracked = [h for h in hits if h.kind in TRACKED_KINDS and h.email_id in emails]
-    last_seen = _recent_hits(conn, tracked, rules) if tracked and rules.repeat else {}
-    unsubscribes = [h for h in hits if h.kind == "unsubscribe" and h.email_id in emails]
-    unsubscribed = _unsubscribed_emails(conn, unsubscribes) if unsubscribes else set()
+@dataclass(slots=True)
+class EmailFacts:
+    id: int
+    lead_id: int
+    to_email: str
+    sent_at: datetime | None
 
-    rows: list[tuple[Any, ...]] = []
-    outcomes: list[Outcome] = []
-    touched: set[int] = set()
-    session: Session | None = None
-    for hit in hits:
-        email = emails.get(hit.email_id)
+
+@dataclass(slots=True)
+class BatchContext:
+    """What the database says about a batch's emails, read in the batch's transaction."""
+
+    emails: dict[int, EmailFacts]
+    links: dict[tuple[int, int], str]  # redirectable destinations by (email, position)
+    last_seen: dict[RepeatKey, datetime]  # latest stored hit per key within the window
+    unsubscribed: set[int]  # emails that already have an unsubscribe event
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    rows: list[tuple[Any, ...]]  # email_events rows, EVENT_COLUMNS order
+    outcomes: list[Outcome]
+    touched: set[int]
+    unsubscribes: list[EmailFacts]  # addresses to suppress, sequences to stop
+
+
+def repeat_key(hit: Hit) -> RepeatKey:
+    return (hit.email_id, hit.kind, hit.link_position, hit.ip_network)
+
+
+def plan_batch(
+    hits: Sequence[Hit],
+    ctx: BatchContext,
+    rules: BotRules,
+    earlier: Sequence[datetime | None] | None = None,
+) -> BatchPlan:
+    """Decide each hit's fate (404, or an event flagged by the rules) without touching the
+    database; hits are taken in arrival order, so a later one can repeat an earlier one.
+    `earlier[i]`: the latest hit with hit i's repeat key in batches still being committed
+    (not visible to this transaction), known to the writer."""
+    last_seen = ctx.last_seen
+    plan = BatchPlan([], [], set(), [])
+    for i, hit in enumerate(hits):
+        email = ctx.emails.get(hit.email_id)
         if email is None:
-            outcomes.append(NOT_FOUND)
+            plan.outcomes.append(NOT_FOUND)
             continue
         if hit.kind == "unsubscribe":
             # Suppressing and stopping are idempotent; the event is recorded once per email.
-            session = session or Session(bind=conn)
-            suppress(session, email.to_email, "unsubscribed", email_id=email.id)
-            stop_sequence(session, email.lead_id, "unsubscribed")
-            if email.id not in unsubscribed:
-                unsubscribed.add(email.id)
-                rows.append(_row(hit, None))
-            outcomes.append(Outcome(recorded=True))
+            plan.unsubscribes.append(email)
+            if email.id not in ctx.unsubscribed:
+                ctx.unsubscribed.add(email.id)
+                plan.rows.append(_row(hit, None))
+            plan.outcomes.append(Outcome(recorded=True))
             continue
         url = None
         if hit.kind == "click":
             if hit.link_position is not None:
-                url = links.get((hit.email_id, hit.link_position))
+                url = ctx.links.get((hit.email_id, hit.link_position))
             if url is None:
-                outcomes.append(NOT_FOUND)
+                plan.outcomes.append(NOT_FOUND)
                 continue
-        key: RepeatKey = (hit.email_id, hit.kind, hit.link_position, hit.ip_network)
+        key = repeat_key(hit)
+        previous = last_seen.get(key)
+        in_flight = earlier[i] if earlier is not None else None
+        if in_flight is not None and (previous is None or in_flight > previous):
+            previous = in_flight
         reason = rules.machine_reason(
             kind=hit.kind, method=hit.method, user_agent=hit.user_agent,
             client_ip=hit.client_ip, occurred_at=hit.occurred_at, sent_at=email.sent_at,
-            last_seen_at=last_seen.get(key),
+            last_seen_at=previous,
         )
-        previous = last_seen.get(key)
         if previous is None or hit.occurred_at > previous:
             last_seen[key] = hit.occurred_at
-        rows.append(_row(hit, reason))
-        touched.add(hit.email_id)
-        outcomes.append(Outcome(recorded=True, redirect_url=url, machine_reason=reason))
-    if session is not None:
-        session.close()
-    _append_events(conn, rows)
-    return BatchResult(outcomes, touched)
+        plan.rows.append(_row(hit, reason))
+        plan.touched.add(hit.email_id)
+        plan.outcomes.append(Outcome(recorded=True, redirect_url=url, machine_reason=reason))
+    return plan
+
+
+def repeat_since(hits: Sequence[Hit], rules: BotRules) -> datetime:
+    """Stored hits from this instant on can make one of `hits` a repeat."""
+    return min(h.occurred_at for h in hits) - rules.repeat_window
+
+
+def record_hits(
+    conn: Connection,
+    hits: Sequence[Hit],
+    rules: BotRules,
+    earlier: Sequence[datetime | None] | None = None,
+) -> BatchResult:
+    """Record `hits` inside the caller's transaction (SQLAlchemy: PostgreSQL or SQLite); one
+    outcome per hit, in order."""
+    email_ids = {h.email_id for h in hits}
+    emails = {
+        r.id: EmailFacts(r.id, r.lead_id, r.to_email, r.sent_at)
+        for r in conn.execute(
+            select(Email.id, Email.lead_id, Email.to_email, Email.sent_at)
+            .where(Email.id.in_(email_ids))
+        )
+    }
+    tracked = [h for h in hits if h.kind in TRACKED_KINDS and h.email_id in emails]
+    unsubscribes = {h.email_id for h in hits if h.kind == "unsubscribe" and h.email_id in emails}
+    ctx = BatchContext(
+        emails=emails,
+        links=_links(conn, {h.email_id for h in hits if h.kind == "click"} & emails.keys()),
+        last_seen=_recent_hits(conn, tracked, rules) if tracked and rules.repeat else {},
+        unsubscribed=_unsubscribed_emails(conn, unsubscribes) if unsubscribes else set(),
+    )
+    plan = plan_batch(hits, ctx, rules, earlier)
+    if plan.unsubscribes:
+        with Session(bind=conn) as session:
+            for email in plan.unsubscribes:
+                suppress(session, email.to_email, "unsubscribed", email_id=email.id)
+                stop_sequence(session, email.lead_id, "unsubscribed")
+    _append_events(conn, plan.rows)
+    return BatchResult(plan.outcomes, plan.touched)
 
 
 def email_exists(conn: Connection, email_id: int) -> bool:
@@ -113,10 +172,10 @@ def _links(conn: Connection, email_ids: set[int]) -> dict[tuple[int, int], str]:
         select(EmailLink.email_id, EmailLink.position, EmailLink.url)
         .where(EmailLink.email_id.in_(email_ids))
     )
-    return {(r.email_id, r.position): r.url for r in rows if _redirectable(r.url)}
+    return {(r.email_id, r.position): r.url for r in rows if redirectable(r.url)}
 
 
-def _redirectable(url: str) -> bool:
+def redirectable(url: str) -> bool:
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -129,7 +188,7 @@ def _recent_hits(
     conn: Connection, hits: list[Hit], rules: BotRules
 ) -> dict[RepeatKey, datetime]:
     """The latest stored hit per repeat key within the repeat window before these hits."""
-    since = min(h.occurred_at for h in hits) - rules.repeat_window
+    since = repeat_since(hits, rules)
     latest = func.max(EmailEvent.occurred_at)
     rows = conn.execute(
         select(EmailEvent.email_id, EmailEvent.kind, EmailEvent.link_position,
@@ -142,10 +201,10 @@ def _recent_hits(
     return {(r[0], r[1], r[2], r[3]): r[4] for r in rows}
 
 
-def _unsubscribed_emails(conn: Connection, hits: list[Hit]) -> set[int]:
+def _unsubscribed_emails(conn: Connection, email_ids: set[int]) -> set[int]:
     rows = conn.execute(
         select(EmailEvent.email_id).distinct()
-        .where(EmailEvent.email_id.in_({h.email_id for h in hits}),
+        .where(EmailEvent.email_id.in_(email_ids),
                EmailEvent.kind == "unsubscribe")
     )
     return {r[0] for r in rows}
@@ -158,7 +217,7 @@ def _append_events(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         # COPY: one round trip for the whole batch, the cheapest insert PostgreSQL has.
         driver = conn.connection.driver_connection
         assert driver is not None
-        with driver.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+        with driver.cursor() as cur, cur.copy(COPY_SQL) as copy:
             for row in rows:
                 copy.write_row(row)
         return

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from tracking_app.background import ThreadedLoop
+from tracking_app.background import BackgroundLoop
 from tracking_app.figures import refresh_figures
 
 log = logging.getLogger("leadflow.tracking")
 
 
-class EngagementRefresher(ThreadedLoop):
-    def __init__(self, engine: Engine, *, interval_s: float = 0.5) -> None:
+class EngagementRefresher(BackgroundLoop):
+    def __init__(self, engine: Engine, *, interval_s: float = 2.0) -> None:
         super().__init__("tracking-figures")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
         self._engine = engine
         self._interval_s = interval_s
         self._dirty: set[int] = set()
@@ -29,6 +31,10 @@ class EngagementRefresher(ThreadedLoop):
     def pending(self) -> int:
         """Emails whose figures are not refreshed yet."""
         return len(self._dirty) + self._in_flight
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._executor.shutdown(wait=True)
 
     def mark(self, email_ids: set[int]) -> None:
         self._dirty |= email_ids
@@ -58,8 +64,7 @@ class EngagementRefresher(ThreadedLoop):
                 log.exception("engagement refresh failed")
             finally:
                 self._in_flight = 0
-            if not self._closing:
-                await asyncio.sleep(self._interval_s)
+            await self._pause(self._interval_s)
 
     def _refresh(self, ids: set[int]) -> None:
         with self._engine.begin() as conn:

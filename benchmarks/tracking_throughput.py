@@ -1,0 +1,298 @@
+"""Tracking app throughput against its ceiling, on PostgreSQL.
+
+    python benchmarks/tracking_throughput.py [--duration 20] [--connections 64] [--emails 3000]
+
+Makes a throwaway PostgreSQL database (migrated) with a campaign and `--emails` sent emails,
+then, in the same run and one after the other on the same server stack (uvicorn as
+`tracking_app.serve` configures it, one process each):
+  - the ceiling: a bare Starlette endpoint answering /o/<token>.gif with the same GIF, no database
+    (measured before and after the app; the mean is the ceiling);
+  - the app: `tracking_app.serve` on that database.
+Both are driven by the same load generator, a separate process (raw asyncio HTTP/1.1
+keep-alive, `--connections` connections) on loopback, with valid signed pixel URLs of random
+emails from random client networks (X-Forwarded-For from a trusted proxy, so some hits are
+repeats, as in real traffic). Each side gets `--warmup` seconds, then `--duration` measured.
+After the app has stopped (its writer drains on shutdown), the events in the database are
+counted: lost = 2xx responses - rows written (must be 0).
+
+The machine has 2 cores: generator, server and PostgreSQL share them, so only the side-by-side
+ratio is meaningful. The last line is:
+    ratio=<app/ceiling> app_rps=... ceiling_rps=... p99_ms=... lost=<2xx - rows written>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from _common import ROOT, machine_description, psycopg_dsn, throwaway_database
+
+SECRET = "benchmark-tracking-secret-0123456789"
+USER_AGENT = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 "
+              "(KHTML, like Gecko) Version/17.5 Safari/605.1.15")
+ENV = {
+    "LEADFLOW_TRACKING_SECRET": SECRET,
+    "LEADFLOW_TRACKING_TRUSTED_PROXIES": '["127.0.0.1/32"]',
+}
+
+
+# --- the two servers -------------------------------------------------------------------------
+
+def serve_ceiling(port: int) -> None:
+    """The ceiling: same route shape, same GIF, same uvicorn configuration, no database."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tracking_app.app import NO_CACHE, PIXEL_GIF
+    from tracking_app.serve import server_config
+
+    pixel = Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
+
+    async def open_pixel(request: Request) -> Response:
+        return pixel
+
+    app = Starlette(routes=[Route("/o/{token}.gif", open_pixel)])
+    uvicorn.Server(server_config(app, "127.0.0.1", port)).run()
+
+
+def start_server(kind: str, port: int, db_url: str) -> subprocess.Popen[bytes]:
+    if kind == "app":
+        code = f"from tracking_app.serve import serve; serve('127.0.0.1', {port}, {db_url!r})"
+        cmd = [sys.executable, "-c", code]
+    else:
+        cmd = [sys.executable, __file__, "--serve-ceiling", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    import socket
+
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{kind} server did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+# --- the load generator (its own process) ---------------------------------------------------
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection sending one request at a time and timing each response."""
+
+    def __init__(self, gen: _Load) -> None:
+        self.gen = gen
+        self.buf = b""
+        self.sent_at = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.send()
+
+    def send(self) -> None:
+        if time.perf_counter() >= self.gen.stop_at:
+            assert self.transport is not None
+            self.transport.close()
+            return
+        self.sent_at = time.perf_counter()
+        assert self.transport is not None
+        self.transport.write(self.gen.next_request())
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length:]
+            self.gen.record(int(head[9:12]), time.perf_counter() - self.sent_at, self.sent_at)
+            self.send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Load:
+    def __init__(self, paths: list[str], warmup: float, duration: float) -> None:
+        self.requests = [
+            (f"GET {p} HTTP/1.1\r\nHost: tracking\r\nUser-Agent: {USER_AGENT}\r\n"
+             f"X-Forwarded-For: {random.randint(1, 223)}.{random.randint(0, 255)}."
+             f"{random.randint(0, 255)}.{random.randint(1, 254)}\r\n\r\n").encode()
+            for p in paths
+        ]
+        self.i = 0
+        now = time.perf_counter()
+        self.measure_from = now + warmup
+        self.stop_at = self.measure_from + duration
+        self.status: dict[int, int] = {}
+        self.ok_total = 0
+        self.ok_measured = 0
+        self.latencies: list[float] = []
+
+    def next_request(self) -> bytes:
+        self.i = (self.i + 1) % len(self.requests)
+        return self.requests[self.i]
+
+    def record(self, status: int, latency: float, sent_at: float) -> None:
+        self.status[status] = self.status.get(status, 0) + 1
+        ok = 200 <= status < 300
+        self.ok_total += ok
+        if sent_at >= self.measure_from:
+            self.ok_measured += ok
+            self.latencies.append(latency)
+
+
+async def _drive(port: int, paths: list[str], connections: int, warmup: float,
+                 duration: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    gen = _Load(paths, warmup, duration)
+    conns = []
+    for _ in range(connections):
+        _, proto = await loop.create_connection(lambda: _Connection(gen), "127.0.0.1", port)
+        conns.append(proto)
+    await asyncio.gather(*(c.closed for c in conns))
+    lat = sorted(gen.latencies)
+    return {
+        "ok_total": gen.ok_total, "ok_measured": gen.ok_measured, "status": gen.status,
+        "rps": gen.ok_measured / duration,
+        "p50_ms": lat[len(lat) // 2] * 1000 if lat else None,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1000 if lat else None,
+    }
+
+
+def run_load(port: int, paths_file: str, connections: int, warmup: float,
+             duration: float) -> None:
+    with open(paths_file) as fh:
+        paths = json.load(fh)
+    print(json.dumps(asyncio.run(_drive(port, paths, connections, warmup, duration))))
+
+
+def load(port: int, paths_file: str, args: argparse.Namespace) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--load", str(port), paths_file,
+         str(args.connections), str(args.warmup), str(args.duration)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# --- the data ---------------------------------------------------------------------------------
+
+def seed(db_url: str, n: int) -> list[int]:
+    """A campaign with n leads, each sent one email an hour ago; the emails' ids."""
+    from models import Campaign, Email, EmailLink, Lead, Sequence, SequenceStep
+    from models.db import session_scope
+
+    sent = datetime.now(UTC) - timedelta(hours=1)
+    with session_scope(db_url) as s:
+        seq = Sequence(name="bench")
+        s.add(seq)
+        s.flush()
+        step = SequenceStep(sequence_id=seq.id, step_number=1, name="initial",
+                            lead_status="contacted")
+        campaign = Campaign(name="bench", sequence_id=seq.id, sender_name="Sam",
+                            sender_email="sam@booknex.example", sender_postal_address="1 St")
+        s.add_all([step, campaign])
+        s.flush()
+        leads = [Lead(company_name=f"Salon {i}", source="apollo") for i in range(n)]
+        s.add_all(leads)
+        s.flush()
+        emails = [Email(campaign_id=campaign.id, lead_id=lead.id, step_id=step.id,
+                        step_number=1, status="sent", scheduled_at=sent, sent_at=sent,
+                        to_email=f"owner{lead.id}@salon.example") for lead in leads]
+        s.add_all(emails)
+        s.flush()
+        s.add_all(EmailLink(email_id=e.id, position=0, url="https://booknex.example/demo")
+                  for e in emails)
+        return [e.id for e in emails]
+
+
+def count_events(db_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(psycopg_dsn(db_url)) as conn:
+        return int(conn.execute("SELECT count(*) FROM email_events").fetchone()[0])  # type: ignore[index]
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--emails", type=int, default=3000)
+    args = parser.parse_args()
+
+    os.environ.update(ENV)
+    from leadflow import tokens
+    from leadflow.settings import reset_settings_cache
+
+    reset_settings_cache()
+    from tests.conftest import free_port
+
+    with throwaway_database("leadflow_bench_tracking") as db_url:
+        print(machine_description(db_url), flush=True)
+        ids = seed(db_url, args.emails)
+        paths = [tokens.open_url(i).split("/", 3)[3] for i in ids]
+        random.shuffle(paths)
+        paths_file = f"/tmp/tracking_bench_paths_{os.getpid()}.json"
+        with open(paths_file, "w") as fh:
+            json.dump(["/" + p for p in paths], fh)
+        results: list[tuple[str, dict[str, Any]]] = []
+        try:
+            # Ceiling before and after the app: the machine is shared, so the app is compared
+            # with the mean of the ceiling measured on either side of it.
+            for kind in ("ceiling", "app", "ceiling"):
+                port = free_port()
+                proc = start_server(kind, port, db_url)
+                try:
+                    results.append((kind, load(port, paths_file, args)))
+                finally:
+                    stop_server(proc)
+                print(f"{kind}: {json.dumps(results[-1][1])}", flush=True)
+        finally:
+            os.unlink(paths_file)
+        rows = count_events(db_url)
+    [app] = [r for kind, r in results if kind == "app"]
+    ceiling_rps = sum(r["rps"] for kind, r in results if kind == "ceiling") / 2
+    lost = app["ok_total"] - rows
+    print(f"rows written: {rows}, app 2xx: {app['ok_total']}")
+    print(f"ratio={app['rps'] / ceiling_rps:.3f} app_rps={app['rps']:.0f} "
+          f"ceiling_rps={ceiling_rps:.0f} p99_ms={app['p99_ms']:.1f} lost={lost}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve-ceiling":
+        serve_ceiling(int(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--load":
+        run_load(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
+                 float(sys.argv[6]))
+    else:
+        main()
