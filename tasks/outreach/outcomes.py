@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, distinct, func, or_, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
 from models.db import session_scope
+from tasks.outreach.bulk_update import update_rows
 from tasks.outreach.locks import take_write_lock
 from tasks.outreach.providers import as_utc, next_hour
 from tasks.outreach.suppression import stop_sequence, suppress
@@ -149,16 +150,8 @@ _UNCLAIMED = {"claimed_by": None, "claimed_at": None, "claim_expires_at": None}
 
 
 def _update_emails(session: Session, rows: list[dict[str, Any]]) -> None:
-    """One UPDATE per row, sent as one batch; every row must carry the same keys."""
-    if not rows:
-        return
-    # Bind names must differ from column names in an executemany UPDATE.
-    columns = [k for k in rows[0] if k != "b_id"]
-    session.execute(
-        _emails.update().where(_emails.c.id == bindparam("b_id"))
-        .values({k: bindparam(f"v_{k}") for k in columns}),
-        [{"b_id": row["b_id"], **{f"v_{k}": row[k] for k in columns}} for row in rows],
-    )
+    """Per-row values for emails matched by id (`b_id`); every row carries the same keys."""
+    update_rows(session, _emails, [{"id": r.pop("b_id"), **r} for r in rows], ("id",))
 
 
 def _finish(session: Session, outcomes: list[Outcome], status: str, counts: Counter[str],
@@ -203,41 +196,22 @@ def _record_sent(session: Session, sent: list[Outcome], owned: dict[int, _Row]) 
         for o in sent
     ])
     # The next step is due its delay after this one actually went out.
-    next_steps = [
-        {"c": r.campaign_id, "l": r.lead_id, "n": r.step_number + 1,
-         "t": as_utc(o.at) + timedelta(days=steps[(r.sequence_id, r.step_number + 1)][1])}
+    update_rows(session, _emails, [
+        {"campaign_id": r.campaign_id, "lead_id": r.lead_id, "step_number": r.step_number + 1,
+         "scheduled_at": as_utc(o.at)
+         + timedelta(days=steps[(r.sequence_id, r.step_number + 1)][1])}
         for o, r in zip(sent, rows, strict=True) if (r.sequence_id, r.step_number + 1) in steps
-    ]
-    if next_steps:
-        session.execute(
-            _emails.update().where(
-                _emails.c.campaign_id == bindparam("c"), _emails.c.lead_id == bindparam("l"),
-                _emails.c.step_number == bindparam("n"),
-                _one_of(_emails.c.status, ("scheduled", "queued")),
-            ).values(scheduled_at=bindparam("t")),
-            next_steps,
-        )
-    session.execute(
-        _links.update().where(
-            _links.c.campaign_id == bindparam("c"), _links.c.lead_id == bindparam("l"),
-            _one_of(_links.c.status, ("pending", "active")),
-        ).values(status=bindparam("st")),
-        [{"c": r.campaign_id, "l": r.lead_id,
-          "st": "completed" if r.step_number >= last_step[r.sequence_id] else "active"}
-         for r in rows],
-    )
-    session.execute(
-        _leads.update().where(
-            _leads.c.id == bindparam("l"), ~_one_of(_leads.c.status, FINAL_LEAD_STATUSES),
-        ).values(status=bindparam("st"), last_contacted_at=bindparam("at")),
-        [{"l": r.lead_id, "st": steps[(r.sequence_id, r.step_number)][0], "at": as_utc(o.at)}
-         for o, r in zip(sent, rows, strict=True)],
-    )
-
-
-def _one_of(column: Any, values: Iterable[str]) -> Any:
-    # IN (...) expands its list per execution, which an executemany cannot do.
-    return or_(*(column == v for v in values))
+    ], ("campaign_id", "lead_id", "step_number"), where="status IN ('scheduled', 'queued')")
+    update_rows(session, _links, [
+        {"campaign_id": r.campaign_id, "lead_id": r.lead_id,
+         "status": "completed" if r.step_number >= last_step[r.sequence_id] else "active"}
+        for r in rows
+    ], ("campaign_id", "lead_id"), where="status IN ('pending', 'active')")
+    update_rows(session, _leads, [
+        {"id": r.lead_id, "status": steps[(r.sequence_id, r.step_number)][0],
+         "last_contacted_at": as_utc(o.at)}
+        for o, r in zip(sent, rows, strict=True)
+    ], ("id",), where=f"status NOT IN ({', '.join(repr(s) for s in FINAL_LEAD_STATUSES)})")
 
 
 def _steps(session: Session, sequence_ids: Iterable[int]) -> dict[tuple[int, int], tuple[str, int]]:
