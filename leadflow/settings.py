@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # provider's `password_ref` names a key here or a Prefect Secret block.
     smtp_passwords: dict[str, SecretStr] = {}
     smtp_timeout_s: float = 15.0
+    # CA bundle (PEM) trusted for SMTP TLS instead of the system store, e.g. a private relay's
+    # or a test server's self-signed certificate. Certificates are always verified.
+    smtp_ca_file: Path | None = None
     send_batch_size: int = 50
     # A claimed email not finished within this time goes to `review` (never resent blindly).
     send_claim_timeout_s: float = 600.0
