@@ -56,6 +56,11 @@ JOBS: tuple[Job, ...] = (
         "Every 6 hours: compose and send due follow-ups; stopped sequences are skipped.",
         ("outreach", "scheduled"), cron="0 */6 * * *", schedule_slug="every-6-hours",
         single_run=True),
+    Job("refresh-engagement", "flows/refresh_engagement.py:refresh_engagement_figures",
+        "Every hour at :30: recompute opens, clicks and replies of emails, leads and "
+        "campaigns from the tracking events (a repair; the tracking app keeps them current).",
+        ("tracking", "scheduled"), cron="30 * * * *", schedule_slug="hourly-repair",
+        single_run=True),
 )
 
 

@@ -40,4 +40,9 @@ def record_reply(db_url: str, *, address: str | None = None,
         if already is None:
             session.add(EmailEvent(email_id=email.id, kind="reply"))
         cancelled = stop_sequence(session, email.lead_id, "replied")
-        return ReplyRecorded(email.id, email.lead_id, cancelled)
+        recorded = ReplyRecorded(email.id, email.lead_id, cancelled)
+    # The campaign's reply count is derived from the events, like opens and clicks.
+    from tracking_app.figures import refresh_engagement
+
+    refresh_engagement(db_url, [recorded.email_id])
+    return recorded

@@ -28,6 +28,7 @@ def test_prefect_yaml_schedules_follow_the_seed_with_an_explicit_time_zone() -> 
         "daily-lead-generation": "0 9 * * *",
         "daily-outreach": "0 * * * *",
         "follow-up-checker": "0 */6 * * *",
+        "refresh-engagement": "30 * * * *",
     }
     for name in crons:
         assert by_name[name]["schedules"][0]["timezone"] == "Europe/Berlin"

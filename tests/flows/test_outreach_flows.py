@@ -130,7 +130,8 @@ def test_follow_ups_go_out_when_due_except_to_a_lead_that_replied(
                                       .where(Lead.id.in_(lead_ids))).all())
         link = session.scalars(select(CampaignLead).where(
             CampaignLead.lead_id == lead_ids[0])).one()
-    assert status[lead_ids[0]] == "replied"
+        replies = session.get_one(Campaign, cid).emails_replied
+    assert status[lead_ids[0]] == "replied" and replies == 1
     assert [status[i] for i in lead_ids[1:]] == ["follow_up_1"] * 3
     assert (link.status, link.stop_reason) == ("stopped", "replied")
     assert {e.status for e in emails(env, cid) if e.lead_id == lead_ids[0]} == {
