@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from leadflow.settings import Settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
 from models.db import session_scope
-from tasks.outreach.bulk_update import update_rows
+from tasks.outreach.bulk_rows import update_rows
 from tasks.outreach.locks import take_write_lock
 from tasks.outreach.providers import as_utc, next_hour
 from tasks.outreach.suppression import stop_sequence, suppress

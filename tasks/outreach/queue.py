@@ -21,13 +21,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings, get_settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
 from models.db import session_scope
+from tasks.outreach.bulk_rows import insert_rows
 from tasks.outreach.delivery import Parcel, deliver
 from tasks.outreach.locks import is_sqlite, take_write_lock
 from tasks.outreach.message import OutgoingEmail, build_message
@@ -85,13 +84,6 @@ def enqueue_sequences(
     return report
 
 
-def _insert_ignore_returning(session: Session, table: Any, rows: list[dict[str, Any]],
-                             keys: list[str], returning: Any) -> list[Any]:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table).on_conflict_do_nothing(index_elements=keys).returning(returning)
-    return list(session.scalars(stmt, rows)) if rows else []
-
-
 def _route(session: Session, lead_ids: list[int]) -> dict[int, Any]:
     try:
         from tasks.outreach.routing import route_leads
@@ -111,8 +103,7 @@ def _enqueue_chunk(session: Session, campaign_id: int, steps: list[tuple[int, in
     links = [{"campaign_id": campaign_id, "lead_id": lead.id, "status": "pending",
               "scenario": (d := decisions.get(lead.id)) and d.scenario,
               "routing": {"rule": d.rule, "facts": d.facts} if d else {}} for lead in leads]
-    report.linked += len(_insert_ignore_returning(
-        session, _links, links, ["campaign_id", "lead_id"], _links.c.id))
+    report.linked += len(insert_rows(session, _links, links, ("campaign_id", "lead_id"), "id"))
     if decisions:  # links made earlier without a decision get this one
         session.execute(
             _links.update().where(_links.c.campaign_id == campaign_id,
@@ -160,8 +151,8 @@ def _enqueue_chunk(session: Session, campaign_id: int, steps: list[tuple[int, in
                          "step_number": number, "scenario": scenario, "status": "scheduled",
                          "scheduled_at": due, "to_email": addresses[lead.id],
                          "to_name": lead.contact_name})
-    report.emails_created += len(_insert_ignore_returning(
-        session, _emails, rows, ["campaign_id", "lead_id", "step_number"], _emails.c.id))
+    report.emails_created += len(insert_rows(
+        session, _emails, rows, ("campaign_id", "lead_id", "step_number"), "id"))
     report.queued_leads += len(queue)
 
 
