@@ -122,11 +122,11 @@ class SmtpSink:
 
     def ids(self) -> dict[int, list[str]]:
         self.conn.send("ids")
-        return self.conn.recv()  # type: ignore[no-any-return]
+        return self.conn.recv()
 
     def cpu_s(self) -> float:
         self.conn.send("cpu")
-        return self.conn.recv()  # type: ignore[no-any-return]
+        return self.conn.recv()
 
     def reset(self) -> None:
         self.conn.send("reset")

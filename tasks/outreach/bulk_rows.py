@@ -36,9 +36,9 @@ def _with_defaults(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, A
         default = col.default
         if col.name in rows[0] or default is None:
             continue
-        if default.is_scalar:  # type: ignore[attr-defined]
+        if default.is_scalar:
             missing[col.name] = default.arg  # type: ignore[attr-defined]
-        elif default.is_callable:  # type: ignore[attr-defined]
+        elif default.is_callable:
             missing[col.name] = default.arg(None)  # type: ignore[attr-defined]
     return [{**r, **missing} for r in rows] if missing else rows
 

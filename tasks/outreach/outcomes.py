@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import Table, distinct, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -31,10 +31,10 @@ FINAL_LEAD_STATUSES = ("replied", "unsubscribed", "bounced")
 REVIEW_NOTE = ("no SMTP reply after the message was sent; it may have been delivered: "
                "check before resending")
 _DEADLOCK_CODES = ("40P01", "40001")  # deadlock detected, serialization failure
-_emails = Email.__table__
-_leads = Lead.__table__
-_links = CampaignLead.__table__
-_campaigns = Campaign.__table__
+_emails = cast(Table, Email.__table__)
+_leads = cast(Table, Lead.__table__)
+_links = cast(Table, CampaignLead.__table__)
+_campaigns = cast(Table, Campaign.__table__)
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,8 @@ def _finish(session: Session, outcomes: list[Outcome], status: str, counts: Coun
 
 def _record_retries(session: Session, outcomes: list[Outcome], owned: dict[int, _Row],
                     settings: Settings, counts: Counter[str]) -> None:
-    retry, give_up = [], []
+    retry: list[Outcome] = []
+    give_up: list[Outcome] = []
     for o in outcomes:
         (give_up if owned[o.email_id].attempts >= settings.send_max_attempts else retry).append(o)
     _update_emails(session, [

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import cast
 
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -113,7 +114,7 @@ def _add_counts(session: Session, provider_id: int, hour: datetime, day: datetim
                 n: int) -> None:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = SmtpSendCount.__table__
+    table = cast(Table, SmtpSendCount.__table__)
     stmt = insert(table).values([
         {"provider_id": provider_id, "window": "hour", "window_start": hour, "count": n},
         {"provider_id": provider_id, "window": "day", "window_start": day, "count": n},

@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import CursorResult, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings, get_settings
@@ -38,8 +38,8 @@ from tasks.outreach.suppression import suppressed_addresses
 log = logging.getLogger(__name__)
 
 ENQUEUE_CHUNK = 2000
-_emails = Email.__table__
-_links = CampaignLead.__table__
+_emails = cast(Table, Email.__table__)
+_links = cast(Table, CampaignLead.__table__)
 
 
 def utcnow() -> datetime:
@@ -242,7 +242,7 @@ def release_expired_claims(db_url: str, now: datetime) -> int:
     now = as_utc(now)
     with session_scope(db_url) as session:
         take_write_lock(session)
-        result = session.execute(
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             _emails.update()
             .where(_emails.c.status == "sending", _emails.c.claim_expires_at < now)
             .values(status="review", last_error="claim expired before the send was recorded; "
