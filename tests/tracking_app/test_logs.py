@@ -1,0 +1,26 @@
+"""The tracking app's structured logs: JSON lines with extra fields, tokens and secrets masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from leadflow.tokens import TrackingToken, sign
+from tracking_app.logs import JsonFormatter, redact
+
+
+def test_a_record_is_one_json_line_with_its_extra_fields() -> None:
+    record = logging.LogRecord("leadflow.tracking", logging.WARNING, __file__, 1,
+                               "batch of %d not committed", (12,), None)
+    record.batch = 12
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["level"] == "warning" and entry["logger"] == "leadflow.tracking"
+    assert entry["message"] == "batch of 12 not committed" and entry["batch"] == 12
+    assert entry["time"].endswith("+00:00")
+
+
+def test_tokens_and_secrets_never_reach_the_log() -> None:
+    token = sign(TrackingToken("click", 42, 1), b"k" * 32)
+    line = redact(f"GET /c/{token} password=hunter2 api_key: sk-live-123")
+    assert token not in line and "hunter2" not in line and "sk-live-123" not in line
+    assert "c42-1.[redacted]" in line
