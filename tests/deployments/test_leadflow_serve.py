@@ -1,0 +1,46 @@
+"""`leadflow serve` (the single-machine set-up): one process registers every deployment with a
+real Prefect server, with their schedules, and runs what is triggered, on the embedded SQLite
+default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deployments.catalog import JOBS
+from deployments.local_cluster import ROOT, LocalCluster
+
+
+def test_leadflow_serve_registers_every_deployment_and_runs_a_triggered_one(
+    tmp_path: Path,
+) -> None:
+    env = {"LEADFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'leadflow.db'}",
+           "LEADFLOW_SCHEDULE_TIMEZONE": "Europe/Paris",
+           "LEADFLOW_TRACKING_SECRET": "serve-test-secret-0123456789"}
+    server = LocalCluster(home=tmp_path / "prefect", env=env)
+    server.start_server()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "leadflow.cli", "serve"], cwd=ROOT, env=server._env(),
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "serve.log").open("wb"),
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(server.deployment_names()) < len(JOBS):
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        assert server.deployment_names() == sorted(job.name for job in JOBS)
+        daily = server.deployment("daily-lead-generation", "daily-lead-generation")
+        assert daily["schedules"][0]["schedule"] == {
+            "cron": "0 9 * * *", "timezone": "Europe/Paris", "day_or": True}
+        run_id = server.trigger("refresh-engagement/refresh-engagement")
+        states = server.wait([run_id], timeout=180)
+        assert states == {run_id: "COMPLETED"}, (tmp_path / "serve.log").read_text()[-3000:]
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(timeout=30)
+        server.stop()
