@@ -50,7 +50,7 @@ class LocalCluster:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def _env(self) -> dict[str, str]:
+    def process_env(self) -> dict[str, str]:
         env = {**os.environ, **self.env}
         env.update({
             "PREFECT_HOME": str(self.home),
@@ -67,7 +67,7 @@ class LocalCluster:
 
     def _prefect(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args],
-                              cwd=ROOT, env=self._env(), capture_output=True, text=True,
+                              cwd=ROOT, env=self.process_env(), capture_output=True, text=True,
                               timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -76,7 +76,7 @@ class LocalCluster:
     def _spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "prefect", *args], cwd=ROOT,
-                                    env=self._env(), stdout=out, stderr=subprocess.STDOUT,
+                                    env=self.process_env(), stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.processes.append(proc)
         return proc

@@ -24,7 +24,7 @@ def test_leadflow_serve_registers_every_deployment_and_runs_a_triggered_one(
     server = LocalCluster(home=tmp_path / "prefect", env=env)
     server.start_server()
     serve = subprocess.Popen(
-        [sys.executable, "-m", "leadflow.cli", "serve"], cwd=ROOT, env=server._env(),
+        [sys.executable, "-m", "leadflow.cli", "serve"], cwd=ROOT, env=server.process_env(),
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "serve.log").open("wb"),
         start_new_session=True)
     try:
