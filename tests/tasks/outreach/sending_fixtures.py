@@ -99,8 +99,8 @@ def outreach_pg(pg_clean: str, send_env: Path) -> Outreach:
 
 
 @pytest.fixture()
-def clock() -> Callable[..., Callable[[], dt.datetime]]:
-    """`clock(start)`: a now_fn that returns `start` (tests move it with `.advance`)."""
+def send_clock() -> Callable[..., Callable[[], dt.datetime]]:
+    """`send_clock(start)`: a now_fn that returns `start` (tests move it with `.advance`)."""
     class Clock:
         def __init__(self, start: dt.datetime = T0) -> None:
             self.now = start

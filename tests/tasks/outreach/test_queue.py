@@ -119,7 +119,7 @@ def test_in_send_window_edges():
     assert not in_send_window(monday_23, "Europe/Berlin", 0, 0, [0])  # Tuesday in Berlin
 
 
-def test_expired_claims_go_to_review_and_are_never_sent_again(outreach_pg: Outreach, clock):
+def test_expired_claims_go_to_review_and_are_never_sent_again(outreach_pg: Outreach, send_clock):
     db = outreach_pg.db_url
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(3))
@@ -132,20 +132,20 @@ def test_expired_claims_go_to_review_and_are_never_sent_again(outreach_pg: Outre
     assert "may have the message" in rows[claimed[0]].last_error
 
     # The dead worker's late send finds its claims gone: nothing goes out, nothing changes.
-    late = send_claimed_emails(db, claimed, "dead-worker", now_fn=clock())
+    late = send_claimed_emails(db, claimed, "dead-worker", now_fn=send_clock())
     assert (late.sent, late.lost) == (0, 2)
-    report = drain_queue(db, "other", now_fn=clock(T0 + dt.timedelta(minutes=11)))
+    report = drain_queue(db, "other", now_fn=send_clock(T0 + dt.timedelta(minutes=11)))
     assert report.sent == 1
     assert {outreach_pg.emails(ids)[i].status for i in claimed} == {"review"}
 
 
 def test_outbox_gets_one_eml_per_email_that_mail_parsers_open(outreach_pg: Outreach, send_env,
-                                                               clock):
+                                                               send_clock):
     db = outreach_pg.db_url
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(3))
 
-    report = drain_queue(db, "w", now_fn=clock())
+    report = drain_queue(db, "w", now_fn=send_clock())
 
     assert (report.sent, report.outbox, report.by_provider) == (3, 3, {"outbox": 3})
     files = sorted(send_env.glob("*.eml"))
@@ -164,7 +164,7 @@ def test_outbox_gets_one_eml_per_email_that_mail_parsers_open(outreach_pg: Outre
                for r in rows.values())
 
 
-def test_sqlite_claims_are_exclusive_and_sends_are_recorded(sqlite_url, send_env, clock):
+def test_sqlite_claims_are_exclusive_and_sends_are_recorded(sqlite_url, send_env, send_clock):
     outreach = Outreach(sqlite_url)
     cid = outreach.campaign()
     leads = outreach.leads(30)
@@ -186,7 +186,7 @@ def test_sqlite_claims_are_exclusive_and_sends_are_recorded(sqlite_url, send_env
     assert sorted(every) == ids  # each row claimed by exactly one worker
 
     for worker, got in claims.items():
-        send_claimed_emails(sqlite_url, got, worker, now_fn=clock())
+        send_claimed_emails(sqlite_url, got, worker, now_fn=send_clock())
     rows = outreach.emails()
     assert sum(r.status == "sent" for r in rows.values()) == 30
     assert len(list(send_env.glob("*.eml"))) == 30

@@ -37,7 +37,7 @@ def _status(outreach: Outreach, ids: list[int]) -> Counter[str]:
 
 
 def test_sent_emails_arrive_whole_and_move_lead_campaign_and_next_step(
-    outreach_pg: Outreach, smtp_servers, clock
+    outreach_pg: Outreach, smtp_servers, send_clock
 ):
     db = outreach_pg.db_url
     server = smtp_servers(security="starttls")
@@ -45,7 +45,7 @@ def test_sent_emails_arrive_whole_and_move_lead_campaign_and_next_step(
     cid = outreach_pg.campaign(steps=(0, 3, 5))
     leads = outreach_pg.leads(4)
     ids = outreach_pg.queue(cid, leads)
-    now = clock(T0 + dt.timedelta(minutes=7))
+    now = send_clock(T0 + dt.timedelta(minutes=7))
 
     report = drain_queue(db, "w1", now_fn=now)
 
@@ -79,18 +79,18 @@ def test_sent_emails_arrive_whole_and_move_lead_campaign_and_next_step(
     assert {e.scheduled_at for e in second} == {now.now + dt.timedelta(days=3)}
 
 
-def test_the_last_step_completes_the_lead_in_the_campaign(outreach_pg, smtp_servers, clock):
+def test_the_last_step_completes_the_lead_in_the_campaign(outreach_pg, smtp_servers, send_clock):
     server = smtp_servers(security="tls")
     outreach_pg.provider("relay", server.port, security="tls")
     cid = outreach_pg.campaign(steps=(0,))
     outreach_pg.queue(cid, outreach_pg.leads(2))
-    assert drain_queue(outreach_pg.db_url, "w", now_fn=clock()).sent == 2
+    assert drain_queue(outreach_pg.db_url, "w", now_fn=send_clock()).sent == 2
     with session_scope(outreach_pg.db_url) as s:
         assert {c.status for c in s.scalars(select(CampaignLead))} == {"completed"}
 
 
 def test_temporary_refusal_is_retried_later_on_another_provider(outreach_pg, smtp_servers,
-                                                                clock):
+                                                                send_clock):
     db = outreach_pg.db_url
     busy = smtp_servers(script=lambda stage, rcpt, n: "451 4.3.0 try later"
                         if stage == "rcpt" else None)
@@ -99,7 +99,7 @@ def test_temporary_refusal_is_retried_later_on_another_provider(outreach_pg, smt
     outreach_pg.provider("spare", spare.port, priority=2)
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(3))
-    now = clock()
+    now = send_clock()
 
     report = drain_queue(db, "w", now_fn=now)
 
@@ -120,14 +120,14 @@ def test_temporary_refusal_is_retried_later_on_another_provider(outreach_pg, smt
     assert {r.attempts for r in outreach_pg.emails(ids).values()} == {2}
 
 
-def test_421_everywhere_gives_up_after_max_attempts(outreach_pg, smtp_servers, clock):
+def test_421_everywhere_gives_up_after_max_attempts(outreach_pg, smtp_servers, send_clock):
     db = outreach_pg.db_url
     server = smtp_servers(script=lambda stage, rcpt, n: "421 4.7.0 too busy, closing"
                           if stage == "mail" else None)
     outreach_pg.provider("only", server.port)
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(2))
-    now = clock()
+    now = send_clock()
     for _ in range(3):  # LEADFLOW_SEND_MAX_ATTEMPTS=3
         drain_queue(db, "w", now_fn=now)
         now.advance(hours=1)
@@ -139,7 +139,7 @@ def test_421_everywhere_gives_up_after_max_attempts(outreach_pg, smtp_servers, c
 
 
 def test_connection_dropped_mid_batch_rest_retried_nothing_sent_twice(outreach_pg,
-                                                                      smtp_servers, clock):
+                                                                      smtp_servers, send_clock):
     db = outreach_pg.db_url
     broken = {"on": False}
 
@@ -154,7 +154,7 @@ def test_connection_dropped_mid_batch_rest_retried_nothing_sent_twice(outreach_p
     outreach_pg.provider("relay", server.port)
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(8))
-    now = clock()
+    now = send_clock()
     broken["on"] = True
 
     report = drain_queue(db, "w", now_fn=now)
@@ -175,7 +175,7 @@ def test_connection_dropped_mid_batch_rest_retried_nothing_sent_twice(outreach_p
 
 
 def test_550_bounces_suppresses_the_address_and_stops_the_sequence(outreach_pg, smtp_servers,
-                                                                   clock):
+                                                                   send_clock):
     db = outreach_pg.db_url
     leads = outreach_pg.leads(3)
     bad = "lead1@dest1.example"
@@ -185,7 +185,7 @@ def test_550_bounces_suppresses_the_address_and_stops_the_sequence(outreach_pg, 
     cid = outreach_pg.campaign(steps=(0, 3))
     ids = outreach_pg.queue(cid, leads)
 
-    report = drain_queue(db, "w", now_fn=clock())
+    report = drain_queue(db, "w", now_fn=send_clock())
 
     assert (report.sent, report.bounced) == (2, 1)
     everything = outreach_pg.emails()
@@ -203,26 +203,26 @@ def test_550_bounces_suppresses_the_address_and_stops_the_sequence(outreach_pg, 
     assert len(server.received) == 2 and _status(outreach_pg, ids)["sent"] == 2
 
 
-def test_other_5xx_fails_without_suppressing(outreach_pg, smtp_servers, clock):
+def test_other_5xx_fails_without_suppressing(outreach_pg, smtp_servers, send_clock):
     server = smtp_servers(script=lambda stage, rcpt, n: "554 5.7.1 rejected as spam"
                           if stage == "data" else None)
     outreach_pg.provider("relay", server.port)
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(1))
-    assert drain_queue(outreach_pg.db_url, "w", now_fn=clock()).failed == 1
+    assert drain_queue(outreach_pg.db_url, "w", now_fn=send_clock()).failed == 1
     assert _status(outreach_pg, ids) == {"failed": 1}
     with session_scope(outreach_pg.db_url) as s:
         assert s.scalars(select(Suppression)).all() == []
 
 
-def test_hourly_limit_reached_mid_run_moves_on_then_waits(outreach_pg, smtp_servers, clock):
+def test_hourly_limit_reached_mid_run_moves_on_then_waits(outreach_pg, smtp_servers, send_clock):
     db = outreach_pg.db_url
     a, b = smtp_servers(), smtp_servers()
     pa = outreach_pg.provider("a", a.port, hourly=3, priority=1)
     pb = outreach_pg.provider("b", b.port, hourly=2, priority=2)
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(8))
-    now = clock()
+    now = send_clock()
 
     report = drain_queue(db, "w", now_fn=now)
 
@@ -239,7 +239,8 @@ def test_hourly_limit_reached_mid_run_moves_on_then_waits(outreach_pg, smtp_serv
     assert len(set(a.message_ids() + b.message_ids())) == 8
 
 
-def test_concurrent_workers_never_exceed_limits_or_send_twice(outreach_pg, smtp_servers, clock):
+def test_concurrent_workers_never_exceed_limits_or_send_twice(outreach_pg, smtp_servers,
+                                                              send_clock):
     db = outreach_pg.db_url
     a, b = smtp_servers(), smtp_servers()
     outreach_pg.provider("a", a.port, hourly=20, priority=1)
@@ -249,7 +250,7 @@ def test_concurrent_workers_never_exceed_limits_or_send_twice(outreach_pg, smtp_
     reports = []
 
     def work(name: str) -> None:
-        reports.append(drain_queue(db, name, now_fn=clock(), batch_size=4))
+        reports.append(drain_queue(db, name, now_fn=send_clock(), batch_size=4))
 
     threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
@@ -265,14 +266,14 @@ def test_concurrent_workers_never_exceed_limits_or_send_twice(outreach_pg, smtp_
                                                                 "scheduled": 120}
 
 
-def test_two_drains_at_once_deliver_each_message_once(outreach_pg, smtp_servers, clock):
+def test_two_drains_at_once_deliver_each_message_once(outreach_pg, smtp_servers, send_clock):
     db = outreach_pg.db_url
     server = smtp_servers()
     outreach_pg.provider("relay", server.port)
     cid = outreach_pg.campaign()
     outreach_pg.queue(cid, outreach_pg.leads(40))
     threads = [threading.Thread(target=drain_queue, args=(db, f"run{i}"),
-                                kwargs={"now_fn": clock(), "batch_size": 3}) for i in range(2)]
+                                kwargs={"now_fn": send_clock(), "batch_size": 3}) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -292,7 +293,7 @@ send_claimed_emails(sys.argv[1], ids, "doomed", now_fn=lambda: T0)
 
 
 def test_worker_killed_mid_batch_leaves_review_and_another_sends_the_rest(
-    outreach_pg, smtp_servers, clock
+    outreach_pg, smtp_servers, send_clock
 ):
     db = outreach_pg.db_url
     in_flight, resume = threading.Event(), threading.Event()
@@ -320,7 +321,7 @@ def test_worker_killed_mid_batch_leaves_review_and_another_sends_the_rest(
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()  # type: ignore[union-attr]
-    now = clock(T0 + dt.timedelta(minutes=11))  # the claims (600 s) have expired
+    now = send_clock(T0 + dt.timedelta(minutes=11))  # the claims (600 s) have expired
 
     assert release_expired_claims(db, now.now) == 5
     report = drain_queue(db, "survivor", now_fn=now)
@@ -336,7 +337,7 @@ def test_worker_killed_mid_batch_leaves_review_and_another_sends_the_rest(
 
 
 def test_suppression_added_after_queueing_is_honoured_at_send_time(outreach_pg, smtp_servers,
-                                                                   clock):
+                                                                   send_clock):
     db = outreach_pg.db_url
     server = smtp_servers()
     outreach_pg.provider("relay", server.port)
@@ -347,7 +348,7 @@ def test_suppression_added_after_queueing_is_honoured_at_send_time(outreach_pg, 
         suppress(s, "lead0@dest0.example", "unsubscribed")
         suppress(s, "dest1.example", "complained", kind="domain")
 
-    report = drain_queue(db, "w", now_fn=clock())
+    report = drain_queue(db, "w", now_fn=send_clock())
 
     assert (report.sent, report.cancelled) == (2, 2)
     sent_to = {r.rcpt_tos[0] for r in server.received}
@@ -368,7 +369,7 @@ def _links(db: str) -> list[CampaignLead]:
 
 
 def test_unreachable_provider_fails_over_and_never_leaks_the_password(
-    outreach_pg, smtp_servers, clock, caplog, monkeypatch
+    outreach_pg, smtp_servers, send_clock, caplog, monkeypatch
 ):
     from leadflow.settings import reset_settings_cache
     from tests.conftest import free_port
@@ -384,7 +385,7 @@ def test_unreachable_provider_fails_over_and_never_leaks_the_password(
     cid = outreach_pg.campaign()
     ids = outreach_pg.queue(cid, outreach_pg.leads(3))
 
-    report = drain_queue(db, "w", now_fn=clock())
+    report = drain_queue(db, "w", now_fn=send_clock())
 
     assert (report.sent, report.by_provider) == (3, {"good": 3})
     assert len(good.received) == 3 and wrong.received == []
@@ -398,7 +399,7 @@ def test_unreachable_provider_fails_over_and_never_leaks_the_password(
         from models import SmtpProvider
         s.get_one(SmtpProvider, 3).is_active = False
     more = outreach_pg.queue(cid, outreach_pg.leads(2, prefix="more"))
-    report = drain_queue(db, "w", now_fn=clock())
+    report = drain_queue(db, "w", now_fn=send_clock())
     assert report.retried == 2
     rows = outreach_pg.emails(more).values()
     assert all(r.status == "queued" and "no SMTP provider reachable" in r.last_error
