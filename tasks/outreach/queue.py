@@ -29,7 +29,7 @@ from models.db import session_scope
 from tasks.outreach.bulk_rows import insert_rows
 from tasks.outreach.delivery import Parcel, deliver
 from tasks.outreach.locks import is_sqlite, take_write_lock
-from tasks.outreach.message import OutgoingEmail, build_message
+from tasks.outreach.message import OutgoingEmail, render_message
 from tasks.outreach.outcomes import Outcome, record_outcomes
 from tasks.outreach.providers import as_utc
 from tasks.outreach.smtp import SenderPool
@@ -313,10 +313,10 @@ def _prepare(rows: list[Any], suppressed: set[str], now: datetime
             decided.append(Outcome(r.id, "failed", now, response="not composed"))
             continue
         try:
-            message = build_message(OutgoingEmail(
+            message = render_message(OutgoingEmail(
                 r.id, r.message_id, r.subject, r.body_text, r.body_html, r.sender_name,
                 r.sender_email, r.to_email, r.to_name, now,
-            )).as_bytes()
+            ))
         except (ValueError, TypeError) as exc:
             decided.append(Outcome(r.id, "failed", now, response=f"bad message: {exc}"[:300]))
             continue

@@ -13,28 +13,39 @@ import pytest
 
 from leadflow.tokens import TrackingToken, verify
 from tasks.outreach.compose import ComposedEmail, compose
-from tasks.outreach.message import OutgoingEmail, build_message
+from tasks.outreach.message import OutgoingEmail, build_message, render_message
 from tests.tasks.outreach.test_compose import FACTS, inputs
 
 pytestmark = pytest.mark.usefixtures("tracking_secret")
 
+RENDERERS = {"stdlib": lambda e: build_message(e).as_bytes(), "fast": render_message}
 
-def message_of(email: ComposedEmail, to_name: str | None = "Jane Doe") -> EmailMessage:
+
+@pytest.fixture(params=sorted(RENDERERS))
+def render(request: pytest.FixtureRequest) -> str:
+    """Every message test runs on both: the standard library's generator and the fast path."""
+    return str(request.param)
+
+
+def message_of(email: ComposedEmail, to_name: str | None = "Jane Doe",
+               render: str = "stdlib") -> EmailMessage:
     outgoing = OutgoingEmail(
         email_id=41, message_id=email.message_id, subject=email.subject,
         body_text=email.body_text, body_html=email.body_html, from_name="Sam at Booknex",
         from_email="sam@booknex.example", to_email="jane@bella.example", to_name=to_name,
         date=datetime(2025, 3, 3, 10, 0, tzinfo=UTC),
     )
-    raw = build_message(outgoing).as_bytes()
+    raw = RENDERERS[render](outgoing)
     parsed = BytesParser(policy=default).parsebytes(raw)
     assert isinstance(parsed, EmailMessage)
     return parsed
 
 
-def test_message_is_multipart_alternative_with_both_parts_and_unsubscribe_headers() -> None:
+def test_message_is_multipart_alternative_with_both_parts_and_unsubscribe_headers(
+    render: str,
+) -> None:
     email = compose(inputs())
-    msg = message_of(email)
+    msg = message_of(email, render=render)
     assert msg.get_content_type() == "multipart/alternative"
     text, html = msg.get_body(("plain",)), msg.get_body(("html",))
     assert text is not None and html is not None
@@ -48,10 +59,10 @@ def test_message_is_multipart_alternative_with_both_parts_and_unsubscribe_header
     assert msg["Subject"] == "Online booking for <script>alert(1)</script> & Co"
 
 
-def test_header_injection_through_lead_fields_adds_no_header() -> None:
+def test_header_injection_through_lead_fields_adds_no_header(render: str) -> None:
     evil = "Acme\r\nBcc: victim@x.com"
     email = compose(inputs(facts={**FACTS, "company_name": evil, "contact_name": evil}))
-    msg = message_of(email, to_name=evil)
+    msg = message_of(email, to_name=evil, render=render)
     assert msg["Bcc"] is None and "victim@x.com" not in str(msg["To"]).split("<")[-1]
     assert [a.addr_spec for a in msg["To"].addresses] == ["jane@bella.example"]
     assert msg["Subject"] == "Online booking for Acme Bcc: victim@x.com"
@@ -59,3 +70,44 @@ def test_header_injection_through_lead_fields_adds_no_header() -> None:
     assert sorted(header_names) == sorted(
         ["message-id", "date", "from", "to", "subject", "list-unsubscribe",
          "list-unsubscribe-post", "mime-version", "content-type"])
+
+
+TRICKY = [
+    ("plain ascii", "Sam", "Jane Doe", "Hello", "Hi.\n.leading dot\nFrom here\n"),
+    ("accents and emoji", "Zoë at Booknex", "José Núñez", "Réservez en ligne 💇",
+     "Bonjour José,\nà bientôt ✂️\n"),
+    ("quotes and commas", 'Sam "the" Booker, Inc.', "Doe, Jane", 'A "quoted", subject',
+     "tab\there and trailing spaces   \n"),
+    ("long lines", "S" * 90, "J" * 5, "word " * 40, ("x" * 300 + "\n") * 3),
+    ("crlf and control chars", "Sam\r\nX-Evil: 1", "Jane\x00Doe", "Sub\rject\nX-Evil: 2",
+     "line one\r\nline two\rline three"),
+    ("no display names, empty body", "", None, "s", ""),
+]
+
+
+@pytest.mark.parametrize(("case", "from_name", "to_name", "subject", "text"), TRICKY,
+                         ids=[t[0] for t in TRICKY])
+def test_fast_path_parses_to_the_same_message_as_the_standard_library(
+    case: str, from_name: str, to_name: str | None, subject: str, text: str,
+) -> None:
+    email = OutgoingEmail(
+        email_id=7, message_id="<lf.1.2.3.abcdef@booknex.example>", subject=subject,
+        body_text=text, body_html=f"<p>{text}</p>" if case != "no display names, empty body"
+        else None, from_name=from_name, from_email="sam@booknex.example",
+        to_email="jane@bella.example", to_name=to_name,
+        date=datetime(2025, 3, 3, 10, 0, tzinfo=UTC))
+    fast_raw = render_message(email)
+    ours = BytesParser(policy=default).parsebytes(fast_raw)
+    theirs = BytesParser(policy=default).parsebytes(build_message(email).as_bytes())
+    assert sorted(k.lower() for k in ours) == sorted(k.lower() for k in theirs)
+    for name in theirs:
+        if name.lower() not in ("content-type", "content-transfer-encoding"):  # boundary, QP
+            assert str(ours[name]) == str(theirs[name]), name
+    assert ours.get_content_type() == theirs.get_content_type()
+    for kind in (("plain",), ("html",)):
+        mine, reference = ours.get_body(kind), theirs.get_body(kind)
+        assert (mine is None) == (reference is None)
+        if mine is not None and reference is not None:
+            assert mine.get_content() == reference.get_content()
+    assert all(len(line) <= 998 for line in fast_raw.split(b"\r\n"))
+    assert b"\n" not in fast_raw.replace(b"\r\n", b"")  # CRLF line ends only
