@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -33,6 +34,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
 from _common import ROOT, machine_description, psycopg_dsn, throwaway_database
 
 SECRET = "benchmark-tracking-secret-0123456789"
@@ -46,7 +48,7 @@ ENV = {
 
 # --- the two servers -------------------------------------------------------------------------
 
-def serve_ceiling(port: int) -> None:
+def serve_ceiling(port: int, http: str, loop: str) -> None:
     """The ceiling: same route shape, same GIF, same uvicorn configuration, no database."""
     import uvicorn
     from starlette.applications import Starlette
@@ -63,15 +65,17 @@ def serve_ceiling(port: int) -> None:
         return pixel
 
     app = Starlette(routes=[Route("/o/{token}.gif", open_pixel)])
-    uvicorn.Server(server_config(app, "127.0.0.1", port)).run()
+    uvicorn.Server(server_config(app, "127.0.0.1", port, http=http, loop=loop)).run()
 
 
-def start_server(kind: str, port: int, db_url: str) -> subprocess.Popen[bytes]:
+def start_server(kind: str, port: int, db_url: str,
+                 args: argparse.Namespace) -> subprocess.Popen[bytes]:
     if kind == "app":
-        code = f"from tracking_app.serve import serve; serve('127.0.0.1', {port}, {db_url!r})"
+        code = (f"from tracking_app.serve import serve; serve('127.0.0.1', {port}, {db_url!r}, "
+                f"http={args.http!r}, loop={args.loop!r})")
         cmd = [sys.executable, "-c", code]
     else:
-        cmd = [sys.executable, __file__, "--serve-ceiling", str(port)]
+        cmd = [sys.executable, __file__, "--serve-ceiling", str(port), args.http, args.loop]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -233,6 +237,22 @@ def seed(db_url: str, n: int) -> list[int]:
         return [e.id for e in emails]
 
 
+def backend_cpu(db_url: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to the benchmark's database
+    (the app's connections; WAL writer and checkpointer not included)."""
+    import psycopg
+
+    with psycopg.connect(psycopg_dsn(db_url)) as conn:
+        pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):  # gone meanwhile
+            total += sum(psutil.Process(pid).cpu_times()[:2])
+    return total
+
+
 def count_events(db_url: str) -> int:
     import psycopg
 
@@ -248,6 +268,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--emails", type=int, default=3000)
+    # uvicorn's HTTP parser and event loop, the same for both sides (default: what
+    # tracking_app.serve uses, h11 and uvloop when installed).
+    parser.add_argument("--http", choices=("h11", "httptools"), default="h11")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     args = parser.parse_args()
 
     os.environ.update(ENV)
@@ -259,6 +283,8 @@ def main() -> None:
 
     with throwaway_database("leadflow_bench_tracking") as db_url:
         print(machine_description(db_url), flush=True)
+        print(f"server stack: uvicorn http={args.http} loop={args.loop}; load average "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
         ids = seed(db_url, args.emails)
         paths = [tokens.open_url(i).split("/", 3)[3] for i in ids]
         random.shuffle(paths)
@@ -271,9 +297,19 @@ def main() -> None:
             # with the mean of the ceiling measured on either side of it.
             for kind in ("ceiling", "app", "ceiling"):
                 port = free_port()
-                proc = start_server(kind, port, db_url)
+                proc = start_server(kind, port, db_url, args)
                 try:
-                    results.append((kind, load(port, paths_file, args)))
+                    server = psutil.Process(proc.pid)
+                    cpu_before = sum(server.cpu_times()[:2])
+                    result = load(port, paths_file, args)
+                    # CPU per response of the server process (startup excluded): unlike req/s,
+                    # hardly moved by what else the machine is doing.
+                    cpu = sum(server.cpu_times()[:2]) - cpu_before
+                    answered = max(1, sum(result["status"].values()))
+                    result["server_cpu_us"] = round(cpu / answered * 1e6, 1)
+                    if kind == "app":
+                        result["pg_cpu_us"] = round(backend_cpu(db_url) / answered * 1e6, 1)
+                    results.append((kind, result))
                 finally:
                     stop_server(proc)
                 print(f"{kind}: {json.dumps(results[-1][1])}", flush=True)
@@ -290,7 +326,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-ceiling":
-        serve_ceiling(int(sys.argv[2]))
+        serve_ceiling(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 2 and sys.argv[1] == "--load":
         run_load(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
                  float(sys.argv[6]))

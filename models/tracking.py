@@ -14,7 +14,8 @@ from models.base import Base, utcnow
 class EmailEvent(Base):
     __tablename__ = "email_events"
     __table_args__ = (
-        Index("ix_email_events_email_id_kind", "email_id", "kind"),
+        # email_id and kind for per-email reads; occurred_at for the repeat check (0004).
+        Index("ix_email_events_email_id_kind_occurred_at", "email_id", "kind", "occurred_at"),
         Index("ix_email_events_occurred_at", "occurred_at"),
         {"comment": "Opens, clicks, unsubscribes, replies and bounces, one row per event."},
     )

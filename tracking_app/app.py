@@ -5,6 +5,7 @@ or link, or an oversized or malformed request gets a 4xx and writes nothing."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -100,9 +101,15 @@ def create_app(db_url: str | None = None) -> Starlette:
         )
         await refresher.start()
         await writer.start()
+        # Everything alive now (modules, SQLAlchemy, settings, rules) lives as long as the app:
+        # out of the collector's sight, a full collection no longer walks it. Without this the
+        # collections the requests trigger cost about a third of the request path's CPU.
+        gc.collect()
+        gc.freeze()
         try:
             yield {"tracking": Tracking(engine, writer, refresher, key, trusted)}
         finally:
+            gc.unfreeze()
             await writer.stop()
             await refresher.stop()
             engine.dispose()

@@ -10,13 +10,19 @@ from tracking_app.app import create_app
 MAX_REQUEST_HEAD_BYTES = 16_384
 
 
-def server_config(app: object, host: str, port: int) -> uvicorn.Config:
+def server_config(
+    app: object, host: str, port: int, *, http: str = "h11", loop: str = "auto"
+) -> uvicorn.Config:
     """The uvicorn configuration the app is served with (also used by the benchmark's
-    ceiling, so both run on the same server stack)."""
+    ceiling, so both run on the same server stack). HTTP parsing stays with h11 whatever is
+    installed: its limit on a request head is what keeps a client from making the server
+    buffer an endless header (httptools has none). The loop is uvloop when installed."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
+        http=http,  # type: ignore[arg-type]
+        loop=loop,  # type: ignore[arg-type]
         # X-Forwarded-For is handled by the app, only from tracking_trusted_proxies.
         proxy_headers=False,
         server_header=False,
@@ -28,6 +34,8 @@ def server_config(app: object, host: str, port: int) -> uvicorn.Config:
     )
 
 
-def serve(host: str, port: int, db_url: str | None = None) -> None:
+def serve(
+    host: str, port: int, db_url: str | None = None, *, http: str = "h11", loop: str = "auto"
+) -> None:
     """Serve the tracking app on host:port against db_url (default: settings), until stopped."""
-    uvicorn.Server(server_config(create_app(db_url), host, port)).run()
+    uvicorn.Server(server_config(create_app(db_url), host, port, http=http, loop=loop)).run()

@@ -94,6 +94,23 @@ def test_humans_on_other_networks_are_not_repeats_of_each_other(
     ]
 
 
+def test_a_repeat_is_the_same_email_kind_link_and_network_whatever_came_between(
+    app_pg: RunningApp, outreach: Outreach, pg_clean: str
+) -> None:
+    email_id = outreach.email_ids[0]
+    sequence = [
+        (tokens.click_url(email_id, 0), "198.51.100.4", None),
+        (tokens.click_url(email_id, 1), "198.51.100.4", None),  # another link
+        (tokens.open_url(email_id), "198.51.100.4", None),  # another kind
+        (tokens.click_url(email_id, 1), "198.51.102.4", None),  # another network
+        (tokens.click_url(email_id, 0), "198.51.100.9", "repeat"),  # the first, 3 events back
+        (tokens.open_url(outreach.email_ids[1]), "198.51.100.4", None),  # another email
+    ]
+    for url, client, _ in sequence:
+        assert hit(app_pg, url, BROWSER, client).status_code in (200, 302)
+    assert [e.machine_reason for e in events(pg_clean)] == [r for _, _, r in sequence]
+
+
 def test_no_full_client_address_is_stored(
     app_pg: RunningApp, outreach: Outreach, pg_clean: str
 ) -> None:
