@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -16,7 +17,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
-from leadflow.tokens import unsubscribe_url
+from leadflow.tokens import tracking_key, unsubscribe_url
 
 _CONTROL = {i: " " for i in range(32)} | {127: " "}
 
@@ -42,10 +43,13 @@ def clean_header_text(value: str) -> str:
 
 def make_message_id(campaign_id: int, lead_id: int, step_number: int, sender_email: str) -> str:
     """The same email always gets the same Message-ID, so a resend would be recognisable and
-    the SMTP server and the benchmarks can count deliveries exactly."""
+    the SMTP server and the benchmarks can count deliveries exactly. It is an HMAC of the
+    email's identity under this installation's tracking key: no internal ids are shown, and
+    another database sending from the same domain cannot produce the same ids."""
     domain = sender_email.rsplit("@", 1)[-1].strip().lower() or "leadflow.invalid"
-    digest = hashlib.sha256(f"{campaign_id}:{lead_id}:{step_number}".encode()).hexdigest()[:16]
-    return f"<lf.{campaign_id}.{lead_id}.{step_number}.{digest}@{domain}>"
+    identity = f"message-id:{campaign_id}:{lead_id}:{step_number}".encode()
+    digest = hmac.new(tracking_key(), identity, hashlib.sha256).hexdigest()[:32]
+    return f"<lf.{digest}@{domain}>"
 
 
 def _address(name: str | None, email: str) -> Address:
@@ -85,7 +89,7 @@ def render_message(email: OutgoingEmail) -> bytes:
         return build_message(email).as_bytes()
     boundary = "==lf_" + hashlib.sha256(email.message_id.encode()).hexdigest()[:24] + "=="
     headers = [
-        f"Message-ID: {clean_header_text(email.message_id)}",
+        f"Message-ID: {_checked(email.message_id)}",
         f"Date: {format_datetime(email.date)}",
         f"From: {_formatted_address(email.from_name, email.from_email)}",
         f"To: {_formatted_address(email.to_name, email.to_email)}",
@@ -120,10 +124,18 @@ def _qp_part(subtype: str, body: str) -> bytes:
 
 def _formatted_address(name: str | None, address: str) -> str:
     """`Name <local@domain>`, the name quoted or RFC 2047-encoded as needed."""
-    local, _, domain = address.strip().rpartition("@")
-    if not local or not domain:
+    local, _, domain = _checked(address).strip().rpartition("@")
+    if not local or not domain or any(c.isspace() for c in local + domain):
         raise ValueError("not an email address")
     return formataddr((clean_header_text(name or ""), f"{local}@{domain}"), charset="utf-8")
+
+
+def _checked(value: str) -> str:
+    """Values that are written into a header as they are (addresses, the Message-ID) may not
+    hold a control character: a CR or LF there would start a header of its own."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control character in an address or Message-ID")
+    return value
 
 
 def _subject(value: str) -> str:

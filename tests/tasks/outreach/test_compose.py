@@ -91,5 +91,5 @@ def test_full_html_documents_keep_the_footer_inside_body() -> None:
 def test_message_id_is_deterministic_per_campaign_lead_and_step() -> None:
     first, again = compose(inputs()), compose(inputs(email_id=99, opening="Other."))
     assert first.message_id == again.message_id
-    assert re.fullmatch(r"<lf\.3\.7\.1\.[0-9a-f]{16}@booknex\.example>", first.message_id)
+    assert re.fullmatch(r"<lf\.[0-9a-f]{32}@booknex\.example>", first.message_id)
     assert compose(inputs(step_number=2)).message_id != first.message_id

@@ -15,6 +15,7 @@ from models import Email, EmailLink, Template
 from models.db import session_scope
 from tasks.outreach.compose import ComposeReport, compose_due_emails, compose_emails
 from tasks.outreach.defaults import create_campaign
+from tasks.outreach.message import make_message_id
 from tests.tasks.outreach.conftest import NOW, add_leads, schedule_emails
 
 pytestmark = pytest.mark.usefixtures("tracking_secret")
@@ -47,7 +48,8 @@ def test_scheduled_emails_are_composed_and_queued(db: str, request: pytest.Fixtu
         assert row.subject == f"Online booking for Bella Salon {row.lead_id - rows[0].lead_id}"
         assert row.body_text and row.body_text.startswith("Hi Jane,\n\n")
         assert row.body_html and "/o/o" in row.body_html and row.message_id
-        assert row.message_id.startswith(f"<lf.{row.campaign_id}.{row.lead_id}.1.")
+        assert row.message_id == make_message_id(row.campaign_id, row.lead_id, 1,
+                                                 "sam@booknex.example")
     with session_scope(url) as session:
         links = session.execute(select(EmailLink.email_id, EmailLink.position, EmailLink.url)
                                 .order_by(EmailLink.email_id, EmailLink.position)).all()

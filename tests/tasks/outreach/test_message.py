@@ -111,3 +111,34 @@ def test_fast_path_parses_to_the_same_message_as_the_standard_library(
             assert mine.get_content() == reference.get_content()
     assert all(len(line) <= 998 for line in fast_raw.split(b"\r\n"))
     assert b"\n" not in fast_raw.replace(b"\r\n", b"")  # CRLF line ends only
+
+
+@pytest.mark.parametrize("field", ["to_email", "from_email", "message_id"])
+def test_a_control_character_in_an_address_or_message_id_is_refused(
+    render: str, field: str,
+) -> None:
+    values = dict(email_id=7, message_id="<lf.abc@booknex.example>", subject="s",
+                  body_text="b", body_html=None, from_name="Sam", from_email="sam@b.example",
+                  to_email="jane@bella.example", to_name="Jane",
+                  date=datetime(2025, 3, 3, 10, 0, tzinfo=UTC))
+    values[field] = "victim@x.example\r\nBcc: attacker@evil.test"
+    with pytest.raises(ValueError):
+        RENDERERS[render](OutgoingEmail(**values))  # type: ignore[arg-type]
+
+
+def test_message_ids_are_stable_per_email_and_differ_between_installations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leadflow.settings import reset_settings_cache
+    from tasks.outreach.message import make_message_id
+
+    first = make_message_id(3, 17, 2, "sam@booknex.example")
+    assert first == make_message_id(3, 17, 2, "Sam@Booknex.example")
+    assert first != make_message_id(3, 17, 1, "sam@booknex.example")
+    assert re.fullmatch(r"<lf\.[0-9a-f]{32}@booknex\.example>", first)
+    monkeypatch.setenv("LEADFLOW_TRACKING_SECRET", "another-installation-key-0123456789")
+    reset_settings_cache()
+    try:
+        assert make_message_id(3, 17, 2, "sam@booknex.example") != first
+    finally:
+        reset_settings_cache()
