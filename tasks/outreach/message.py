@@ -1,8 +1,10 @@
 """The MIME message of a composed email: multipart text and HTML, a deterministic Message-ID,
 the sender's identity and RFC 8058 one-click unsubscribe headers.
 
-Every header value goes through the standard library's header registry with the SMTP policy,
-so a CR or LF in any lead field can never start a new header (it raises instead)."""
+`render_message` writes the bytes directly (the send path); `build_message` builds the same
+message with the standard library and is the reference the tests compare against, and the
+fallback for internationalised addresses. Neither lets a CR or LF in any lead field start a
+new header: display names and subjects are cleaned, addresses and Message-IDs refused."""
 
 from __future__ import annotations
 
