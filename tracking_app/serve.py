@@ -21,8 +21,8 @@ def server_config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
-        http=http,  # type: ignore[arg-type]
-        loop=loop,  # type: ignore[arg-type]
+        http=http,
+        loop=loop,
         # X-Forwarded-For is handled by the app, only from tracking_trusted_proxies.
         proxy_headers=False,
         server_header=False,
