@@ -3,15 +3,18 @@ finding the leads that match its targeting, and the campaigns whose outreach hou
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models import Campaign, CampaignLead, Email, Lead
 from models.db import insert_ignore, session_scope
+
+log = logging.getLogger(__name__)
 
 
 def link_leads(db_url: str, campaign_id: int, lead_ids: Sequence[int]) -> int:
@@ -67,15 +70,38 @@ def pending_lead_ids(db_url: str, campaign_id: int) -> list[int]:
 
 
 def campaigns_due(db_url: str, now: datetime, *, automated_only: bool = False) -> list[int]:
-    """Active daily campaigns whose scheduled local hour is the current hour in their own time
-    zone (the seed's hourly check `currentHour == campaign.scheduleTime`)."""
+    """Active daily campaigns whose scheduled local hour is the hour of `now` in their own time
+    zone (the seed's hourly check `currentHour == campaign.scheduleTime`). Pass the run's
+    scheduled time, not the clock: a run that starts late still serves its own hour. A campaign
+    with an unknown time zone is skipped (and logged), never the others."""
+    due = []
     with session_scope(db_url) as session:
         query = select(Campaign).where(Campaign.status == "active",
                                        Campaign.schedule_type == "daily")
         if automated_only:
             query = query.where(Campaign.campaign_type == "automated")
-        return [c.id for c in session.scalars(query.order_by(Campaign.id))
-                if now.astimezone(ZoneInfo(c.timezone)).hour == c.schedule_hour]
+        for c in session.scalars(query.order_by(Campaign.id)):
+            try:
+                local = now.astimezone(ZoneInfo(c.timezone))
+            except (ZoneInfoNotFoundError, ValueError):
+                log.warning("campaign %s: unknown time zone %r, skipped", c.id, c.timezone)
+                continue
+            if local.hour == c.schedule_hour:
+                due.append(c.id)
+    return due
+
+
+def linked_since_local_midnight(db_url: str, campaign_id: int, now: datetime) -> int:
+    """Leads linked to the campaign since midnight in its time zone: what today's
+    leads-per-day has already used, whatever run linked them."""
+    with session_scope(db_url) as session:
+        campaign = session.get_one(Campaign, campaign_id)
+        local = now.astimezone(ZoneInfo(campaign.timezone))
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return int(session.scalar(
+            select(func.count()).select_from(CampaignLead).where(
+                CampaignLead.campaign_id == campaign_id,
+                CampaignLead.added_at >= midnight.astimezone(UTC))) or 0)
 
 
 def active_campaign_ids(db_url: str, *, automated_daily_only: bool = False) -> list[int]:
