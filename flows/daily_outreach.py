@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from leadflow.settings import get_settings
 from tasks.outreach.steps import compose_due, enqueue_campaign, publish_funnel, send_due
@@ -17,12 +18,15 @@ def daily_outreach() -> dict[str, Any]:
     from tasks.outreach.campaign_leads import campaigns_due
 
     log = get_run_logger()
-    due = campaigns_due(get_settings().database_url, datetime.now(UTC))
+    # The hour this run was scheduled for: a run that starts late still serves its own hour.
+    scheduled = flow_run.scheduled_start_time
+    now = scheduled.astimezone(UTC) if scheduled else datetime.now(UTC)
+    due = campaigns_due(get_settings().database_url, now)
     if not due:
         log.info("no campaign has its outreach hour now")
     enqueued = [enqueue_campaign(campaign_id) for campaign_id in due]
     composed = compose_due()
-    sent = send_due()
+    sent = send_due()  # everything due, these campaigns' first emails included
     log.info("campaigns %s: composed %s, sent %s", due, composed, sent)
     funnel = publish_funnel(due, key="daily-outreach-funnel") if due else []
     return {"campaigns": due, "enqueued": enqueued, "composed": composed, "sent": sent,
