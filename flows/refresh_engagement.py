@@ -8,13 +8,12 @@ from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from leadflow.settings import get_settings
+from tasks.steps import DB_TASK
 
 
-@task(name="refresh-engagement-figures", retries=2, retry_delay_seconds=10,
-      cache_policy=NO_CACHE)
+@task(name="refresh-engagement-figures", **DB_TASK)
 def refresh_all() -> dict[str, int]:
     from tracking_app.figures import refresh_engagement
 

@@ -12,6 +12,9 @@ DEFAULTS = {
     "GX_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_LEVEL": "INFO",
+    # Warnings logged by leadflow's own modules (provider unavailable, claims expired...) go to
+    # the flow run's log in the Prefect UI too, not only to the worker's terminal.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,clients,leadflow",
 }
 
 
