@@ -65,7 +65,7 @@ class LocalCluster:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.prefect_db_url
         return env
 
-    def _prefect(self, *args: str, timeout: float = 120) -> str:
+    def run_prefect(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args],
                               cwd=ROOT, env=self.process_env(), capture_output=True, text=True,
                               timeout=timeout)
@@ -99,8 +99,8 @@ class LocalCluster:
 
     def deploy_all(self) -> None:
         """Create the process work pool and register every deployment of prefect.yaml."""
-        self._prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
-        self._prefect("deploy", "--all")
+        self.run_prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+        self.run_prefect("deploy", "--all")
 
     def start_workers(self, count: int, limit: int = 2) -> None:
         for n in range(count):

@@ -196,6 +196,27 @@ def deployments(
         console.print(text, markup=False, highlight=False)
 
 
+def deploy() -> None:
+    """`prefect deploy --all` with the schedules in LEADFLOW_SCHEDULE_TIMEZONE (prefect.yaml in
+    the repository carries UTC): renders the deployments with the current settings and deploys
+    them to the Prefect server at PREFECT_API_URL (process work pool `leadflow-process`)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from deployments.catalog import render_prefect_yaml
+    from leadflow.settings import get_settings
+
+    timezone = get_settings().schedule_timezone
+    rendered = Path(".leadflow") / "prefect.deploy.yaml"
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    rendered.write_text(render_prefect_yaml(timezone))
+    console.print(f"deploying every job with schedules in {timezone}")
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
+                           "--prefect-file", str(rendered)])
+    raise typer.Exit(done.returncode)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(campaign_app, name="campaign")
     app.command()(outreach)
@@ -204,3 +225,4 @@ def register(app: typer.Typer) -> None:
     app.command()(tracking)
     app.command()(serve)
     app.command()(deployments)
+    app.command()(deploy)

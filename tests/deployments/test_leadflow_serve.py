@@ -44,3 +44,24 @@ def test_leadflow_serve_registers_every_deployment_and_runs_a_triggered_one(
             os.killpg(serve.pid, signal.SIGTERM)
             serve.wait(timeout=30)
         server.stop()
+
+
+def test_leadflow_deploy_puts_the_settings_time_zone_into_every_schedule(
+    tmp_path: Path,
+) -> None:
+    server = LocalCluster(home=tmp_path / "prefect",
+                          env={"LEADFLOW_SCHEDULE_TIMEZONE": "Asia/Tokyo"})
+    server.start_server()
+    try:
+        server.run_prefect("work-pool", "create", "leadflow-process", "--type", "process")
+        done = subprocess.run([sys.executable, "-m", "leadflow.cli", "deploy"], cwd=ROOT,
+                              env=server.process_env(), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert server.deployment_names() == sorted(job.name for job in JOBS)
+        for job in JOBS:
+            if job.cron:
+                schedule = server.deployment(job.name, job.name)["schedules"][0]["schedule"]
+                assert (schedule["cron"], schedule["timezone"]) == (job.cron, "Asia/Tokyo")
+    finally:
+        server.stop()
