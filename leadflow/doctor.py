@@ -261,7 +261,8 @@ def check_smtp(target: SmtpTarget, settings: Settings, timeout_s: float) -> Chec
     try:
         if target.security == "tls":
             conn: smtplib.SMTP = smtplib.SMTP_SSL(target.host, target.port, timeout=timeout_s,
-                                                  context=ssl.create_default_context())
+                                                  context=ssl.create_default_context(
+                                                      cafile=settings.smtp_ca_file))
         else:
             conn = smtplib.SMTP(target.host, target.port, timeout=timeout_s)
         try:
