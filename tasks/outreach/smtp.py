@@ -4,7 +4,12 @@ AUTH), one message and recipient per transaction, and each reply classified.
 A delivery's outcome is `sent`, `temporary` (4xx, a connection dropped before the message was
 handed over: retry later), `bounced` (the server refused the recipient's address), `failed`
 (any other 5xx) or `unknown`: the connection broke after the whole message was sent and before
-the server answered, so it may have been accepted. `unknown` is never retried blindly."""
+the server answered, so it may have been accepted. `unknown` is never retried blindly.
+
+A 5xx reply with an enhanced status code (RFC 3463) is judged by that code: only 5.1.x (bad
+destination address, except 5.1.7/5.1.8 about the sender) and 5.2.1 (mailbox disabled) are
+bounces; 5.7.x (policy: relaying denied, sender rejected, spam) and the rest are failures that
+say nothing about the recipient's address."""
 
 from __future__ import annotations
 
@@ -19,9 +24,11 @@ from types import TracebackType
 
 from pydantic import SecretStr
 
-# Replies that refuse the recipient's address itself (RFC 5321 4.2.3, RFC 3463 5.1.x).
+# Basic codes that refuse the recipient's address at RCPT when the reply has no enhanced code
+# (RFC 5321 4.2.3).
 BOUNCE_CODES = frozenset({550, 551, 553})
-BOUNCE_ENHANCED = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"})
+# Enhanced codes about the sender's address, not the recipient's (RFC 3463 3.2).
+SENDER_ADDRESS_ENHANCED = frozenset({"5.1.7", "5.1.8"})
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 _EOLS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -34,10 +41,17 @@ class Delivery:
     outcome: str  # sent | temporary | bounced | failed | unknown
     code: int | None
     response: str  # the server's reply (or what broke), one line, no secrets
+    enhanced: str | None = None  # the reply's enhanced status code (RFC 3463), e.g. 5.7.1
 
     @property
     def summary(self) -> str:
         return f"{self.code} {self.response}" if self.code is not None else self.response
+
+    @property
+    def policy_refusal(self) -> bool:
+        """A permanent refusal for a policy reason (5.7.x): relaying denied, sender rejected,
+        authentication needed. Many of them in a row mean the provider, not the recipients."""
+        return self.outcome == "failed" and (self.enhanced or "").startswith("5.7.")
 
 
 class ProviderUnavailable(Exception):
@@ -60,17 +74,27 @@ def _one_line(raw: bytes | str, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
 
 
+def enhanced_code(message: bytes | str) -> str | None:
+    """The enhanced status code a reply's text starts with (`5.7.1 Relaying denied`), if any."""
+    m = _ENHANCED.match(_one_line(message))
+    return m.group(1) if m else None
+
+
 def classify_reply(code: int, message: bytes | str, stage: str) -> str:
-    """The outcome a reply means at a stage of the transaction (mail, rcpt, data)."""
+    """The outcome a reply means at a stage of the transaction (mail, rcpt, data). A refusal
+    of MAIL FROM is about the sender, never a bounce of the recipient."""
     if 200 <= code < 400:
         return "sent"
     if 400 <= code < 500:
         return "temporary"
-    m = _ENHANCED.match(_one_line(message))
-    enhanced = m.group(1) if m else None
-    if (stage == "rcpt" and code in BOUNCE_CODES) or enhanced in BOUNCE_ENHANCED:
-        return "bounced"
-    return "failed"
+    if stage == "mail":
+        return "failed"
+    enhanced = enhanced_code(message)
+    if enhanced is not None and enhanced.startswith("5."):
+        recipient = (enhanced.startswith("5.1.") and enhanced not in SENDER_ADDRESS_ENHANCED
+                     or enhanced == "5.2.1")
+        return "bounced" if recipient else "failed"
+    return "bounced" if stage == "rcpt" and code in BOUNCE_CODES else "failed"
 
 
 def data_block(message: bytes) -> bytes:
@@ -168,7 +192,8 @@ class SmtpSender:
                                              f"{_describe(exc)}")
         if code == 421:
             self._discard()
-        return Delivery(classify_reply(code, reply, "data"), code, _one_line(reply))
+        return Delivery(classify_reply(code, reply, "data"), code, _one_line(reply),
+                        enhanced_code(reply))
 
     def _refused(self, code: int, reply: bytes, stage: str) -> Delivery:
         if code == 421 or code == -1:
@@ -179,7 +204,7 @@ class SmtpSender:
             except (smtplib.SMTPException, OSError):
                 self._discard()
         outcome = classify_reply(code, reply, stage) if code >= 400 else "temporary"
-        return Delivery(outcome, code, f"{stage}: {_one_line(reply)}")
+        return Delivery(outcome, code, f"{stage}: {_one_line(reply)}", enhanced_code(reply))
 
     def _discard(self) -> None:
         if self._conn is not None:

@@ -107,6 +107,11 @@ def test_plain_server_without_auth_accepts(smtp_servers, tls_files):
         ("rcpt", "553 5.1.3 Bad address syntax", "bounced"),
         ("rcpt", "451 4.3.0 Try again later", "temporary"),
         ("rcpt", "554 5.7.1 Relay access denied", "failed"),
+        ("rcpt", "550 5.7.1 Relaying denied", "failed"),
+        ("rcpt", "553 5.7.1 sender address rejected", "failed"),
+        ("rcpt", "550 5.2.1 Mailbox disabled", "bounced"),
+        ("rcpt", "550 No such user here", "bounced"),
+        ("mail", "553 5.1.8 Bad sender address", "failed"),
         ("mail", "421 4.3.2 Service shutting down", "temporary"),
         ("data", "552 5.3.4 Message too big", "failed"),
         ("data", "451 4.7.1 Greylisted", "temporary"),
@@ -173,8 +178,15 @@ def test_unreachable_server_is_provider_unavailable(tls_files):
         sender.send("a@sender.example", "b@dest.example", _message(1))
 
 
-def test_classify_reply_uses_enhanced_codes_at_data():
+def test_classify_reply_decides_by_the_enhanced_code_when_there_is_one():
     assert classify_reply(250, b"ok", "data") == "sent"
+    assert classify_reply(550, b"5.7.1 Relaying denied", "rcpt") == "failed"
+    assert classify_reply(553, b"5.7.1 sender address rejected", "rcpt") == "failed"
+    assert classify_reply(551, b"5.4.1 no route", "rcpt") == "failed"
+    assert classify_reply(554, b"5.1.1 unknown", "rcpt") == "bounced"
+    assert classify_reply(550, b"5.1.10 null MX", "rcpt") == "bounced"
+    assert classify_reply(550, b"5.1.7 bad sender mailbox", "rcpt") == "failed"
+    assert classify_reply(550, b"5.1.1 unknown", "mail") == "failed"
     assert classify_reply(550, b"5.1.1 user unknown", "data") == "bounced"
     assert classify_reply(550, b"5.7.1 spam", "data") == "failed"
     assert classify_reply(550, b"no such user", "rcpt") == "bounced"
