@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from models import Campaign, CampaignLead, Email, Lead
 from models.db import insert_ignore, session_scope
+from tasks.outreach.locks import take_write_lock
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ def link_leads(db_url: str, campaign_id: int, lead_ids: Sequence[int]) -> int:
     """Link leads to a campaign (idempotent) and recompute its `leads_generated`. Returns how
     many links are new."""
     with session_scope(db_url) as session:
+        # The count before must be the one this insert adds to (SQLite: nobody writes between).
+        take_write_lock(session)
         before = _linked_count(session, campaign_id)
         rows = [{"campaign_id": campaign_id, "lead_id": lead_id, "status": "pending",
                  "routing": {}} for lead_id in dict.fromkeys(lead_ids)]

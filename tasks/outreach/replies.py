@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from models import Email, EmailEvent
 from models.db import session_scope
+from tasks.outreach.locks import take_write_lock
 from tasks.outreach.suppression import normalise_address, stop_sequence
 
 
@@ -27,6 +28,8 @@ def record_reply(db_url: str, *, address: str | None = None,
     if not address and not message_id:
         raise ValueError("give the replying address or the Message-ID replied to")
     with session_scope(db_url) as session:
+        # The "already recorded?" read must hold until the write (SQLite: the write lock now).
+        take_write_lock(session)
         query = select(Email).where(Email.sent_at.is_not(None))
         if message_id:
             query = query.where(Email.message_id == message_id.strip())

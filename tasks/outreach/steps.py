@@ -61,13 +61,16 @@ def compose_due() -> dict[str, Any]:
 
 
 @task(name="send-due-emails", **NETWORK_TASK)
-def send_due(max_emails: int | None = None) -> dict[str, Any]:
+def send_due(max_emails: int | None = None,
+             campaign_ids: list[int] | None = None) -> dict[str, Any]:
     """Put expired claims up for review, then claim, send and record due emails until none is
-    left inside its sending window and provider limits."""
+    left inside its sending window and provider limits. `campaign_ids` sends only those
+    campaigns' emails (drafts among them included: a manual execution)."""
     from tasks.outreach.queue import drain_queue, release_expired_claims
 
     reviewed = release_expired_claims(_db(), datetime.now(UTC))
-    report = _plain(drain_queue(_db(), worker_name(), max_emails=max_emails))
+    report = _plain(drain_queue(_db(), worker_name(), max_emails=max_emails,
+                                campaign_ids=campaign_ids))
     return {"claims_sent_to_review": reviewed, **report}
 
 

@@ -194,3 +194,100 @@ def test_sqlite_claims_are_exclusive_and_sends_are_recorded(sqlite_url, send_env
         assert set(s.scalars(select(Lead.status))) == {"contacted"}
         second_steps = s.scalars(select(Email.scheduled_at).where(Email.step_number == 2))
         assert {t.replace(tzinfo=dt.UTC) for t in second_steps} == {T0 + dt.timedelta(days=3)}
+
+
+def test_sqlite_link_and_enqueue_at_once_read_what_they_write(sqlite_url, send_env):
+    """Each call reads before it writes (counts, existing links, a reply already recorded):
+    under the write lock taken first, another flow's commit cannot slip in between."""
+    from tasks.outreach.campaign_leads import link_leads
+
+    outreach = Outreach(sqlite_url)
+    first, second = outreach.campaign(name="a"), outreach.campaign(name="b")
+    leads = outreach.leads(60)
+    new_links: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def run(work, ids) -> None:  # type: ignore[no-untyped-def]
+        start.wait()
+        try:
+            for lead in ids:
+                work([lead])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=(
+            lambda ids: new_links.append(link_leads(sqlite_url, first, ids)), leads[0::2])),
+        threading.Thread(target=run, args=(
+            lambda ids: new_links.append(link_leads(sqlite_url, first, ids)), leads[1::2])),
+        threading.Thread(target=run, args=(
+            lambda ids: enqueue_sequences(sqlite_url, second, ids, T0), leads)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert set(_links(sqlite_url, first)) == set(leads)
+    assert sum(new_links) == 60  # each call counted only the links it made
+    assert len(_links(sqlite_url, second)) == 60
+    assert len(outreach.emails()) == 180
+
+
+def test_sqlite_the_same_reply_recorded_twice_at_once_adds_one_event(sqlite_url, send_env):
+    from models import EmailEvent
+    from tasks.outreach.replies import record_reply
+
+    outreach = Outreach(sqlite_url)
+    cid = outreach.campaign()
+    leads = outreach.leads(20)
+    ids = outreach.queue(cid, leads)
+    with session_scope(sqlite_url) as s:
+        s.execute(Email.__table__.update().where(Email.id.in_(ids))
+                  .values(status="sent", sent_at=T0))
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def reply() -> None:
+        start.wait()
+        try:
+            for i in range(20):
+                record_reply(sqlite_url, address=f"lead{i}@dest{i % 7}.example")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reply) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    with session_scope(sqlite_url) as s:
+        kinds = list(s.scalars(select(EmailEvent.email_id).where(EmailEvent.kind == "reply")))
+    assert sorted(kinds) == sorted(ids)
+
+
+def test_send_due_sends_only_the_named_campaigns_drafts_included(outreach_pg: Outreach,
+                                                                 send_env, monkeypatch):
+    from leadflow.settings import reset_settings_cache
+    from tasks.outreach.steps import send_due
+
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", outreach_pg.db_url)
+    reset_settings_cache()
+    draft = outreach_pg.campaign(name="draft", status="draft")
+    other = outreach_pg.campaign(name="other")
+    mine = outreach_pg.queue(draft, outreach_pg.leads(2, prefix="d"))
+    theirs = outreach_pg.queue(other, outreach_pg.leads(3, prefix="o"))
+    # Emails due now (the task uses the real clock).
+    with session_scope(outreach_pg.db_url) as s:
+        s.execute(Email.__table__.update().where(Email.id.in_(mine + theirs))
+                  .values(scheduled_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)))
+
+    result = send_due.fn(campaign_ids=[draft])
+
+    assert (result["claimed"], result["sent"]) == (2, 2)
+    assert {e.status for e in outreach_pg.emails(mine).values()} == {"sent"}
+    assert {e.status for e in outreach_pg.emails(theirs).values()} == {"queued"}
