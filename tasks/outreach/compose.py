@@ -24,6 +24,7 @@ from models.db import insert_ignore, session_scope
 from tasks.outreach.message import make_message_id
 from tasks.outreach.personalise import Opening, fallback, personal_openings
 from tasks.outreach.routing import load_lead_facts, route_lead
+from tasks.outreach.suppression import cancel_later_steps, stop_links
 from tasks.outreach.templates import (
     CompiledTemplate,
     TemplateError,
@@ -226,6 +227,12 @@ def _fail(session: Session, skipped: Mapping[int, str], now: datetime) -> None:
             .where(table.c.id == bindparam("b_id"), table.c.status == "scheduled")
             .values(status="failed", last_error=bindparam("b_error"), updated_at=now))
     session.execute(stmt, [{"b_id": i, "b_error": why[:500]} for i, why in skipped.items()])
+    # A step that cannot be composed ends the lead's sequence like any failed step.
+    failed = [(c, lead, n) for c, lead, n in session.execute(
+        select(table.c.campaign_id, table.c.lead_id, table.c.step_number)
+        .where(table.c.id.in_(skipped), table.c.status == "failed"))]
+    cancel_later_steps(session, failed, "failed")
+    stop_links(session, [(c, lead) for c, lead, _ in failed], "failed")
 
 
 def _compose_batch(db_url: str, ids: list[int], now: datetime, settings: Settings
@@ -337,10 +344,14 @@ def compose_emails(db_url: str, email_ids: Iterable[int], now: datetime,
 
 def compose_due_emails(db_url: str, now: datetime, limit: int | None = None,
                        settings: Settings | None = None) -> ComposeReport:
-    """Compose every `scheduled` email due by `now` (oldest first, at most `limit`)."""
+    """Compose every `scheduled` email due by `now` whose previous step is sent (oldest
+    first, at most `limit`)."""
+    from tasks.outreach.queue import previous_step_sent
+
     with session_scope(db_url) as session:
         stmt = (select(Email.id)
-                .where(Email.status == "scheduled", Email.scheduled_at <= now)
+                .where(Email.status == "scheduled", Email.scheduled_at <= now,
+                       previous_step_sent(EMAILS))
                 .order_by(Email.scheduled_at, Email.id))
         ids = list(session.scalars(stmt if limit is None else stmt.limit(limit)))
     return compose_emails(db_url, ids, now, settings)

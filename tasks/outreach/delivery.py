@@ -1,6 +1,7 @@
-"""Handing a batch of built messages to the SMTP providers, or to the outbox when none is
-active: capacity reserved before each send, a provider that cannot be reached skipped for the
-rest of the batch, and one result per message.
+"""Handing a batch of built messages to the SMTP providers (or to the outbox when no provider is
+configured at all): capacity reserved before each send and counted in the hour it is used, a
+provider that cannot be reached (or refuses message after message for policy reasons) skipped
+for the rest of the batch, and one result per message.
 
 What the results mean for the queue (sent, retry, bounce, review...) is recorded elsewhere
 (tasks/outreach/outcomes.py); nothing here writes an email's row."""
@@ -18,13 +19,20 @@ from tasks.outreach.outbox import write_eml
 from tasks.outreach.providers import (
     ProviderConfig,
     active_providers,
+    has_providers,
     release,
     resolve_password,
     select_provider,
+    window_starts,
 )
-from tasks.outreach.smtp import ProviderUnavailable, SenderPool, SmtpEndpoint, SmtpSender
+from tasks.outreach.smtp import Delivery, ProviderUnavailable, SenderPool, SmtpEndpoint, SmtpSender
 
 log = logging.getLogger(__name__)
+
+# This many 5.7.x refusals in a row from one provider (relaying denied, sender rejected...) say
+# the provider will not send for us: it is skipped like an unreachable one and the refused
+# messages go elsewhere or wait, rather than each failing for good.
+POLICY_REFUSALS_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,8 @@ class Parcel:
 @dataclass(frozen=True)
 class Result:
     email_id: int
-    # sent | temporary | bounced | failed | unknown (smtp.Delivery), or wait: no capacity left
+    # sent | temporary | bounced | failed | unknown (smtp.Delivery), or
+    # wait: no provider has capacity left; unavailable: none active or none reachable
     outcome: str
     provider_id: int | None
     response: str
@@ -67,20 +76,23 @@ def deliver(
 ) -> list[Result]:
     with session_scope(db_url) as session:
         providers = active_providers(session)
-    if not providers:
+        configured = providers or has_providers(session)
+    if not configured:
         return [_to_outbox(parcel, settings, now_fn) for parcel in parcels]
+    if not providers:
+        at = now_fn()
+        return [Result(p.email_id, "unavailable", None, "no active SMTP provider", at)
+                for p in parcels]
     results: list[Result] = []
-    down: dict[int, str] = {}  # providers unreachable during this batch, and why
+    down: dict[int, str] = {}  # providers unusable during this batch, and why
     for avoid, group in _by_avoided_provider(parcels).items():
         results += _deliver_group(db_url, group, avoid, settings, pool, now_fn, down)
-    unreachable_all = len(down) == len(providers)
-    return [
-        # Nothing reachable is a provider failure (retry with backoff); full providers wait.
-        Result(r.email_id, "temporary", None, "no SMTP provider reachable: "
-               + "; ".join(down.values()), r.at) if r.outcome == "wait" and unreachable_all
-        else r
-        for r in results
-    ]
+    if not down:
+        return results  # left over only for want of capacity: `wait` for the next hour
+    # A provider that may come back soon holds messages too: wait with backoff, not an hour.
+    why = "no SMTP provider reachable: " + "; ".join(down.values())
+    return [Result(r.email_id, "unavailable", None, why[:500], r.at) if r.outcome == "wait"
+            else r for r in results]
 
 
 def _by_avoided_provider(parcels: list[Parcel]) -> dict[int | None, list[Parcel]]:
@@ -107,28 +119,48 @@ def _deliver_group(
         if reservation is None:
             break
         provider = reservation.provider
+        window = (reservation.hour_start, reservation.day_start)
         batch, remaining = remaining[: reservation.count], remaining[reservation.count :]
         used = 0
+        refused: list[tuple[Parcel, Delivery, datetime]] = []  # 5.7.x in a row, undecided
         try:
             sender = _sender(pool, provider, settings)
             for parcel in batch:
+                if window_starts(now_fn()) != window:
+                    # A new hour (or day): what is left is reserved again in the new window, so
+                    # each send counts in the window it happens in.
+                    break
                 delivery = sender.send(provider.from_email or parcel.envelope_from,
                                        parcel.recipient, parcel.message)
                 used += 1
-                results.append(Result(parcel.email_id, delivery.outcome, provider.id,
-                                      delivery.summary, now_fn()))
-        except ProviderUnavailable as exc:
-            # Nothing of the current message was accepted: it and the rest of the batch go
-            # to the next provider with capacity.
-            down[provider.id] = str(exc)
-            log.warning("SMTP provider %s unavailable: %s", provider.name, exc)
+                if delivery.policy_refusal:
+                    refused.append((parcel, delivery, now_fn()))
+                    if len(refused) >= POLICY_REFUSALS_IN_A_ROW:
+                        raise ProviderUnavailable(
+                            f"{len(refused)} messages in a row refused: {delivery.summary}")
+                    continue
+                results += [_result(p, d, provider, at) for p, d, at in refused]
+                refused = []
+                results.append(_result(parcel, delivery, provider, now_fn()))
+            results += [_result(p, d, provider, at) for p, d, at in refused]
             remaining = batch[used:] + remaining
+        except ProviderUnavailable as exc:
+            # Nothing of the current message was accepted (nor of the refused ones): they and
+            # the rest of the batch go to the next provider with capacity.
+            down[provider.id] = f"{provider.name}: {exc}"[:300]
+            log.warning("SMTP provider %s unavailable: %s", provider.name, exc)
+            remaining = [p for p, _, _ in refused] + batch[used:] + remaining
         finally:
             release(db_url, reservation, reservation.count - used)
     at = now_fn()
     results += [Result(p.email_id, "wait", None, "no SMTP provider has capacity left", at)
                 for p in remaining]
     return results
+
+
+def _result(parcel: Parcel, delivery: Delivery, provider: ProviderConfig, at: datetime
+            ) -> Result:
+    return Result(parcel.email_id, delivery.outcome, provider.id, delivery.summary, at)
 
 
 def _sender(pool: SenderPool, provider: ProviderConfig, settings: Settings) -> SmtpSender:

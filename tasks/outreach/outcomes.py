@@ -1,20 +1,25 @@
 """Recording what happened to a batch of claimed emails, in one transaction.
 
-Only rows still claimed by the worker (`claimed_by = worker AND status = 'sending'`) change:
-a claim that expired meanwhile is already up for review and stays so. A sent email moves its
-lead on (status of the step, `last_contacted_at`), dates the lead's next step from the actual
-send, and the campaign's counters are recomputed from the emails table, never incremented."""
+Only rows this worker claimed change: those still `sending`, and those whose claim expired
+meanwhile (put up for review by `release_expired_claims`): the worker knows what happened to
+them, so its outcome replaces the review. A sent email moves its lead on (status of the step,
+`last_contacted_at`), dates the lead's next step from the actual send, and the campaign's
+counters are recomputed from the emails table, never incremented. A step that ends `failed` or
+`review` cancels the lead's later steps in that campaign (a failed step also stops the lead's
+link). A provider that is unavailable (none active, none reachable) uses no attempt: the email
+waits with a backoff of its own, doubling up to an hour."""
 
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, distinct, func, select
+from sqlalchemy import Table, distinct, func, or_, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -24,13 +29,23 @@ from models.db import session_scope
 from tasks.outreach.bulk_rows import update_rows
 from tasks.outreach.locks import take_write_lock
 from tasks.outreach.providers import as_utc, next_hour
-from tasks.outreach.suppression import stop_sequence, suppress
+from tasks.outreach.suppression import (
+    cancel_later_steps,
+    restore_later_steps,
+    stop_links,
+    stop_sequence,
+    suppress,
+)
 
 # Lead statuses a send must not overwrite (the sequence ended for a reason).
 FINAL_LEAD_STATUSES = ("replied", "unsubscribed", "bounced")
 REVIEW_NOTE = ("no SMTP reply after the message was sent; it may have been delivered: "
                "check before resending")
 _DEADLOCK_CODES = ("40P01", "40001")  # deadlock detected, serialization failure
+# Waiting for a provider to be active or reachable again: base `send_retry_base_s`, doubling
+# with each consecutive wait (counted in `last_error`), at most this long.
+UNAVAILABLE_MAX_WAIT_S = 3600.0
+_UNAVAILABLE_NOTE = re.compile(r"^provider unavailable \(wait (\d+)\)")
 _emails = cast(Table, Email.__table__)
 _leads = cast(Table, Lead.__table__)
 _links = cast(Table, CampaignLead.__table__)
@@ -40,7 +55,7 @@ _campaigns = cast(Table, Campaign.__table__)
 @dataclass(frozen=True)
 class Outcome:
     email_id: int
-    # sent | temporary | wait | failed | bounced | unknown | cancelled
+    # sent | temporary | wait | unavailable | failed | bounced | unknown | cancelled
     kind: str
     at: datetime
     provider_id: int | None = None
@@ -57,6 +72,14 @@ class _Row:
     sequence_id: int
     attempts: int
     to_email: str
+    last_error: str | None
+    status: str
+
+
+def unavailable_waits(last_error: str | None) -> int:
+    """How many times in a row the email has waited for an unavailable provider."""
+    m = _UNAVAILABLE_NOTE.match(last_error or "")
+    return int(m.group(1)) if m else 0
 
 
 def retry_delay_s(attempts: int, base_s: float, rng: Callable[[], float] = random.random) -> float:
@@ -90,24 +113,17 @@ def _record(
 ) -> Counter[str]:
     take_write_lock(session)
     ids = [o.email_id for o in outcomes]
-    campaign_ids = sorted(set(session.scalars(
-        select(Email.campaign_id).where(Email.id.in_(ids)))))
-    # Recording transactions of one campaign run one at a time, so each recount of the
-    # counters sees every send committed before it (READ COMMITTED would miss concurrent ones).
-    session.execute(select(Campaign.id).where(Campaign.id.in_(campaign_ids))
-                    .order_by(Campaign.id).with_for_update())
-    owned = {
-        r.id: _Row(r.id, r.lead_id, r.campaign_id, r.step_number, r.sequence_id, r.attempts,
-                   r.to_email)
-        for r in session.execute(
-            select(Email.id, Email.lead_id, Email.campaign_id, Email.step_number,
-                   Campaign.sequence_id, Email.attempts, Email.to_email)
-            .join(Campaign, Campaign.id == Email.campaign_id)
-            .where(Email.id.in_(ids), Email.claimed_by == worker_id, Email.status == "sending")
-            .order_by(Email.id)
-            .with_for_update(of=Email)
-        )
-    }
+    campaign_ids = _lock_campaigns_of(session, ids)
+    # Also rows whose claim expired into review while this worker was still at them: it knows
+    # their outcome (a review from an `unknown` outcome has its claim_expires_at cleared).
+    expired_claim = (Email.status == "review") & Email.claim_expires_at.is_not(None)
+    owned = _locked_rows(session, Email.id.in_(ids), Email.claimed_by == worker_id,
+                         or_(Email.status == "sending", expired_claim))
+    reviewed = [r for r in owned.values() if r.status == "review"]
+    # Whatever the worker reports, the review's cancellation of the later steps is undone
+    # first; a failure or another review cancels them again below.
+    restore_later_steps(session, [(r.campaign_id, r.lead_id, r.step_number) for r in reviewed],
+                        "review")
     counts: Counter[str] = Counter()
     counts["lost"] = sum(1 for o in outcomes if o.email_id not in owned)
     mine = [o for o in outcomes if o.email_id in owned]
@@ -119,7 +135,6 @@ def _record(
     if sent:
         _record_sent(session, sent, owned)
         counts["sent"] += len(sent)
-    _record_retries(session, by_kind.get("temporary", []), owned, settings, counts)
     waiting = by_kind.get("wait", [])
     _update_emails(session, [
         {"b_id": o.email_id, "status": "queued", "scheduled_at": next_hour(o.at),
@@ -127,8 +142,14 @@ def _record(
          "provider_id": None, **_UNCLAIMED} for o in waiting
     ])
     counts["waiting"] += len(waiting)
-    _finish(session, by_kind.get("failed", []), "failed", counts)
-    _finish(session, by_kind.get("unknown", []), "review", counts, note=REVIEW_NOTE)
+    _record_unavailable(session, by_kind.get("unavailable", []), owned, settings, counts)
+    failed = by_kind.get("failed", []) + _record_retries(
+        session, by_kind.get("temporary", []), owned, settings, counts)
+    _finish(session, failed, "failed", counts)
+    _end_sequences(session, failed, owned, "failed")
+    unknown = by_kind.get("unknown", [])
+    _finish(session, unknown, "review", counts, note=REVIEW_NOTE)
+    _end_sequences(session, unknown, owned, "review")
     bounced = by_kind.get("bounced", [])
     _finish(session, bounced, "bounced", counts)
     for o in bounced:
@@ -144,6 +165,71 @@ def _record(
     if sent:
         recount_campaigns(session, campaign_ids)
     return counts
+
+
+def _locked_rows(session: Session, *conditions: Any) -> dict[int, _Row]:
+    """The emails matching the conditions, locked (FOR UPDATE; SQLite: the caller's write
+    lock), by id."""
+    return {
+        r.id: _Row(r.id, r.lead_id, r.campaign_id, r.step_number, r.sequence_id, r.attempts,
+                   r.to_email, r.last_error, r.status)
+        for r in session.execute(
+            select(Email.id, Email.lead_id, Email.campaign_id, Email.step_number,
+                   Campaign.sequence_id, Email.attempts, Email.to_email, Email.last_error,
+                   Email.status)
+            .join(Campaign, Campaign.id == Email.campaign_id)
+            .where(*conditions)
+            .order_by(Email.id)
+            .with_for_update(of=Email)
+        )
+    }
+
+
+def _lock_campaigns_of(session: Session, email_ids: list[int]) -> list[int]:
+    """Lock the campaigns of these emails (in id order); returns their ids. Recording
+    transactions of one campaign run one at a time, so each recount of the counters sees every
+    send committed before it (READ COMMITTED would miss concurrent ones)."""
+    campaign_ids = sorted(set(session.scalars(
+        select(Email.campaign_id).where(Email.id.in_(email_ids)))))
+    session.execute(select(Campaign.id).where(Campaign.id.in_(campaign_ids))
+                    .order_by(Campaign.id).with_for_update())
+    return campaign_ids
+
+
+def requeue_reviewed(session: Session, email_ids: list[int], now: datetime) -> int:
+    """Emails in review go back to the queue, due `now` (a person found the message was not
+    delivered); their cancelled later steps are pending again. Returns how many."""
+    take_write_lock(session)
+    rows = _locked_rows(session, Email.id.in_(email_ids), Email.status == "review")
+    restore_later_steps(session, [(r.campaign_id, r.lead_id, r.step_number)
+                                  for r in rows.values()], "review")
+    _update_emails(session, [
+        {"b_id": r.id, "status": "queued", "scheduled_at": as_utc(now),
+         "last_error": f"requeued after review ({r.last_error or ''})"[:500], **_UNCLAIMED}
+        for r in rows.values()
+    ])
+    return len(rows)
+
+
+def mark_reviewed_sent(session: Session, email_ids: list[int], now: datetime) -> int:
+    """Emails in review recorded as sent (a person found the message was delivered): sent at
+    their claim time (when the hand-off happened), their lead moved on and the next step dated
+    from then, the campaign recounted. Returns how many."""
+    take_write_lock(session)
+    campaign_ids = _lock_campaigns_of(session, email_ids)
+    rows = _locked_rows(session, Email.id.in_(email_ids), Email.status == "review")
+    if not rows:
+        return 0
+    claims = {i: (claimed_at, provider_id) for i, claimed_at, provider_id in session.execute(
+        select(Email.id, Email.claimed_at, Email.provider_id).where(Email.id.in_(rows)))}
+    restore_later_steps(session, [(r.campaign_id, r.lead_id, r.step_number)
+                                  for r in rows.values()], "review")
+    record_sent_rows(session, [
+        (r, as_utc(claims[r.id][0] or now), claims[r.id][1], "marked sent after review")
+        for r in rows.values()
+    ])
+    recount_campaigns(session, campaign_ids)
+    return len(rows)
 
 
 _UNCLAIMED = {"claimed_by": None, "claimed_at": None, "claim_expires_at": None}
@@ -166,8 +252,40 @@ def _finish(session: Session, outcomes: list[Outcome], status: str, counts: Coun
     counts[status] += len(outcomes)
 
 
+def _end_sequences(session: Session, outcomes: list[Outcome], owned: dict[int, _Row],
+                   why: str) -> None:
+    """A step that did not go out ends the lead's sequence in its campaign: the later steps are
+    cancelled (and, for a failure, the link stopped), so no follow-up goes without it."""
+    rows = [owned[o.email_id] for o in outcomes]
+    cancel_later_steps(session, [(r.campaign_id, r.lead_id, r.step_number) for r in rows], why)
+    if why == "failed":
+        stop_links(session, [(r.campaign_id, r.lead_id) for r in rows], "failed")
+
+
+def _record_unavailable(session: Session, outcomes: list[Outcome], owned: dict[int, _Row],
+                        settings: Settings, counts: Counter[str]) -> None:
+    """No provider could take the email (none active, none reachable): it waits, without
+    using an attempt, a little longer each time in a row, at most UNAVAILABLE_MAX_WAIT_S."""
+    rows = []
+    for o in outcomes:
+        row = owned[o.email_id]
+        waits = unavailable_waits(row.last_error) + 1
+        delay = min(UNAVAILABLE_MAX_WAIT_S, retry_delay_s(waits, settings.send_retry_base_s))
+        rows.append({
+            "b_id": o.email_id, "status": "queued",
+            "scheduled_at": as_utc(o.at) + timedelta(seconds=delay),
+            "attempts": max(0, row.attempts - 1), "provider_id": None,
+            "last_error": f"provider unavailable (wait {waits}): {o.response}"[:500],
+            **_UNCLAIMED,
+        })
+    _update_emails(session, rows)
+    counts["waiting"] += len(rows)
+
+
 def _record_retries(session: Session, outcomes: list[Outcome], owned: dict[int, _Row],
-                    settings: Settings, counts: Counter[str]) -> None:
+                    settings: Settings, counts: Counter[str]) -> list[Outcome]:
+    """Temporary refusals of the message are queued again with backoff; returns those that
+    used their last attempt, as failures to record."""
     retry: list[Outcome] = []
     give_up: list[Outcome] = []
     for o in outcomes:
@@ -181,37 +299,57 @@ def _record_retries(session: Session, outcomes: list[Outcome], owned: dict[int, 
         for o in retry
     ])
     counts["retried"] += len(retry)
-    _finish(session, [Outcome(o.email_id, o.kind, o.at, o.provider_id,
-                              f"gave up after {owned[o.email_id].attempts} attempts: "
-                              f"{o.response}") for o in give_up], "failed", counts)
+    return [Outcome(o.email_id, "failed", o.at, o.provider_id,
+                    f"gave up after {owned[o.email_id].attempts} attempts: {o.response}")
+            for o in give_up]
 
 
 def _record_sent(session: Session, sent: list[Outcome], owned: dict[int, _Row]) -> None:
     rows = [owned[o.email_id] for o in sent]
+    record_sent_rows(session, [(r, as_utc(o.at), o.provider_id, o.response)
+                               for o, r in zip(sent, rows, strict=True)])
+
+
+def record_sent_rows(session: Session,
+                     sent: list[tuple[_Row, datetime, int | None, str]]) -> None:
+    """Emails (row, sent at, provider, reply) recorded sent: the row, the next step dated from
+    the send, the campaign link and the lead moved on. The caller holds the rows' locks."""
+    if not sent:
+        return
+    rows = [r for r, _, _, _ in sent]
     steps = _steps(session, {r.sequence_id for r in rows})
     last_step = {seq: max(n for s, n in steps if s == seq) for seq, _ in steps}
     _update_emails(session, [
-        {"b_id": o.email_id, "status": "sent", "sent_at": as_utc(o.at),
-         "provider_id": o.provider_id, "smtp_response": o.response[:500], "last_error": None,
-         "claim_expires_at": None}
-        for o in sent
+        {"b_id": r.id, "status": "sent", "sent_at": at, "provider_id": provider_id,
+         "smtp_response": response[:500], "last_error": None, "claim_expires_at": None}
+        for r, at, provider_id, response in sent
     ])
     # The next step is due its delay after this one actually went out.
     update_rows(session, _emails, [
         {"campaign_id": r.campaign_id, "lead_id": r.lead_id, "step_number": r.step_number + 1,
-         "scheduled_at": as_utc(o.at)
-         + timedelta(days=steps[(r.sequence_id, r.step_number + 1)][1])}
-        for o, r in zip(sent, rows, strict=True) if (r.sequence_id, r.step_number + 1) in steps
+         "scheduled_at": at + timedelta(days=steps[(r.sequence_id, r.step_number + 1)][1])}
+        for r, at, _, _ in sent if (r.sequence_id, r.step_number + 1) in steps
     ], ("campaign_id", "lead_id", "step_number"), where="status IN ('scheduled', 'queued')")
+    # One UPDATE ... FROM unnest() applies one of several rows matching a target row, and which
+    # one is arbitrary: so each link and each lead gets one row, its highest step's.
+    latest_link: dict[tuple[int, int], _Row] = {}
+    latest_lead: dict[int, tuple[_Row, datetime]] = {}
+    for r, at, _, _ in sent:
+        key = (r.campaign_id, r.lead_id)
+        if key not in latest_link or r.step_number > latest_link[key].step_number:
+            latest_link[key] = r
+        best, when = latest_lead.get(r.lead_id, (r, at))
+        latest_lead[r.lead_id] = (r if r.step_number >= best.step_number else best,
+                                  max(at, when))
     update_rows(session, _links, [
         {"campaign_id": r.campaign_id, "lead_id": r.lead_id,
          "status": "completed" if r.step_number >= last_step[r.sequence_id] else "active"}
-        for r in rows
+        for r in latest_link.values()
     ], ("campaign_id", "lead_id"), where="status IN ('pending', 'active')")
     update_rows(session, _leads, [
         {"id": r.lead_id, "status": steps[(r.sequence_id, r.step_number)][0],
-         "last_contacted_at": as_utc(o.at)}
-        for o, r in zip(sent, rows, strict=True)
+         "last_contacted_at": at}
+        for r, at in latest_lead.values()
     ], ("id",), where=f"status NOT IN ({', '.join(repr(s) for s in FINAL_LEAD_STATUSES)})")
 
 

@@ -98,6 +98,11 @@ def active_providers(session: Session) -> list[ProviderConfig]:
     return [provider_config(r) for r in rows]
 
 
+def has_providers(session: Session) -> bool:
+    """Whether any provider is configured, active or not (none: the outbox is used)."""
+    return session.scalar(select(SmtpProvider.id).limit(1)) is not None
+
+
 def _counts(session: Session, provider_id: int, hour: datetime, day: datetime) -> tuple[int, int]:
     rows = session.execute(
         select(SmtpSendCount.window, SmtpSendCount.count).where(

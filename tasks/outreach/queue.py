@@ -3,10 +3,13 @@ recorded exactly once.
 
     enqueue_sequences       scheduled rows for every step of each lead's sequence (idempotent)
     claim_due_emails        queued -> sending, for due rows of open campaigns inside their
-                            sending window (FOR UPDATE SKIP LOCKED; SQLite: under its write lock)
+                            sending window whose previous step is sent (FOR UPDATE SKIP
+                            LOCKED; SQLite: under its write lock)
     send_claimed_emails     suppression re-checked, messages handed to providers (or the outbox),
                             outcomes recorded (tasks/outreach/outcomes.py)
     release_expired_claims  sending rows whose claim expired -> review (never resent blindly)
+    requeue_review          review -> queued, when a person found the message was not delivered
+    mark_review_sent        review -> sent, when a person found it was
     drain_queue             claim, send, record, until nothing is due
 """
 
@@ -20,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import CursorResult, Table, bindparam, select
+from sqlalchemy import ColumnElement, Table, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings, get_settings
@@ -30,10 +33,15 @@ from tasks.outreach.bulk_rows import insert_rows
 from tasks.outreach.delivery import Parcel, deliver
 from tasks.outreach.locks import is_sqlite, take_write_lock
 from tasks.outreach.message import OutgoingEmail, render_message
-from tasks.outreach.outcomes import Outcome, record_outcomes
+from tasks.outreach.outcomes import (
+    Outcome,
+    mark_reviewed_sent,
+    record_outcomes,
+    requeue_reviewed,
+)
 from tasks.outreach.providers import as_utc
 from tasks.outreach.smtp import SenderPool
-from tasks.outreach.suppression import suppressed_addresses
+from tasks.outreach.suppression import cancel_later_steps, suppressed_addresses
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +102,9 @@ def _route(session: Session, lead_ids: list[int]) -> dict[int, Any]:
 
 def _enqueue_chunk(session: Session, campaign_id: int, steps: list[tuple[int, int, int]],
                    lead_ids: list[int], now: datetime, report: EnqueueReport) -> None:
+    # What is read (links, their status) decides what is written: on SQLite nobody may write
+    # in between.
+    take_write_lock(session)
     leads = session.execute(
         select(Lead.id, Lead.email, Lead.contact_name).where(Lead.id.in_(lead_ids))
         .order_by(Lead.id)
@@ -198,13 +209,26 @@ def open_campaign_ids(session: Session, now: datetime,
     return open_ids
 
 
+def previous_step_sent(emails: Table) -> ColumnElement[bool]:
+    """Condition on an `emails` row: it is step 1, or the same lead's previous step of the same
+    campaign is sent. A follow-up never goes before (or without) the step it follows."""
+    previous = emails.alias("previous_step")
+    return or_(emails.c.step_number == 1, exists().where(
+        previous.c.campaign_id == emails.c.campaign_id,
+        previous.c.lead_id == emails.c.lead_id,
+        previous.c.step_number == emails.c.step_number - 1,
+        previous.c.status == "sent",
+    ))
+
+
 def claim_due_emails(
     db_url: str, worker_id: str, limit: int, now: datetime,
     *, campaign_ids: Sequence[int] | None = None,
 ) -> list[int]:
-    """Claim up to `limit` due emails (status queued, scheduled_at <= now) of campaigns open
-    now: they become `sending`, owned by `worker_id` until the claim expires. Rows outside
-    their campaign's sending window stay queued. Concurrent workers never claim the same row."""
+    """Claim up to `limit` due emails (status queued, scheduled_at <= now, the previous step
+    sent) of campaigns open now: they become `sending`, owned by `worker_id` until the claim
+    expires. Rows outside their campaign's sending window stay queued. Concurrent workers never
+    claim the same row."""
     now = as_utc(now)
     if limit <= 0:
         return []
@@ -217,7 +241,7 @@ def claim_due_emails(
         due = (
             select(_emails.c.id)
             .where(_emails.c.status == "queued", _emails.c.scheduled_at <= now,
-                   _emails.c.campaign_id.in_(open_ids))
+                   _emails.c.campaign_id.in_(open_ids), previous_step_sent(_emails))
             .order_by(_emails.c.scheduled_at, _emails.c.id)
             .limit(limit)
         )
@@ -237,18 +261,40 @@ def claim_due_emails(
 
 def release_expired_claims(db_url: str, now: datetime) -> int:
     """Claims past `claim_expires_at` go to `review`: their worker died or stalled, maybe after
-    the SMTP server took the message, so they are never resent without a look. Returns how
-    many."""
+    the SMTP server took the message, so they are never resent without a look, and the lead's
+    later steps are cancelled (restored if a person requeues or confirms the email, or if the
+    stalled worker records what happened after all). Returns how many."""
     now = as_utc(now)
     with session_scope(db_url) as session:
         take_write_lock(session)
-        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        result = session.execute(
             _emails.update()
             .where(_emails.c.status == "sending", _emails.c.claim_expires_at < now)
             .values(status="review", last_error="claim expired before the send was recorded; "
                     "the SMTP server may have the message: check before resending")
+            .returning(_emails.c.campaign_id, _emails.c.lead_id, _emails.c.step_number)
         )
-        return int(result.rowcount or 0)
+        expired = [(int(r[0]), int(r[1]), int(r[2])) for r in result]
+        cancel_later_steps(session, expired, "review")
+        return len(expired)
+
+
+def requeue_review(db_url: str, email_ids: Sequence[int], *,
+                   now: datetime | None = None) -> int:
+    """Put emails in review back in the queue, due `now` (the SMTP server does not have the
+    message: checked by a person); their cancelled later steps are pending again unless the
+    lead stopped meanwhile. Emails not in review are left alone. Returns how many moved."""
+    with session_scope(db_url) as session:
+        return requeue_reviewed(session, list(email_ids), as_utc(now or utcnow()))
+
+
+def mark_review_sent(db_url: str, email_ids: Sequence[int], *,
+                     now: datetime | None = None) -> int:
+    """Record emails in review as sent (the SMTP server did take the message), as of their
+    claim time: the lead moves on, the next step is dated from then, the campaign is
+    recounted. Emails not in review are left alone. Returns how many were recorded."""
+    with session_scope(db_url) as session:
+        return mark_reviewed_sent(session, list(email_ids), as_utc(now or utcnow()))
 
 
 # --- sending -------------------------------------------------------------------------------
@@ -260,7 +306,9 @@ class SendReport:
     sent: int = 0
     outbox: int = 0  # of `sent`, written to the outbox folder
     retried: int = 0  # temporary failure: queued again with backoff
-    waiting: int = 0  # no provider capacity left: queued again for the next hour
+    # queued again without using an attempt: no provider capacity left (due the next hour), or
+    # no provider active or reachable (due after a backoff of its own, at most an hour)
+    waiting: int = 0
     failed: int = 0
     bounced: int = 0
     cancelled: int = 0  # suppressed or sequence stopped since queueing

@@ -7,9 +7,9 @@ arrives after queueing still stops the next step."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, Table, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from models import CampaignLead, Email, Lead, Suppression
@@ -84,12 +84,12 @@ def stop_sequence(session: Session, lead_id: int, reason: str) -> int:
     number of emails cancelled. Idempotent."""
     if reason not in STOP_REASONS:
         raise ValueError(f"unknown stop reason {reason!r}")
-    cancelled = session.execute(
+    cancelled = cast(CursorResult[Any], session.execute(
         update(Email)
         .where(Email.lead_id == lead_id, Email.status.in_(PENDING_STATUSES))
         .values(status="cancelled", last_error=f"sequence stopped: {reason}")
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
     session.execute(
         update(CampaignLead)
         .where(CampaignLead.lead_id == lead_id, CampaignLead.status.in_(("pending", "active")))
@@ -103,3 +103,67 @@ def stop_sequence(session: Session, lead_id: int, reason: str) -> int:
             .execution_options(synchronize_session=False)
         )
     return int(cancelled or 0)
+
+
+def _later_steps_note(step_number: int, why: str) -> str:
+    return f"sequence stopped: step {step_number} {why}"
+
+
+def cancel_later_steps(session: Session, steps: Iterable[tuple[int, int, int]], why: str) -> int:
+    """A step that did not go out (`why`: failed, review) ends the lead's sequence in that
+    campaign: its pending later steps are cancelled. `steps` are (campaign, lead, step number);
+    returns how many emails were cancelled."""
+    rows = [{"c": c, "l": lead, "n": n, "note": _later_steps_note(n, why)}
+            for c, lead, n in dict.fromkeys(steps)]
+    if not rows:
+        return 0
+    emails = cast(Table, Email.__table__)
+    result = session.execute(
+        emails.update().where(
+            emails.c.campaign_id == bindparam("c"), emails.c.lead_id == bindparam("l"),
+            emails.c.step_number > bindparam("n"),
+            # IN (...) expands per call, which an executemany cannot do.
+            or_(*(emails.c.status == s for s in PENDING_STATUSES)),
+        ).values(status="cancelled", last_error=bindparam("note")),
+        rows,
+    )
+    return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+def stop_links(session: Session, pairs: Iterable[tuple[int, int]], reason: str) -> None:
+    """Mark these (campaign, lead) links stopped, unless they already ended."""
+    rows = [{"c": c, "l": lead} for c, lead in dict.fromkeys(pairs)]
+    if rows:
+        links = cast(Table, CampaignLead.__table__)
+        session.execute(
+            links.update().where(links.c.campaign_id == bindparam("c"),
+                                 links.c.lead_id == bindparam("l"),
+                                 or_(links.c.status == "pending",
+                                     links.c.status == "active"))
+            .values(status="stopped", stop_reason=reason),
+            rows,
+        )
+
+
+def restore_later_steps(session: Session, steps: Iterable[tuple[int, int, int]],
+                        why: str) -> None:
+    """Undo `cancel_later_steps` for these steps (a person requeued or confirmed them): the
+    later steps it cancelled are pending again, unless the lead's link stopped meanwhile
+    (a reply, an unsubscribe...)."""
+    rows = [{"c": c, "l": lead, "n": n, "note": _later_steps_note(n, why)}
+            for c, lead, n in dict.fromkeys(steps)]
+    if not rows:
+        return
+    emails, links = cast(Table, Email.__table__), cast(Table, CampaignLead.__table__)
+    still_open = select(links.c.id).where(
+        links.c.campaign_id == emails.c.campaign_id, links.c.lead_id == emails.c.lead_id,
+        or_(links.c.status == "pending", links.c.status == "active")).exists()
+    session.execute(
+        emails.update().where(
+            emails.c.campaign_id == bindparam("c"), emails.c.lead_id == bindparam("l"),
+            emails.c.step_number > bindparam("n"), emails.c.status == "cancelled",
+            emails.c.last_error == bindparam("note"), still_open,
+        ).values(status=case((emails.c.composed_at.is_(None), "scheduled"), else_="queued"),
+                 last_error=None),
+        rows,
+    )

@@ -394,14 +394,155 @@ def test_unreachable_provider_fails_over_and_never_leaks_the_password(
         assert secret not in text
     assert "unavailable" in caplog.text
 
-    # With every provider down the emails are retried later, not failed.
+    # With every provider down the emails wait (no attempt used), not failed.
     with session_scope(db) as s:
         from models import SmtpProvider
         s.get_one(SmtpProvider, 3).is_active = False
     more = outreach_pg.queue(cid, outreach_pg.leads(2, prefix="more"))
     report = drain_queue(db, "w", now_fn=send_clock())
-    assert report.retried == 2
+    assert (report.waiting, report.retried) == (2, 0)
     rows = outreach_pg.emails(more).values()
-    assert all(r.status == "queued" and "no SMTP provider reachable" in r.last_error
+    assert all(r.status == "queued" and r.attempts == 0
+               and "no SMTP provider reachable" in r.last_error
                and "535" in r.last_error and "not-the-password-42" not in r.last_error
                for r in rows)
+
+
+def test_550_5_7_1_at_rcpt_fails_without_bouncing_or_suppressing(outreach_pg, smtp_servers,
+                                                                 send_clock):
+    refused = "lead0@dest0.example"
+    server = smtp_servers(script=lambda stage, rcpt, n: "550 5.7.1 Relaying denied"
+                          if stage == "rcpt" and rcpt == refused else None)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(3))
+
+    report = drain_queue(outreach_pg.db_url, "w", now_fn=send_clock())
+
+    assert (report.sent, report.failed, report.bounced) == (2, 1, 0)
+    assert _status(outreach_pg, ids) == {"sent": 2, "failed": 1}
+    with session_scope(outreach_pg.db_url) as s:
+        assert s.scalars(select(Suppression)).all() == []
+        assert "bounced" not in set(s.scalars(select(Lead.status)))
+
+
+def test_many_5_7_refusals_from_one_provider_move_the_batch_to_another(
+    outreach_pg, smtp_servers, send_clock
+):
+    db = outreach_pg.db_url
+    policy = smtp_servers(script=lambda stage, rcpt, n: "553 5.7.1 sender address rejected"
+                          if stage == "rcpt" else None)
+    spare = smtp_servers()
+    outreach_pg.provider("policy", policy.port, priority=1)
+    outreach_pg.provider("spare", spare.port, priority=2)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(6))
+
+    report = drain_queue(db, "w", now_fn=send_clock())
+
+    assert (report.sent, report.failed, report.bounced, report.by_provider) == (
+        6, 0, 0, {"spare": 6})
+    assert len(spare.received) == 6 and policy.received == []
+    assert _status(outreach_pg, ids) == {"sent": 6}
+    with session_scope(db) as s:
+        assert s.scalars(select(Suppression)).all() == []
+
+
+def test_many_5_7_refusals_and_no_other_provider_the_emails_wait(outreach_pg, smtp_servers,
+                                                                 send_clock):
+    db = outreach_pg.db_url
+    policy = smtp_servers(script=lambda stage, rcpt, n: "550 5.7.1 Relaying denied"
+                          if stage == "rcpt" else None)
+    outreach_pg.provider("policy", policy.port)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(5))
+
+    report = drain_queue(db, "w", now_fn=send_clock())
+
+    assert (report.failed, report.bounced, report.waiting) == (0, 0, 5)
+    rows = outreach_pg.emails(ids).values()
+    assert {(r.status, r.attempts) for r in rows} == {("queued", 0)}
+    assert all("5.7.1" in r.last_error for r in rows)
+    with session_scope(db) as s:
+        assert s.scalars(select(Suppression)).all() == []
+
+
+def test_providers_configured_but_none_active_emails_wait_not_outbox(outreach_pg, send_env,
+                                                                      send_clock):
+    db = outreach_pg.db_url
+    outreach_pg.provider("paused", 2525, is_active=False)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(2))
+    now = send_clock()
+
+    report = drain_queue(db, "w", now_fn=now)
+
+    assert (report.sent, report.outbox, report.waiting) == (0, 0, 2)
+    assert list(send_env.glob("*.eml")) == []
+    rows = outreach_pg.emails(ids).values()
+    assert {(r.status, r.attempts, r.sent_at) for r in rows} == {("queued", 0, None)}
+    assert all(r.scheduled_at > now.now and "no active SMTP provider" in r.last_error
+               for r in rows)
+
+
+def test_relay_down_longer_than_the_attempts_backoff_emails_wait_then_go(
+    outreach_pg, smtp_servers, send_clock
+):
+    from tests.conftest import free_port
+
+    db = outreach_pg.db_url
+    port = free_port()
+    pid = outreach_pg.provider("relay", port)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, outreach_pg.leads(3))
+    now = send_clock()
+    delays = []
+    # Far more than LEADFLOW_SEND_MAX_ATTEMPTS=3 tries, for about 6 hours of outage.
+    for _ in range(12):
+        report = drain_queue(db, "w", now_fn=now)
+        assert (report.failed, report.waiting) == (0, 3)
+        rows = outreach_pg.emails(ids).values()
+        assert {(r.status, r.attempts) for r in rows} == {("queued", 0)}
+        due = max(r.scheduled_at for r in rows)
+        delays.append((due - now.now).total_seconds())
+        now.now = due
+    assert delays[0] <= 90 and delays[1] >= 120  # base 60 s, doubling
+    assert max(delays) <= 3600  # capped at an hour
+    assert sum(delays) > 5 * 3600
+
+    server = smtp_servers()
+    with session_scope(db) as s:
+        from models import SmtpProvider
+        s.get_one(SmtpProvider, pid).port = server.port
+    report = drain_queue(db, "w", now_fn=now)
+    assert report.sent == 3 and len(server.received) == 3
+    assert {(r.status, r.attempts) for r in outreach_pg.emails(ids).values()} == {("sent", 1)}
+
+
+def test_an_hour_boundary_mid_batch_counts_each_send_in_its_own_hour(
+    outreach_pg, smtp_servers, send_clock
+):
+    db = outreach_pg.db_url
+    now = send_clock(T0.replace(minute=59))  # 10:59
+    sent_in_hour: Counter[dt.datetime] = Counter()
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data":  # each message takes 20 s: the batch runs into 11:00
+            sent_in_hour[now.now.replace(minute=0, second=0)] += 1
+            now.advance(seconds=20)
+        return None
+
+    server = smtp_servers(script=script)
+    pid = outreach_pg.provider("relay", server.port, hourly=5)
+    cid = outreach_pg.campaign()
+    outreach_pg.queue(cid, outreach_pg.leads(9))
+
+    report = drain_queue(db, "w", now_fn=now)
+
+    with session_scope(db) as s:
+        counts = {c.window_start: c.count for c in s.scalars(
+            select(SmtpSendCount).where(SmtpSendCount.provider_id == pid,
+                                        SmtpSendCount.window == "hour"))}
+    assert dict(sent_in_hour) == counts
+    assert all(n <= 5 for n in counts.values())
+    assert (report.sent, report.waiting, len(server.received)) == (8, 1, 8)  # 3 + 5
