@@ -2,8 +2,9 @@
 contacted, choose a routing scenario, schedule every step of its sequence, compose the first
 email and send it; leads move to `contacted` and the campaign's counts are recomputed.
 
-Sending drains the whole due queue through claims, so two runs at once (or a retry) never send
-an email twice; emails outside the campaign's sending window wait for the next run."""
+Sending drains this campaign's due emails through claims (a draft campaign too: executing it
+is the user's decision), so two runs at once (or a retry) never send an email twice; emails
+outside the campaign's sending window wait for the next outreach or follow-up run."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def execute_campaign(
     log.info("campaign %s: %s", campaign_id, queued)
     composed = compose_due()
     log.info("composed: %s", composed)
-    sent = send_due()
+    sent = send_due(campaign_ids=[campaign_id])
     log.info("sent: %s", sent)
     funnel = publish_funnel([campaign_id])
     return {"enqueued": queued, "composed": composed, "sent": sent, "funnel": funnel}

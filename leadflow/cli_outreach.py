@@ -217,8 +217,49 @@ def deploy() -> None:
     raise typer.Exit(done.returncode)
 
 
+review_app = typer.Typer(
+    help="Emails whose SMTP hand-off may or may not have happened (a worker died mid-send): "
+    "check the provider's logs, then requeue or mark them sent.", no_args_is_help=True)
+
+
+@review_app.command("list")
+def review_list() -> None:
+    """Emails waiting for a person's decision."""
+    from sqlalchemy import select
+
+    from models import Email
+    from models.db import session_scope
+
+    with session_scope(_db()) as session:
+        rows = [
+            {"email": e.id, "campaign": e.campaign_id, "step": e.step_number, "to": e.to_email,
+             "message_id": e.message_id, "claimed_at": e.claimed_at, "by": e.claimed_by,
+             "why": e.last_error}
+            for e in session.scalars(select(Email).where(Email.status == "review")
+                                     .order_by(Email.id))
+        ]
+    _print_rows("emails in review", rows)
+
+
+@review_app.command("requeue")
+def review_requeue(email_ids: list[int] = typer.Argument(..., help="Email ids.")) -> None:
+    """The server does not have them: send them again."""
+    from tasks.outreach.queue import requeue_review
+
+    console.print(f"{requeue_review(_db(), email_ids)} emails back in the queue")
+
+
+@review_app.command("mark-sent")
+def review_mark_sent(email_ids: list[int] = typer.Argument(..., help="Email ids.")) -> None:
+    """The server did take them: record them as sent (the sequence goes on)."""
+    from tasks.outreach.queue import mark_review_sent
+
+    console.print(f"{mark_review_sent(_db(), email_ids)} emails recorded as sent")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(campaign_app, name="campaign")
+    app.add_typer(review_app, name="review")
     app.command()(outreach)
     app.command("follow-ups")(follow_ups)
     app.command()(reply)

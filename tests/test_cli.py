@@ -62,7 +62,8 @@ def test_help_lists_the_commands(cli_env: dict[str, str], tmp_path: Path) -> Non
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     for command in ("generate", "import-csv", "analyse-site", "dedupe-csv", "migrate", "demo",
-                    "sandbox"):
+                    "sandbox", "campaign", "outreach", "follow-ups", "reply", "review",
+                    "tracking", "serve", "deploy", "deployments", "doctor", "warehouse-doc"):
         assert command in result.stdout
 
 
@@ -168,3 +169,28 @@ def test_import_csv_of_a_file_without_a_usable_header_exits_2_with_the_message(
         assert db.execute("SELECT kind, status FROM lead_batches").fetchall() == [
             ("import_csv", "failed")]
 
+
+
+def test_campaign_commands_create_link_and_list_on_sqlite(cli_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    created = leadflow(cli_env, tmp_path, "campaign", "create", "--name", "Austin salons",
+                       "--timezone", "America/Chicago", "--hour", "10")
+    assert created.returncode == 0, created.stderr
+    assert "campaign 1 created" in created.stdout
+    with sqlite3.connect(tmp_path / "leadflow.db") as conn:
+        conn.execute("INSERT INTO leads (company_name, email, email_norm, industry, city, "
+                     "source, status, sources, booking_tools, score_breakdown, emails_opened, "
+                     "emails_clicked, created_at, updated_at) VALUES ('Rosa Salon', "
+                     "'rosa@rosa.example', 'rosa@rosa.example', 'salon', 'Austin', 'csv', "
+                     "'new', '[]', '[]', '{}', 0, 0, '2026-01-01', '2026-01-01')")
+    linked = leadflow(cli_env, tmp_path, "campaign", "link", "1", "--limit", "5")
+    assert linked.returncode == 0 and "1 leads linked to campaign 1" in linked.stdout
+    listed = leadflow(cli_env, tmp_path, "campaign", "list")
+    assert "Austin salons" in listed.stdout and "10:00 America/Chicago" in listed.stdout
+    bad_zone = leadflow(cli_env, tmp_path, "campaign", "create", "--name", "x",
+                        "--timezone", "Mars/Olympus")
+    assert bad_zone.returncode == 2 and "unknown time zone" in bad_zone.stderr
+    nobody = leadflow(cli_env, tmp_path, "reply", "--address", "nobody@x.example")
+    assert nobody.returncode == 1 and "no sent email matches" in nobody.stderr
+    review = leadflow(cli_env, tmp_path, "review", "list")
+    assert review.returncode == 0 and "nothing yet" in review.stdout

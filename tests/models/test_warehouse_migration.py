@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from models.db import (
@@ -85,7 +86,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "9999"
-down_revision = "0003"
+down_revision = "{head}"
 
 
 def upgrade() -> None:
@@ -105,11 +106,13 @@ def test_later_sqlite_batch_migration_of_a_table_the_views_read_succeeds(
 ) -> None:
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "9999_later.py").write_text(LATER_BATCH_MIGRATION)
     url = f"sqlite:///{tmp_path / 'later.db'}"
     cfg = alembic_config(url)
     cfg.set_main_option("script_location", str(scripts))
-    command.upgrade(cfg, "0003")
+    current_head = ScriptDirectory.from_config(cfg).get_current_head()
+    (scripts / "versions" / "9999_later.py").write_text(
+        LATER_BATCH_MIGRATION.replace("{head}", str(current_head)))
+    command.upgrade(cfg, str(current_head))
     with session_scope(url) as s:
         lead = Lead(company_name="Kept", source="csv")
         s.add(lead)
