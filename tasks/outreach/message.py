@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -22,6 +23,7 @@ from email.utils import format_datetime, formataddr
 from leadflow.tokens import tracking_key, unsubscribe_url
 
 _CONTROL = {i: " " for i in range(32)} | {127: " "}
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def _formatted_address(name: str | None, address: str) -> str:
 def _checked(value: str) -> str:
     """Values that are written into a header as they are (addresses, the Message-ID) may not
     hold a control character: a CR or LF there would start a header of its own."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL_CHARS.search(value):
         raise ValueError("control character in an address or Message-ID")
     return value
 

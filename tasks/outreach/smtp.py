@@ -33,6 +33,7 @@ _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 _EOLS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 # The reply each command of a transaction must get to go on.
+_UNSAFE_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 _EXPECTED = {"mail": (250,), "rcpt": (250, 251), "data": (354,)}
 
 
@@ -158,6 +159,9 @@ class SmtpSender:
         """Send one message to one recipient. Reconnects once when the connection turns out to
         be dead before the message was handed over; raises ProviderUnavailable when the server
         cannot be reached (then nothing of this message was accepted)."""
+        if _UNSAFE_ADDRESS.search(envelope_from) or _UNSAFE_ADDRESS.search(recipient):
+            # A CR/LF would end the SMTP command and start another.
+            return Delivery("failed", None, "control character or angle bracket in an address")
         for attempt in (1, 2):
             if self._conn is None:
                 self.connect()
@@ -173,8 +177,11 @@ class SmtpSender:
         conn = self._conn
         assert conn is not None
         try:
-            for stage, command in (("mail", lambda: conn.mail(envelope_from)),
-                                   ("rcpt", lambda: conn.rcpt(recipient)),
+            # docmd with the address in angle brackets, as mail()/rcpt() send it, without
+            # their address re-parsing (a tenth of a millisecond per message); the addresses
+            # were checked for control characters when the message was rendered.
+            for stage, command in (("mail", lambda: conn.docmd("mail", f"FROM:<{envelope_from}>")),
+                                   ("rcpt", lambda: conn.docmd("rcpt", f"TO:<{recipient}>")),
                                    ("data", lambda: conn.docmd("data"))):
                 code, reply = command()
                 if code not in _EXPECTED[stage]:

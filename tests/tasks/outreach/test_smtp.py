@@ -66,6 +66,18 @@ def test_sends_over_tls_with_auth_on_one_reused_connection(smtp_servers, tls_fil
     assert ".a line starting with a dot\n..two dots" in _text(first.message.get_content())
 
 
+@pytest.mark.parametrize("recipient", ["to@dest.example>\r\nRCPT TO:<x@evil.test",
+                                       "to@dest.example\nDATA"])
+def test_an_address_that_could_smuggle_an_smtp_command_is_refused(smtp_servers, tls_files,
+                                                                   recipient):
+    server = smtp_servers(security="starttls")
+    with SmtpSender(_endpoint(server.port, "starttls", tls_files)) as sender:
+        refused = sender.send("bounce@sender.example", recipient, _message(1))
+        fine = sender.send("bounce@sender.example", "to@dest.example", _message(2))
+    assert refused.outcome == "failed" and fine.outcome == "sent"
+    assert [r.rcpt_tos for r in server.received] == [["to@dest.example"]]
+
+
 def test_wrong_password_is_provider_unavailable_without_the_password(smtp_servers, tls_files):
     server = smtp_servers(security="starttls")
     sender = SmtpSender(_endpoint(server.port, "starttls", tls_files, password="wrong-pass-xyz"))
