@@ -101,19 +101,12 @@ class BotRules:
         )
         return _remember(self._network_verdicts, key, verdict)
 
-    def machine_reason(
-        self,
-        *,
-        kind: str,
-        method: str,
-        user_agent: str | None,
-        client_ip: IPAddress | None,
-        occurred_at: datetime,
-        sent_at: datetime | None,
-        last_seen_at: datetime | None,
+    def request_reason(
+        self, kind: str, method: str, user_agent: str | None, client_ip: IPAddress | None
     ) -> str | None:
-        """The first rule that calls this hit machine-made, or None for a human hit.
-        `last_seen_at`: the latest earlier hit of the same email, kind, link and network."""
+        """The first of the rules that need only the request (user agent, network, method,
+        missing user agent) that calls this hit machine-made; the delivery-time and repeat
+        rules come after these."""
         if user_agent:
             reason = self.user_agent_reason(kind, user_agent)
             if reason:
@@ -127,6 +120,24 @@ class BotRules:
                 return m.reason
         if not user_agent and self.missing_user_agent and kind in self.missing_user_agent.kinds:
             return self.missing_user_agent.reason
+        return None
+
+    def machine_reason(
+        self,
+        *,
+        kind: str,
+        method: str,
+        user_agent: str | None,
+        client_ip: IPAddress | None,
+        occurred_at: datetime,
+        sent_at: datetime | None,
+        last_seen_at: datetime | None,
+    ) -> str | None:
+        """The first rule that calls this hit machine-made, or None for a human hit.
+        `last_seen_at`: the latest earlier hit of the same email, kind, link and network."""
+        reason = self.request_reason(kind, method, user_agent, client_ip)
+        if reason:
+            return reason
         if sent_at is not None:
             since_delivery = occurred_at - _aware(sent_at)
             for d in self.soon_after_delivery:

@@ -1,14 +1,16 @@
 """Records a batch of hits in one transaction: looks up the emails and links they name, flags
 machine-made hits, appends the events (COPY on PostgreSQL, executemany on SQLite) and applies
-unsubscribes. Nothing here updates a counter: figures are derived later (figures.py)."""
+unsubscribes; and `prejudge`, what the one-statement PostgreSQL writer (stores.py) decides in
+Python before sending a batch. Nothing here updates a counter: figures are derived later
+(figures.py)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session
@@ -26,6 +28,16 @@ COPY_SQL = f"COPY email_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 TRACKED_KINDS = ("open", "click")
 # (email_id, kind, link_position, ip_network): what makes a later hit a repeat of an earlier.
 RepeatKey = tuple[int, str, int | None, str | None]
+# What a stored link must be for the app to redirect to it: http(s), a host of plain ASCII
+# characters, no character that could end a header. Python (SQLite) and PostgreSQL (its `~`
+# operator, in the statement that records a batch) both decide with this pattern, whole-string:
+# it uses only explicit ASCII ranges, which mean the same in both engines. Everything it accepts
+# `urllib.parse.urlsplit` reads as scheme http(s) with a non-empty host
+# (tests/tracking_app/test_redirectable.py).
+REDIRECTABLE_PATTERN = (
+    r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+([/?#][^\r\n\t]*)?"
+)
+_REDIRECTABLE = re.compile(REDIRECTABLE_PATTERN)
 
 
 @dataclass(slots=True)
@@ -120,6 +132,51 @@ def repeat_since(hits: Sequence[Hit], rules: BotRules) -> datetime:
     return min(h.occurred_at for h in hits) - rules.repeat_window
 
 
+@dataclass(slots=True)
+class Prejudged:
+    """Per hit of a batch, what Python decides before the database is asked."""
+
+    # The first request-only rule that matched (user agent, network, method, no user agent).
+    request_reasons: list[str | None]
+    # A hit of the batch or of a batch still in flight makes it a repeat.
+    repeated: list[bool]
+    # Stored hits from this instant on make it a repeat (None: no need to look).
+    repeat_since: list[datetime | None]
+
+
+def prejudge(
+    hits: Sequence[Hit],
+    rules: BotRules,
+    earlier: Sequence[datetime | None] | None = None,
+) -> Prejudged:
+    """The verdicts that need no database, for the statement that records the batch; it then
+    applies, in the rules' order, the delivery-time rule and the repeat rule against stored
+    hits. Hits with one repeat key all name the same email and link, so they are found or
+    not found together: an earlier hit of the batch can make a later one a repeat."""
+    repeat = rules.repeat
+    latest: dict[RepeatKey, datetime] = {}
+    out = Prejudged([], [], [])
+    for i, hit in enumerate(hits):
+        reason = rules.request_reason(hit.kind, hit.method, hit.user_agent, hit.client_ip)
+        key = repeat_key(hit)
+        previous = latest.get(key)
+        in_flight = earlier[i] if earlier is not None else None
+        if in_flight is not None and (previous is None or in_flight > previous):
+            previous = in_flight
+        if previous is None or hit.occurred_at > previous:
+            latest[key] = hit.occurred_at
+        applies = repeat is not None and hit.kind in repeat.kinds
+        repeated = (applies and previous is not None
+                    and hit.occurred_at - previous <= rules.repeat_window)
+        out.request_reasons.append(reason)
+        out.repeated.append(repeated)
+        out.repeat_since.append(
+            hit.occurred_at - rules.repeat_window
+            if applies and not repeated and reason is None else None
+        )
+    return out
+
+
 def record_hits(
     conn: Connection,
     hits: Sequence[Hit],
@@ -176,12 +233,8 @@ def _links(conn: Connection, email_ids: set[int]) -> dict[tuple[int, int], str]:
 
 
 def redirectable(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return (parts.scheme in ("http", "https") and bool(parts.netloc)
-            and not any(c in url for c in "\r\n\t\x00"))
+    # NUL cannot be stored in PostgreSQL text; in Python it is refused here.
+    return _REDIRECTABLE.fullmatch(url) is not None and "\x00" not in url
 
 
 def _recent_hits(

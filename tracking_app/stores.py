@@ -5,8 +5,8 @@ two doors.
   default), and on PostgreSQL the door for unsubscribes (rare, and they go through the
   suppression functions, which take a Session).
 - `AsyncPgStore`: opens and clicks on PostgreSQL with psycopg's async connection on the app's
-  event loop. No thread means no contention for the GIL with the requests, the batch's reads go
-  in one pipelined round trip and its rows in one COPY.
+  event loop. No thread means no contention for the GIL with the requests; a batch is one
+  prepared statement that looks up, decides and appends (one round trip).
 
 Both raise the driver's error when a batch cannot be committed; `failure_kind` tells a refused
 row ("data": worth retrying the rest without it) from an unreachable database ("unreachable")."""
@@ -20,21 +20,19 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from tracking_app.bots import BotRules
-from tracking_app.hits import Hit
+from tracking_app.hits import NOT_FOUND, Hit, Outcome
 from tracking_app.recording import (
-    COPY_SQL,
-    BatchContext,
+    EVENT_COLUMNS,
+    REDIRECTABLE_PATTERN,
+    TRACKED_KINDS,
     BatchResult,
-    EmailFacts,
-    plan_batch,
+    prejudge,
     record_hits,
-    redirectable,
-    repeat_key,
-    repeat_since,
 )
 
 FailureKind = Literal["data", "unreachable"]
@@ -77,31 +75,81 @@ class ThreadStore:
         self._executor.shutdown(wait=True)
 
 
-_EMAILS = "SELECT id, lead_id, to_email, sent_at FROM emails WHERE id = ANY(%s)"
-_LINKS = "SELECT email_id, position, url FROM email_links WHERE email_id = ANY(%s)"
-# Per repeat key of the batch, its latest stored hit within the window: one backward step of
-# ix_email_events_email_id_kind_occurred_at per key (more only when other networks or links of
-# the same email hit it within the window).
-_RECENT = """
-SELECT k.email_id, k.kind, k.link_position, k.ip_network, r.occurred_at
-FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[])
-     AS k(email_id, kind, link_position, ip_network)
-CROSS JOIN LATERAL (
-    SELECT e.occurred_at FROM email_events e
-    WHERE e.email_id = k.email_id AND e.kind = k.kind AND e.occurred_at >= %s
-      AND e.link_position IS NOT DISTINCT FROM k.link_position
-      AND e.ip_network IS NOT DISTINCT FROM k.ip_network
-    ORDER BY e.occurred_at DESC LIMIT 1) r"""
+def record_batch_sql(rules: BotRules) -> str:
+    """The one statement that records a batch of opens and clicks on PostgreSQL, given the
+    hits as arrays and their prejudged verdicts (recording.prejudge): it keeps the hits whose
+    email (and, for a click, redirectable link) exists, completes each verdict with the
+    delivery-time rules and the repeat rule against stored hits, in the rules' order, appends
+    the events and answers, per recorded hit, its position in the batch (1-based), its
+    destination and its machine reason. The rules' constants are written into the text: they
+    are fixed for the app's life, so the statement is prepared once per connection."""
+    delivery = [
+        sql.SQL("WHEN b.kind = ANY({kinds}::text[]) AND b.occurred_at - b.sent_at "
+                "<= {seconds} * interval '1 second' THEN {reason}").format(
+            kinds=_literal(sorted(d.kinds)), seconds=_literal(d.window.total_seconds()),
+            reason=_literal(d.reason))
+        for d in rules.soon_after_delivery
+    ]
+    # One step of ix_email_events_email_id_kind_occurred_at per hit that needs it: the first
+    # stored hit with its repeat key from the start of its window on.
+    stored_repeat = sql.SQL("""
+        WHEN b.repeated OR EXISTS (
+            SELECT FROM email_events x
+            WHERE x.email_id = b.email_id AND x.kind = b.kind AND x.occurred_at >= b.since
+              AND x.link_position IS NOT DISTINCT FROM b.link_position
+              AND x.ip_network IS NOT DISTINCT FROM b.ip_network) THEN {reason}""").format(
+        reason=_literal(rules.repeat.reason)) if rules.repeat else sql.SQL("")
+    verdict: sql.Composable = sql.SQL("b.request_reason")
+    if delivery or rules.repeat:
+        verdict = sql.SQL("COALESCE(b.request_reason, CASE {delivery} {repeat} END)").format(
+            delivery=sql.SQL(" ").join(delivery), repeat=stored_repeat)
+    return sql.SQL("""
+WITH b AS (
+    SELECT h.*, e.sent_at, l.url
+    FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::timestamptz[], %b::text[],
+                %b::text[], %b::text[], %b::text[], %b::bool[], %b::timestamptz[])
+         WITH ORDINALITY AS h(email_id, kind, link_position, occurred_at, method, user_agent,
+                              ip_network, request_reason, repeated, since, n)
+    -- OFFSET 0 keeps each lookup a subquery of its own: one primary-key (or unique-index)
+    -- probe per hit, never a scan of the whole table into a hash.
+    JOIN LATERAL (SELECT sent_at FROM emails WHERE id = h.email_id OFFSET 0) e ON true
+    LEFT JOIN LATERAL (
+        SELECT url FROM email_links
+        WHERE h.kind = 'click' AND email_id = h.email_id AND position = h.link_position
+        OFFSET 0) l ON true
+    WHERE h.kind <> 'click' OR l.url ~ {redirectable}
+), d AS (
+    SELECT b.*, {verdict} AS reason FROM b
+), ins AS (
+    INSERT INTO email_events ({columns})
+    SELECT email_id, kind, link_position, occurred_at, method, user_agent, ip_network,
+           reason IS NOT NULL, reason
+    FROM d ORDER BY n
+)
+SELECT n, url, reason FROM d""").format(
+        redirectable=_literal(f"^({REDIRECTABLE_PATTERN})$"),
+        verdict=verdict,
+        columns=sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS)),
+    ).as_string(None)
+
+
+def _literal(value: object) -> sql.SQL:
+    """`value` as an SQL literal in a query that also takes %s parameters (so % doubled)."""
+    return sql.SQL(sql.Literal(value).as_string(None).replace("%", "%%"))
+
+
 class AsyncPgStore:
-    """Opens and clicks on PostgreSQL. Autocommit: the reads need no transaction of their own
-    (events are only appended, and batches still in flight are known to the writer), and the
-    COPY is one statement, committed before PostgreSQL reports it complete. So a batch costs
-    one pipelined read (emails, links, the repeat check) and one COPY."""
+    """Opens and clicks on PostgreSQL: one statement per batch (record_batch_sql), prepared
+    once per connection, in autocommit, so PostgreSQL commits it before it answers. It needs
+    no transaction around it: events are only appended, and the hits of batches still in
+    flight (which it cannot see) are known to the writer and prejudged here. One round trip
+    per batch, and only the recorded hits come back."""
 
     def __init__(self, db_url: str, rules: BotRules) -> None:
         url = make_url(db_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._rules = rules
+        self._sql = record_batch_sql(rules)
         # Idle connections: batches in flight at once each take one.
         self._idle: list[psycopg.AsyncConnection[Any]] = []
 
@@ -110,52 +158,30 @@ class AsyncPgStore:
                                                      autocommit=True)
 
     async def write(self, hits: Sequence[Hit], earlier: Earlier = None) -> BatchResult:
+        if any(h.kind not in TRACKED_KINDS for h in hits):
+            raise ValueError("unsubscribes go through the ThreadStore")
+        pre = prejudge(hits, self._rules, earlier)
+        params = (
+            [h.email_id for h in hits], [h.kind for h in hits],
+            [h.link_position for h in hits], [h.occurred_at for h in hits],
+            [h.method for h in hits], [h.user_agent for h in hits],
+            [h.ip_network for h in hits], pre.request_reasons, pre.repeated, pre.repeat_since,
+        )
         conn = self._idle.pop() if self._idle else await self._connect()
         try:
-            ctx = await self._context(conn, hits)
-            plan = plan_batch(hits, ctx, self._rules, earlier)
-            if plan.unsubscribes:
-                raise ValueError("unsubscribes go through the ThreadStore")
-            if plan.rows:
-                await self._append(conn, plan.rows)
+            cur = await conn.execute(self._sql, params, prepare=True)
+            recorded = await cur.fetchall()
         except BaseException:
             await conn.close()  # its state is unknown: the next batch gets a fresh one
             raise
         self._idle.append(conn)
-        return BatchResult(plan.outcomes, plan.touched)
-
-    @staticmethod
-    async def _append(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
-        # COPY: psycopg formats its rows in C (an INSERT from unnest(arrays) saves a round
-        # trip but costs more CPU per row here, measured).
-        async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-            for row in rows:
-                await copy.write_row(row)
-
-    async def _context(
-        self, conn: psycopg.AsyncConnection[Any], hits: Sequence[Hit]
-    ) -> BatchContext:
-        ids = list({h.email_id for h in hits})
-        click_ids = list({h.email_id for h in hits if h.kind == "click"})
-        keys = list({repeat_key(h) for h in hits}) if self._rules.repeat else []
-        links = recent = None
-        async with conn.pipeline():
-            emails = await conn.execute(_EMAILS, (ids,))
-            if click_ids:
-                links = await conn.execute(_LINKS, (click_ids,))
-            if keys:
-                recent = await conn.execute(_RECENT, (
-                    [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-                    [k[3] for k in keys], repeat_since(hits, self._rules)))
-            email_rows = await emails.fetchall()
-            link_rows = await links.fetchall() if links else []
-            recent_rows = await recent.fetchall() if recent else []
-        return BatchContext(
-            emails={r[0]: EmailFacts(r[0], r[1], r[2], r[3]) for r in email_rows},
-            links={(r[0], r[1]): r[2] for r in link_rows if redirectable(r[2])},
-            last_seen={(r[0], r[1], r[2], r[3]): r[4] for r in recent_rows},
-            unsubscribed=set(),
-        )
+        outcomes = [NOT_FOUND] * len(hits)
+        touched: set[int] = set()
+        for n, url, reason in recorded:
+            i = n - 1
+            outcomes[i] = Outcome(recorded=True, redirect_url=url, machine_reason=reason)
+            touched.add(hits[i].email_id)
+        return BatchResult(outcomes, touched)
 
     def failure_kind(self, exc: BaseException) -> FailureKind | None:
         if isinstance(exc, psycopg.OperationalError):
