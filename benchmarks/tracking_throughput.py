@@ -1,6 +1,7 @@
 """Tracking app throughput against its ceiling, on PostgreSQL.
 
     python benchmarks/tracking_throughput.py [--duration 20] [--connections 64] [--emails 3000]
+        [--http h11|httptools] [--loop auto|asyncio|uvloop] [--profile app.pstats]
 
 Makes a throwaway PostgreSQL database (migrated) with a campaign and `--emails` sent emails,
 then, in the same run and one after the other on the same server stack (uvicorn as
@@ -73,6 +74,19 @@ def start_server(kind: str, port: int, db_url: str,
     if kind == "app":
         code = (f"from tracking_app.serve import serve; serve('127.0.0.1', {port}, {db_url!r}, "
                 f"http={args.http!r}, loop={args.loop!r})")
+        if args.profile:
+            # cProfile of the whole app process (start-up, load and shutdown), written when it
+            # stops; its overhead lowers the app's figures: use them for where the CPU goes,
+            # not for the ratio.
+            # uvicorn raises the SIGTERM again once it has shut down: exit through `finally`.
+            # Wall-clock timer: a CPU-time timer is a system call per function call here,
+            # which swamps the figures. So a send() that hands the core to the peer process
+            # counts as the sender's time.
+            code = (f"import cProfile, signal, sys\n"
+                    f"signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+                    f"prof = cProfile.Profile()\nprof.enable()\ntry:\n"
+                    f"    {code}\nfinally:\n    prof.disable()\n"
+                    f"    prof.dump_stats({args.profile!r})")
         cmd = [sys.executable, "-c", code]
     else:
         cmd = [sys.executable, __file__, "--serve-ceiling", str(port), args.http, args.loop]
@@ -237,6 +251,11 @@ def seed(db_url: str, n: int) -> list[int]:
         return [e.id for e in emails]
 
 
+def _main_thread_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of the process's main thread (the event loop's)."""
+    return next(t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid)
+
+
 def backend_cpu(db_url: str) -> float:
     """CPU seconds used so far by the PostgreSQL backends connected to the benchmark's database
     (the app's connections; WAL writer and checkpointer not included)."""
@@ -272,6 +291,8 @@ def main() -> None:
     # tracking_app.serve uses, h11 and uvloop when installed).
     parser.add_argument("--http", choices=("h11", "httptools"), default="h11")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="write a cProfile of the app process to PATH (pstats format)")
     args = parser.parse_args()
 
     os.environ.update(ENV)
@@ -301,12 +322,17 @@ def main() -> None:
                 try:
                     server = psutil.Process(proc.pid)
                     cpu_before = sum(server.cpu_times()[:2])
+                    main_before = _main_thread_cpu(server)
                     result = load(port, paths_file, args)
                     # CPU per response of the server process (startup excluded): unlike req/s,
-                    # hardly moved by what else the machine is doing.
+                    # hardly moved by what else the machine is doing. The event loop's thread
+                    # apart: the app's other threads (figures refresh, SQLAlchemy writer) are
+                    # off the request path.
                     cpu = sum(server.cpu_times()[:2]) - cpu_before
                     answered = max(1, sum(result["status"].values()))
                     result["server_cpu_us"] = round(cpu / answered * 1e6, 1)
+                    main = _main_thread_cpu(server) - main_before
+                    result["loop_thread_cpu_us"] = round(main / answered * 1e6, 1)
                     if kind == "app":
                         result["pg_cpu_us"] = round(backend_cpu(db_url) / answered * 1e6, 1)
                     results.append((kind, result))
