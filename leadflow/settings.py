@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     tracking_commit_window_ms: float = 2.0
     tracking_commit_max_batch: int = 500
     # Batches committing at once (each on its own connection; SQLite commits one at a time).
-    tracking_commit_concurrency: int = 4
+    tracking_commit_concurrency: int = 8
     # A request whose event is not committed within this time gets 503.
     tracking_commit_timeout_s: float = 10.0
     # Derived figures of touched emails are refreshed at most this often.
