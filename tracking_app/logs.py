@@ -14,7 +14,8 @@ from typing import Any
 # A token's signature part (see leadflow/tokens.py), and key=value secrets in messages.
 _TOKEN = re.compile(r"\b([ocu][0-9]{1,18}(?:-[0-9]{1,4})?)\.[A-Za-z0-9_-]{22}\b")
 _SECRET = re.compile(r"(?i)\b(password|secret|api[_-]?key|token|authorization)(\s*[=:]\s*)(\S+)")
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message"}  # uvicorn's ANSI-coloured copy of the message
 
 
 def redact(text: str) -> str:

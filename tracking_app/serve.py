@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
+from models.db import safe_url
 from tracking_app.app import create_app
+from tracking_app.logs import uvicorn_log_config
 
 # Request line and headers together may not exceed this (h11 answers 400 beyond it).
 MAX_REQUEST_HEAD_BYTES = 16_384
@@ -37,5 +41,18 @@ def server_config(
 def serve(
     host: str, port: int, db_url: str | None = None, *, http: str = "h11", loop: str = "auto"
 ) -> None:
-    """Serve the tracking app on host:port against db_url (default: settings), until stopped."""
-    uvicorn.Server(server_config(create_app(db_url), host, port, http=http, loop=loop)).run()
+    """Serve the tracking app on host:port against db_url (default: settings), until stopped,
+    logging JSON lines (tracking_app/logs.py)."""
+    config = server_config(create_app(db_url), host, port, http=http, loop=loop)
+    config.log_config = uvicorn_log_config()
+    config.configure_logging()
+    logging.getLogger("leadflow.tracking").info(
+        "tracking app listening", extra={"host": host, "port": port,
+                                         "database": safe_url(config_db_url(db_url))})
+    uvicorn.Server(config).run()
+
+
+def config_db_url(db_url: str | None) -> str:
+    from leadflow.settings import get_settings
+
+    return db_url or get_settings().database_url

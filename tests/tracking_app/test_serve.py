@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,5 +32,10 @@ def test_serve_answers_on_the_given_port_and_stops_cleanly_on_sigterm(
         _, stderr = proc.communicate(timeout=30)
     # uvicorn shuts the app down (the writer drains), then re-raises the signal it caught.
     assert proc.returncode in (0, -15)
-    assert "Application shutdown complete" in stderr
+    # Structured logs: every line of the server's log is one JSON object, no secret in any.
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert any(line["message"].startswith("Application shutdown complete") for line in lines)
+    started = next(line for line in lines if line["message"] == "tracking app listening")
+    assert started["port"] == port and started["level"] == "info"
+    assert TRACKING_ENV["LEADFLOW_TRACKING_SECRET"] not in stderr
     assert [(e.kind, e.email_id) for e in events(pg_clean)] == [("open", outreach.email_ids[0])]
