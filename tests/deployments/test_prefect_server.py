@@ -68,19 +68,22 @@ def test_two_workers_process_every_lead_and_email_exactly_once(
                 send_weekdays=list(range(7)))
         search = {"source": "apollo", "industry": "salon", "location": "Austin, TX",
                   "max_results": 60}
+        # The day's schedule, compressed into seconds: scheduled runs the workers pick up when
+        # due (overlapping ones included).
         generation = [
             cluster.trigger("generate-leads/generate-leads", search),
-            cluster.trigger("generate-leads/generate-leads", search),
-            cluster.trigger("daily-lead-generation/daily-lead-generation"),
-            cluster.trigger("daily-lead-generation/daily-lead-generation", in_seconds=1),
+            cluster.trigger("generate-leads/generate-leads", search, in_seconds=1),
+            cluster.trigger("daily-lead-generation/daily-lead-generation", in_seconds=2),
+            cluster.trigger("daily-lead-generation/daily-lead-generation", in_seconds=3),
         ]
         states = cluster.wait(generation, timeout=600)
         assert set(states.values()) == {"COMPLETED"}, cluster.logs()
         outreach = [
             cluster.trigger("execute-campaign/execute-campaign", {"campaign_id": campaign_id}),
-            cluster.trigger("execute-campaign/execute-campaign", {"campaign_id": campaign_id}),
-            cluster.trigger("daily-outreach/daily-outreach"),
-            cluster.trigger("follow-up-checker/follow-up-checker"),
+            cluster.trigger("daily-outreach/daily-outreach", in_seconds=1),
+            cluster.trigger("execute-campaign/execute-campaign", {"campaign_id": campaign_id},
+                            in_seconds=1),
+            cluster.trigger("follow-up-checker/follow-up-checker", in_seconds=2),
         ]
         states = cluster.wait(outreach, timeout=600)
         assert set(states.values()) == {"COMPLETED"}, cluster.logs()
