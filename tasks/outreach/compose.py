@@ -345,13 +345,15 @@ def compose_emails(db_url: str, email_ids: Iterable[int], now: datetime,
 def compose_due_emails(db_url: str, now: datetime, limit: int | None = None,
                        settings: Settings | None = None) -> ComposeReport:
     """Compose every `scheduled` email due by `now` whose previous step is sent (oldest
-    first, at most `limit`)."""
+    first, at most `limit`), in campaigns that may send (active, or a draft being executed):
+    a paused or completed campaign's emails wait, and cost no AI opening."""
     from tasks.outreach.queue import previous_step_sent
 
     with session_scope(db_url) as session:
+        sending = select(Campaign.id).where(Campaign.status.in_(("active", "draft")))
         stmt = (select(Email.id)
                 .where(Email.status == "scheduled", Email.scheduled_at <= now,
-                       previous_step_sent(EMAILS))
+                       Email.campaign_id.in_(sending), previous_step_sent(EMAILS))
                 .order_by(Email.scheduled_at, Email.id))
         ids = list(session.scalars(stmt if limit is None else stmt.limit(limit)))
     return compose_emails(db_url, ids, now, settings)

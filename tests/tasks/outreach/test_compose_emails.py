@@ -113,6 +113,21 @@ def test_compose_due_emails_takes_only_due_scheduled_emails(pg_clean: str) -> No
                         cancelled[0]: "cancelled"}
 
 
+def test_a_paused_campaigns_due_emails_wait_uncomposed(pg_clean: str) -> None:
+    from models import Campaign
+
+    campaign_id, ids = seed(pg_clean)
+    with session_scope(pg_clean) as session:
+        session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                        .values(status="paused"))
+    assert compose_due_emails(pg_clean, NOW).composed == 0
+    assert {e.status for e in emails(pg_clean, ids)} == {"scheduled"}
+    with session_scope(pg_clean) as session:
+        session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                        .values(status="active"))
+    assert compose_due_emails(pg_clean, NOW).composed == 3
+
+
 def _waiting_on_locks(admin_url: str, database: str) -> int:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute(
