@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
+from urllib.parse import quote
 
 import anyio
 from sqlalchemy import Engine, text
@@ -140,8 +141,15 @@ async def click(request: Request) -> Response:
         return outcome
     assert outcome.redirect_url is not None
     return Response(status_code=302, headers={
-        "location": outcome.redirect_url, "referrer-policy": "no-referrer", **NO_CACHE,
+        "location": location(outcome.redirect_url), "referrer-policy": "no-referrer",
+        **NO_CACHE,
     })
+
+
+def location(url: str) -> str:
+    """A Location header value: ASCII as stored; other characters (a path like /café)
+    percent-encoded as UTF-8, as browsers do, instead of failing to encode the header."""
+    return url if url.isascii() else quote(url, safe="!#$%&'()*+,/:;=?@[]~")
 
 
 async def unsubscribe(request: Request) -> Response:

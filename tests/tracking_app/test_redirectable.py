@@ -97,3 +97,18 @@ def test_a_click_on_a_stored_link_that_is_not_redirectable_is_404_and_writes_not
                   headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"})
     assert (r.status_code, r.headers["location"]) == (302, LINKS[1])
     assert event_count(pg_clean) == 1
+
+
+def test_a_stored_link_with_a_non_ascii_path_redirects_percent_encoded(
+    app_pg: RunningApp, outreach: Outreach, pg_clean: str
+) -> None:
+    email_id = outreach.email_ids[0]
+    with session_scope(pg_clean) as s:
+        s.execute(update(EmailLink).where(EmailLink.email_id == email_id,
+                                          EmailLink.position == 0)
+                  .values(url="https://booknex.example/café/✂?q=é"))
+    r = httpx.get(app_pg.base_url + path_of(tokens.click_url(email_id, 0)), timeout=10,
+                  headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"})
+    assert r.status_code == 302
+    assert r.headers["location"] == "https://booknex.example/caf%C3%A9/%E2%9C%82?q=%C3%A9"
+    assert event_count(pg_clean) == 1
