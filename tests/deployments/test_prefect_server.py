@@ -45,18 +45,12 @@ def test_two_workers_process_every_lead_and_email_exactly_once(
     """A day's schedule on two workers: overlapping lead-generation runs, then overlapping
     outreach runs of different deployments (not serialised by their concurrency limits). Every
     business becomes one lead, and every linked lead gets step 1 exactly once."""
-    from aiosmtpd.controller import Controller
-
     from models import Campaign, CampaignLead, Email, SmtpProvider
     from tasks.outreach.defaults import create_campaign
-    from tests.conftest import free_port
-    from tests.tasks.outreach.mailserver import RecordingHandler
+    from tests.tasks.outreach.mailserver import plain_relay
 
-    handler = RecordingHandler()
-    port = free_port()
-    relay = Controller(handler, hostname="127.0.0.1", port=port, auth_require_tls=False)
-    relay.start()
-    try:
+    with plain_relay() as relay:
+        port = relay.port
         with session_scope(pg_clean) as session:
             session.add(SmtpProvider(name="relay", host="127.0.0.1", port=port,
                                      security="none", hourly_limit=10_000, daily_limit=10_000))
@@ -87,9 +81,7 @@ def test_two_workers_process_every_lead_and_email_exactly_once(
         ]
         states = cluster.wait(outreach, timeout=600)
         assert set(states.values()) == {"COMPLETED"}, cluster.logs()
-        received = handler.message_ids()
-    finally:
-        relay.stop()
+        received = relay.message_ids()
 
     with session_scope(pg_clean) as session:
         for column in (Lead.email_norm, Lead.domain, Lead.phone_e164):

@@ -12,7 +12,6 @@ from email.policy import default as default_policy
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from leadflow.settings import reset_settings_cache
@@ -22,8 +21,7 @@ from tasks.outreach.campaign_leads import link_leads
 from tasks.outreach.compose import compose_due_emails
 from tasks.outreach.defaults import create_campaign
 from tasks.outreach.queue import drain_queue, enqueue_sequences
-from tests.conftest import free_port
-from tests.tasks.outreach.mailserver import RecordingHandler
+from tests.tasks.outreach.mailserver import plain_relay
 from tests.tracking_app.conftest import RunningApp
 
 BROWSER = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 "
@@ -36,11 +34,8 @@ def test_a_sent_email_is_opened_clicked_and_unsubscribed_through_its_own_urls(
     # The emails' URLs point at the running app.
     monkeypatch.setenv("LEADFLOW_TRACKING_BASE_URL", app_pg.base_url)
     reset_settings_cache()
-    handler = RecordingHandler()
-    port = free_port()
-    relay = Controller(handler, hostname="127.0.0.1", port=port, auth_require_tls=False)
-    relay.start()
-    try:
+    with plain_relay() as relay:
+        port = relay.port
         with session_scope(pg_clean) as s:
             s.add(SmtpProvider(name="relay", host="127.0.0.1", port=port, security="none"))
             campaign_id = create_campaign(s, name="e2e", status="active",
@@ -59,11 +54,9 @@ def test_a_sent_email_is_opened_clicked_and_unsubscribed_through_its_own_urls(
         compose_due_emails(pg_clean, now)
         report = drain_queue(pg_clean, "e2e-worker")
         assert report.sent == 1
-    finally:
-        relay.stop()
-        reset_settings_cache()
+    reset_settings_cache()
 
-    received = message_from_bytes(handler.received[0].data, policy=default_policy)
+    received = message_from_bytes(relay.received[0].data, policy=default_policy)
     html = received.get_body(("html",)).get_content()
     assert "Rosa &amp; &lt;Co&gt; Salon" in html and "<Co>" not in html  # lead data escaped
     pixel = re.search(r'<img src="([^"]+/o/[^"]+)"', html).group(1)  # type: ignore[union-attr]

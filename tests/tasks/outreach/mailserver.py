@@ -10,7 +10,8 @@ import datetime as dt
 import ipaddress
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -175,6 +176,22 @@ class SmtpServer:
 
     def message_ids(self) -> list[str]:
         return self.handler.message_ids()
+
+
+@contextmanager
+def plain_relay() -> Iterator[SmtpServer]:
+    """A recording SMTP server on loopback without TLS or AUTH, for tests that only count and
+    read what arrives (the flows', the cluster's, the tracking app's end to end)."""
+    from tests.conftest import free_port
+
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, auth_require_tls=False)
+    controller.start()
+    try:
+        yield SmtpServer(controller, handler, port, "none")
+    finally:
+        controller.stop()
 
 
 # --- builders ----------------------------------------------------------------------------
