@@ -72,7 +72,7 @@ def pending_lead_ids(db_url: str, campaign_id: int) -> list[int]:
         ))
 
 
-def campaigns_due(db_url: str, now: datetime, *, automated_only: bool = False) -> list[int]:
+def campaigns_due(db_url: str, now: datetime) -> list[int]:
     """Active daily campaigns whose scheduled local hour is the hour of `now` in their own time
     zone (the seed's hourly check `currentHour == campaign.scheduleTime`). Pass the run's
     scheduled time, not the clock: a run that starts late still serves its own hour. A campaign
@@ -81,8 +81,6 @@ def campaigns_due(db_url: str, now: datetime, *, automated_only: bool = False) -
     with session_scope(db_url) as session:
         query = select(Campaign).where(Campaign.status == "active",
                                        Campaign.schedule_type == "daily")
-        if automated_only:
-            query = query.where(Campaign.campaign_type == "automated")
         for c in session.scalars(query.order_by(Campaign.id)):
             try:
                 local = now.astimezone(ZoneInfo(c.timezone))
