@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from leadflow.settings import get_settings
 from leadflow.tokens import TrackingToken, tracking_key, verify
@@ -116,8 +117,8 @@ def create_app(db_url: str | None = None) -> Starlette:
             engine.dispose()
 
     routes = [
-        Route("/o/{token}.gif", open_pixel, methods=["GET", "HEAD"]),
-        Route("/c/{token}", click, methods=["GET", "HEAD"]),
+        Route("/o/{token}.gif", TrackedHit("open"), methods=["GET", "HEAD"]),
+        Route("/c/{token}", TrackedHit("click"), methods=["GET", "HEAD"]),
         Route("/u/{token}", unsubscribe, methods=["GET", "HEAD", "POST"],
               max_body_size=MAX_BODY_BYTES),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
@@ -129,21 +130,29 @@ def create_app(db_url: str | None = None) -> Starlette:
     )
 
 
-async def open_pixel(request: Request) -> Response:
-    outcome = await _record(request, "open")
-    return outcome if isinstance(outcome, Response) else _PIXEL
+class TrackedHit:
+    """The open pixel and click routes, as plain ASGI apps: they are the hot path (every open of
+    every email), and building Starlette's Request and wrapping the endpoint per request cost
+    about as much as the work. The responses are the same Starlette Response objects."""
 
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
-async def click(request: Request) -> Response:
-    # The destination comes only from email_links; the query string is never read.
-    outcome = await _record(request, "click")
-    if isinstance(outcome, Response):
-        return outcome
-    assert outcome.redirect_url is not None
-    return Response(status_code=302, headers={
-        "location": location(outcome.redirect_url), "referrer-policy": "no-referrer",
-        **NO_CACHE,
-    })
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracking: Tracking = scope["state"]["tracking"]
+        outcome = await _record(scope, tracking, self.kind)
+        if isinstance(outcome, Response):
+            response = outcome
+        elif self.kind == "open":
+            response = _PIXEL
+        else:
+            # The destination comes only from email_links; the query string is never read.
+            assert outcome.redirect_url is not None
+            response = Response(status_code=302, headers={
+                "location": location(outcome.redirect_url), "referrer-policy": "no-referrer",
+                **NO_CACHE,
+            })
+        await response(scope, receive, send)
 
 
 def location(url: str) -> str:
@@ -154,7 +163,7 @@ def location(url: str) -> str:
 
 async def unsubscribe(request: Request) -> Response:
     tracking: Tracking = request.state.tracking
-    token = _token(request, tracking, "unsubscribe")
+    token = _token(request.scope, tracking, "unsubscribe")
     if token is None:
         return _NOT_FOUND
     if request.method != "POST":
@@ -165,7 +174,7 @@ async def unsubscribe(request: Request) -> Response:
         check_one_click_body(request.headers.get("content-type"), await request.body())
     except OneClickError as exc:
         return PlainTextResponse(exc.reason, status_code=exc.status_code, headers=NO_CACHE)
-    outcome = await _record(request, "unsubscribe", token)
+    outcome = await _record(request.scope, tracking, "unsubscribe", token)
     if isinstance(outcome, Response):
         return outcome
     return HTMLResponse(DONE_PAGE, headers=PAGE_HEADERS)
@@ -188,36 +197,35 @@ async def healthz(request: Request) -> Response:
     }, headers=NO_CACHE)
 
 
-def _token(request: Request, tracking: Tracking, kind: str) -> TrackingToken | None:
-    token = verify(request.path_params["token"], tracking.key)
+def _token(scope: Scope, tracking: Tracking, kind: str) -> TrackingToken | None:
+    token = verify(scope["path_params"]["token"], tracking.key)
     return token if token is not None and token.kind == kind else None
 
 
 async def _record(
-    request: Request, kind: str, token: TrackingToken | None = None
+    scope: Scope, tracking: Tracking, kind: str, token: TrackingToken | None = None
 ) -> Outcome | Response:
     """The committed outcome of this request's hit, or the error response to send."""
-    tracking: Tracking = request.state.tracking
-    token = token or _token(request, tracking, kind)
+    token = token or _token(scope, tracking, kind)
     if token is None:
         return _NOT_FOUND
     try:
-        outcome = await tracking.writer.record(_hit(request, tracking, token))
+        outcome = await tracking.writer.record(_hit(scope, tracking, token))
     except WriterUnavailable:
         return _UNAVAILABLE
     return outcome if outcome.recorded else _NOT_FOUND
 
 
-def _hit(request: Request, tracking: Tracking, token: TrackingToken) -> Hit:
+def _hit(scope: Scope, tracking: Tracking, token: TrackingToken) -> Hit:
     # One pass over the raw headers (this runs for every hit; Request.headers costs more).
     user_agent: str | None = None
     forwarded: list[str] = []
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         if name == b"user-agent":
             user_agent = user_agent or value.decode("latin-1") or None
         elif name == b"x-forwarded-for":
             forwarded.append(value.decode("latin-1"))
-    peer = request.scope.get("client")
+    peer = scope.get("client")
     address = client_address(
         peer[0] if peer else None, ",".join(forwarded) if forwarded else None, tracking.trusted
     )
@@ -229,7 +237,7 @@ def _hit(request: Request, tracking: Tracking, token: TrackingToken) -> Hit:
         kind=token.kind,
         email_id=token.email_id,
         link_position=token.link_position,
-        method=request.method,
+        method=scope["method"],
         user_agent=user_agent,
         client_ip=address,
         ip_network=truncated_network(address) if address is not None else None,

@@ -42,6 +42,19 @@ def client_address(
 ) -> IPAddress | None:
     """The client's address: the peer, or the X-Forwarded-For client behind trusted proxies.
     A malformed forwarded chain falls back to the last trusted hop rather than failing."""
+    if forwarded_for is not None and len(forwarded_for) > _CACHED_FORWARDED_MAX:
+        return _client_address(peer, forwarded_for, trusted)
+    # The same clients come back (a proxy, an office, a mail provider): remembered, but only
+    # for short headers, so that no client can fill the cache with 8 KB ones.
+    return _cached_client_address(peer, forwarded_for, trusted)
+
+
+_CACHED_FORWARDED_MAX = 256
+
+
+def _client_address(
+    peer: str | None, forwarded_for: str | None, trusted: TrustedProxies
+) -> IPAddress | None:
     address = parse_address(peer) if peer else None
     if address is None or not forwarded_for or not trusted or address not in trusted:
         return address
@@ -54,6 +67,9 @@ def client_address(
         if hop not in trusted:
             break
     return address
+
+
+_cached_client_address = lru_cache(maxsize=8192)(_client_address)
 
 
 @lru_cache(maxsize=8192)
