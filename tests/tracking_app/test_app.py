@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import httpx
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
 from leadflow import tokens
 from leadflow.tokens import TrackingToken
@@ -17,7 +20,7 @@ from tests.tracking_app.conftest import (
     events,
     path_of,
 )
-from tracking_app.app import PIXEL_GIF
+from tracking_app.app import GC_THRESHOLDS, PIXEL_GIF, create_app
 
 BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
            "Chrome/126.0 Safari/537.36")
@@ -204,3 +207,16 @@ def test_emails_seed_status_is_derived_from_human_engagement(
                     outreach.unsent_email_ids[0]: "queued",
                     outreach.unsent_email_ids[1]: "scheduled"}
     assert stored[opened] == stored[clicked] == "sent"
+
+
+def test_the_collector_runs_less_often_while_the_app_runs_and_as_before_after(
+    pg_url: str, tracking_env: None
+) -> None:
+    original = gc.get_threshold()
+    gc.set_threshold(701, 11, 12)  # whatever the process had before the app started
+    try:
+        with TestClient(create_app(pg_url)):
+            assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_threshold() == (701, 11, 12)
+    finally:
+        gc.set_threshold(*original)
