@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, make_url, text
@@ -77,12 +78,13 @@ class ThreadStore:
 
 def record_batch_sql(rules: BotRules) -> str:
     """The one statement that records a batch of opens and clicks on PostgreSQL, given the
-    hits as arrays and their prejudged verdicts (recording.prejudge): it keeps the hits whose
-    email (and, for a click, redirectable link) exists, completes each verdict with the
-    delivery-time rules and the repeat rule against stored hits, in the rules' order, appends
-    the events and answers, per recorded hit, its position in the batch (1-based), its
-    destination and its machine reason. The rules' constants are written into the text: they
-    are fixed for the app's life, so the statement is prepared once per connection."""
+    hits as a JSON array of rows with their prejudged verdicts (recording.prejudge). It keeps
+    the hits whose email (and, for a click, redirectable link) exists, completes each verdict
+    with the delivery-time rules and the repeat rule against stored hits, in the rules'
+    order, appends the events and answers, per recorded hit, its position in the batch
+    (1-based), its destination and its machine reason. The rules' constants are written into
+    the text: they are fixed for the app's life, so the statement is prepared once per
+    connection."""
     delivery = [
         sql.SQL("WHEN b.kind = ANY({kinds}::text[]) AND b.occurred_at - b.sent_at "
                 "<= {seconds} * interval '1 second' THEN {reason}").format(
@@ -106,10 +108,11 @@ def record_batch_sql(rules: BotRules) -> str:
     return sql.SQL("""
 WITH b AS (
     SELECT h.*, e.sent_at, l.url
-    FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::timestamptz[], %b::text[],
-                %b::text[], %b::text[], %b::text[], %b::bool[], %b::timestamptz[])
-         WITH ORDINALITY AS h(email_id, kind, link_position, occurred_at, method, user_agent,
-                              ip_network, request_reason, repeated, since, n)
+    FROM (SELECT (j->>0)::bigint AS email_id, j->>1 AS kind, (j->>2)::int AS link_position,
+                 (j->>3)::timestamptz AS occurred_at, j->>4 AS method, j->>5 AS user_agent,
+                 j->>6 AS ip_network, j->>7 AS request_reason, (j->>8)::bool AS repeated,
+                 (j->>9)::timestamptz AS since, n
+          FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(j, n)) h
     -- OFFSET 0 keeps each lookup a subquery of its own: one primary-key (or unique-index)
     -- probe per hit, never a scan of the whole table into a hash.
     JOIN LATERAL (SELECT sent_at FROM emails WHERE id = h.email_id OFFSET 0) e ON true
@@ -161,15 +164,17 @@ class AsyncPgStore:
         if any(h.kind not in TRACKED_KINDS for h in hits):
             raise ValueError("unsubscribes go through the ThreadStore")
         pre = prejudge(hits, self._rules, earlier)
-        params = (
-            [h.email_id for h in hits], [h.kind for h in hits],
-            [h.link_position for h in hits], [h.occurred_at for h in hits],
-            [h.method for h in hits], [h.user_agent for h in hits],
-            [h.ip_network for h in hits], pre.request_reasons, pre.repeated, pre.repeat_since,
-        )
+        # The batch as one JSON array of rows (orjson, in C): a tenth of the client CPU of ten
+        # binary arrays, which psycopg dumps element by element in Python.
+        batch = orjson.dumps([
+            (h.email_id, h.kind, h.link_position, h.occurred_at, h.method, h.user_agent,
+             h.ip_network, reason, repeated, since)
+            for h, reason, repeated, since in zip(
+                hits, pre.request_reasons, pre.repeated, pre.repeat_since, strict=True)
+        ]).decode()
         conn = self._idle.pop() if self._idle else await self._connect()
         try:
-            cur = await conn.execute(self._sql, params, prepare=True)
+            cur = await conn.execute(self._sql, (batch,), prepare=True)
             recorded = await cur.fetchall()
         except BaseException:
             await conn.close()  # its state is unknown: the next batch gets a fresh one
