@@ -6,7 +6,8 @@
 Makes a throwaway PostgreSQL database (migrated) with a campaign and `--emails` sent emails,
 then, in the same run and one after the other on the same server stack (uvicorn as
 `tracking_app.serve` configures it, one process each):
-  - the ceiling: a bare Starlette endpoint answering /o/<token>.gif with the same GIF, no database
+  - the ceiling: a bare Starlette endpoint answering /o/<token>.gif with the same GIF response,
+    no database
     (measured before and after the app; the mean is the ceiling);
   - the app: `tracking_app.serve` on that database.
 Both are driven by the same load generator, a separate process (raw asyncio HTTP/1.1
@@ -50,22 +51,21 @@ ENV = {
 # --- the two servers -------------------------------------------------------------------------
 
 def serve_ceiling(port: int, http: str, loop: str) -> None:
-    """The ceiling: same route shape, same GIF, same uvicorn configuration, no database."""
+    """The ceiling: same route shape (a plain ASGI endpoint in a Starlette route, as the app's
+    open route is), same GIF response object, same uvicorn configuration, no database."""
     import uvicorn
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
     from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
 
-    from tracking_app.app import NO_CACHE, PIXEL_GIF
+    from tracking_app.app import PIXEL_RESPONSE
     from tracking_app.serve import server_config
 
-    pixel = Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
+    class OpenPixel:
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await PIXEL_RESPONSE(scope, receive, send)
 
-    async def open_pixel(request: Request) -> Response:
-        return pixel
-
-    app = Starlette(routes=[Route("/o/{token}.gif", open_pixel)])
+    app = Starlette(routes=[Route("/o/{token}.gif", OpenPixel(), methods=["GET", "HEAD"])])
     uvicorn.Server(server_config(app, "127.0.0.1", port, http=http, loop=loop)).run()
 
 

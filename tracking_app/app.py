@@ -52,11 +52,11 @@ NO_CACHE = {
     "expires": "0",
 }
 USER_AGENT_MAX = 300
-GC_THRESHOLDS = (10_000, 20, 10)  # gc.set_threshold while the app runs (default 700, 10, 10)
+GC_THRESHOLDS = (10_000, 10, 10)  # gc.set_threshold while the app runs (default 700, 10, 10)
 HEALTH_TIMEOUT_S = 2.0
 
 # Responses without per-request content are built once: building costs more than sending.
-_PIXEL = Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
+PIXEL_RESPONSE = Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 _NOT_FOUND = PlainTextResponse("Not Found", status_code=404, headers=NO_CACHE)
 _UNAVAILABLE = PlainTextResponse(
     "Service Unavailable", status_code=503, headers={**NO_CACHE, "retry-after": "1"}
@@ -125,8 +125,8 @@ def create_app(db_url: str | None = None) -> Starlette:
             engine.dispose()
 
     routes = [
-        Route("/o/{token}.gif", TrackedHit("open"), methods=["GET", "HEAD"]),
-        Route("/c/{token}", TrackedHit("click"), methods=["GET", "HEAD"]),
+        Route("/o/{token}.gif", TrackedHit("open"), methods=["GET", "HEAD"], name="open_pixel"),
+        Route("/c/{token}", TrackedHit("click"), methods=["GET", "HEAD"], name="click"),
         Route("/u/{token}", unsubscribe, methods=["GET", "HEAD", "POST"],
               max_body_size=MAX_BODY_BYTES),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
@@ -152,7 +152,7 @@ class TrackedHit:
         if isinstance(outcome, Response):
             response = outcome
         elif self.kind == "open":
-            response = _PIXEL
+            response = PIXEL_RESPONSE
         else:
             # The destination comes only from email_links; the query string is never read.
             assert outcome.redirect_url is not None
