@@ -232,6 +232,27 @@ def test_bulk_insert_maps_every_row_to_its_lead_and_stores_json_and_types(db_url
                                                              "ünï": "çødé"}}
 
 
+def test_text_with_tabs_newlines_and_backslashes_is_stored_exactly(db_url: str) -> None:
+    odd = ["tab\there", "new\nline\r", "back\\slash", "\\N", "", "plain"]
+    rows = frame([
+        {"source": "apollo", "source_record_id": f"id\t{i}\\{text}", "company_name": f"Shop {text}",
+         "cluster_id": i, "city": text, "address": f"{i} {text}",
+         "raw": {"text": text, "escaped": "\\u0041 \"q\""}}
+        for i, text in enumerate(odd)
+    ])
+    with session_scope(db_url) as s:
+        result = load_leads(s, rows, None)
+    with session_scope(db_url) as s:
+        leads = {lead.id: lead for lead in s.scalars(select(Lead))}
+        records = {r.lead_id: r for r in s.scalars(select(LeadSourceRecord))}
+    for i, (text, lead_id) in enumerate(zip(odd, result.lead_ids, strict=True)):
+        assert leads[lead_id].company_name == f"Shop {text}"
+        assert leads[lead_id].city == text  # "" stays "", "\\N" is not NULL
+        assert leads[lead_id].address == f"{i} {text}"
+        assert records[lead_id].external_id == f"id\t{i}\\{text}"
+        assert records[lead_id].payload == {"text": text, "escaped": "\\u0041 \"q\""}
+
+
 def test_merge_into_existing_on_both_databases_keeps_the_better_score(db_url: str) -> None:
     with session_scope(db_url) as s:
         ids = load_leads(s, frame([
