@@ -217,6 +217,39 @@ def _get_suite() -> _Suite:
         return _suite
 
 
+# The columns the suite's expectations read (the others only feed the derived columns).
+SUITE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
+    c for rule in RULES for c in (rule.kwargs.get("column"), *rule.kwargs.get("column_list", ()))
+    if c
+))
+# A value a spreadsheet may read as a formula starts (after blanks) with = @ + -, or with a tab
+# or CR: searched once over a whole column, each value after a NUL, so that only a column
+# holding such a value is checked value by value (the per-value test below decides).
+_FORMULA_CANDIDATE = re.compile(r"\x00(?:\s*[=@+\-]|[\t\r])")
+
+
+def _texts(df: pd.DataFrame, col: str, n: int) -> list[str | None]:
+    """A column as text, blanks and missing values as None."""
+    if col not in df.columns:
+        return [None] * n
+    values = df[col]
+    missing = values.isna().to_numpy(dtype=bool).tolist()
+    return [(v if v.strip() else None) if type(v) is str
+            else None if m else (s if (s := str(v)).strip() else None)
+            for v, m in zip(values.tolist(), missing, strict=True)]
+
+
+def _strings(df: pd.DataFrame, col: str) -> list[str] | None:
+    """The column's present values when every one of them is a str (the usual case), else
+    None: a cheap view for the checks below, which only need to rule a column out."""
+    if col not in df.columns:
+        return []
+    values = df[col]
+    present = values[values.notna()].tolist()
+    strings = [v for v in present if type(v) is str]
+    return strings if len(strings) == len(present) else None
+
+
 def _checked_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The columns the suite reads, positionally indexed, blanks as missing, numbers as numbers,
     plus the two derived columns naming a row's first over-long and first formula-like field.
@@ -224,33 +257,35 @@ def _checked_frame(df: pd.DataFrame) -> pd.DataFrame:
     A column the batch lacks is all-missing, so its not-null rule rejects rows rather than
     the validation crashing."""
     n = len(df)
+    texts = {col: _texts(df, col, n) for col in TEXT_CHECKED if col in SUITE_COLUMNS}
     data: dict[str, Any] = {}
-    texts: dict[str, list[str | None]] = {}
-    for col in TEXT_CHECKED:
-        if col in df.columns:
-            values = df[col]
-            missing = values.isna().to_numpy(dtype=bool).tolist()
-            text = [None if m else (s if (s := str(v)).strip() else None)
-                    for v, m in zip(values.tolist(), missing, strict=True)]
-        else:
-            text = [None] * n
-        texts[col] = text
+    for col, text in texts.items():
         column = np.empty(n, dtype=object)
         column[:] = text
         data[col] = column
     for col in NUMERIC_CHECKED:
         values = df[col] if col in df.columns else pd.Series([None] * n, index=df.index)
         data[col] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    # The first offending column of each row, in column order.
+    # The first offending column of each row, in column order. A column is looked at value by
+    # value only when it may hold an offender: its longest string is over the limit, it
+    # holds a formula candidate, or it holds something other than strings.
     overlong = np.full(n, None, dtype=object)
     for col, limit in MAX_LENGTHS.items():
-        for pos, t in enumerate(texts[col]):
+        strings = _strings(df, col) if col not in texts else [t for t in texts[col] if t]
+        if strings is not None and (not strings or max(map(len, strings)) <= limit):
+            continue
+        text = texts.get(col) or _texts(df, col, n)
+        for pos, t in enumerate(text):
             if t is not None and len(t) > limit and overlong[pos] is None:
                 overlong[pos] = col
     formula = np.full(n, None, dtype=object)
     match = _FORMULA_RE.match
     for col in TEXT_COLUMNS:
-        for pos, t in enumerate(texts[col]):
+        strings = _strings(df, col) if col not in texts else [t for t in texts[col] if t]
+        if strings is not None and not _FORMULA_CANDIDATE.search("\x00" + "\x00".join(strings)):
+            continue
+        text = texts.get(col) or _texts(df, col, n)
+        for pos, t in enumerate(text):
             # Only a cell starting (after blanks) with = @ + - or a tab/CR can be a formula.
             if (t is not None and formula[pos] is None
                     and (t.lstrip()[:1] in _FORMULA_STARTS or t[:1] in "\t\r") and match(t)):
