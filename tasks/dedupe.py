@@ -424,8 +424,12 @@ def match_existing_details(
     conn: Connection, df: pd.DataFrame, threshold: float | None = None
 ) -> ExistingMatches:
     """Match every row of a batch against the `leads` table (see `match_existing`)."""
-    limit = _threshold(threshold)
-    recs = _records(_with_keys(df))
+    return _match_records(conn, df, _records(_with_keys(df)), _threshold(threshold))
+
+
+def _match_records(conn: Connection, df: pd.DataFrame, recs: list[_Rec],
+                   limit: float) -> ExistingMatches:
+    """`match_existing_details` on the rows' match keys (`recs`, one per row of `df`)."""
     leads = _fetch_candidates(conn, recs)
     # Exact keys; name blocks by (city, block, street number), numberless leads under None;
     # (city, block) for rows without a street number; (city, address).
@@ -546,11 +550,12 @@ def dedupe_frame(
     afresh from the staging columns (enrichment may have added an email since normalise)."""
     limit = _threshold(threshold)
     keyed = add_keys(df)
-    roots, reasons = _cluster(_records(keyed), limit)
+    recs = _records(keyed)
+    roots, reasons = _cluster(recs, limit)
     existing: list[Any] = [pd.NA] * len(roots)
     ambiguous: dict[Any, list[int]] = {}
     if conn is not None and len(df):
-        matches = match_existing_details(conn, keyed, limit)
+        matches = _match_records(conn, keyed, recs, limit)
         ambiguous = dict(matches.ambiguous)
         # The cluster goes where its strongest row match points (then the lowest id).
         per_cluster: dict[int, set[tuple[int, int]]] = {}
