@@ -5,7 +5,6 @@ takes plain values or DataFrames, never sessions or ORM objects, and is safe to 
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,30 +20,13 @@ from prefect.tasks import exponential_backoff
 from clients.http import PermanentApiError, QuotaExceededError
 from leadflow.settings import get_settings
 from models.db import session_scope
-from tasks.batches import BatchSummary, Rejected, finish_batch, quarantine, start_batch
+from tasks.batches import BatchSummary, Rejected, finish_batch, start_batch
+from tasks.runtime import relax_gc
 from tasks.staging import CANDIDATE_COLUMNS, CandidateLead
 
 if TYPE_CHECKING:
     from tasks.sources import SourceChunk
     from tasks.validation import ValidationOutcome
-
-# --- garbage collection ---------------------------------------------------------------------------
-
-# A chunk of 10,000 leads allocates a few hundred thousand containers (candidates, rows, keys,
-# query results) that live as long as a stage. With CPython's default thresholds (700, 10, 10)
-# many of them survive two young collections, and every time those reach a quarter of the
-# long-lived heap (imports, Great Expectations, Prefect: 0.4-0.8 million objects) a full
-# collection walks all of it, holding the GIL for both the flow's thread and the load's:
-# 0.2-0.5 s each, about one per chunk. A larger young generation lets the chunk's containers
-# die before they are promoted (offline benchmark: full collections from 3 to 0 per 5 chunks).
-GC_THRESHOLDS = (20_000, 20, 10)
-
-
-def relax_gc() -> None:
-    """Raise the collector's thresholds to at least GC_THRESHOLDS (never lowers them)."""
-    gc.set_threshold(*(max(a, b) for a, b in zip(gc.get_threshold(), GC_THRESHOLDS,
-                                                  strict=True)))
-
 
 relax_gc()  # any process that runs these tasks (a flow, a worker, the benchmarks)
 
@@ -337,18 +319,16 @@ def load_chunk_body(url: str | None, batch_id: int | None, frame: pd.DataFrame,
                     rejected: list[Rejected], seen_max_lead_id: int | None = None,
                     rekeyed_lead_ids: list[int] | None = None) -> dict[str, Any]:
     """What `load_chunk` does, on the database at `url` (the configured one when None); the
-    offline benchmark calls it directly."""
-    from tasks.dedupe import match_existing
-    from tasks.load import load_leads
+    offline benchmark calls it directly. On PostgreSQL it runs in the worker process of
+    `tasks.runtime` (its Python, ~0.3 s per 10,000 leads, would otherwise compete for the GIL
+    with the next chunk's stages); SQLite loads run here."""
+    from tasks.runtime import load_in_worker, load_rows
 
-    with session_scope(url) as session:
-        # On a retry, the quarantined rows of the first attempt are already there.
-        quarantined = quarantine(session, batch_id, rejected)
-        result = load_leads(session, frame, batch_id, rematch=match_existing,
-                            seen_max_lead_id=seen_max_lead_id,
-                            rekeyed_lead_ids=rekeyed_lead_ids or ())
-    return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined,
-            "rows": len(frame), "rekeyed_lead_ids": result.rekeyed_lead_ids}
+    settings = get_settings()
+    url = url or settings.database_url
+    run = load_in_worker if url.startswith("postgresql") else load_rows
+    return run(url, batch_id, frame, rejected, seen_max_lead_id, list(rekeyed_lead_ids or ()),
+               settings.dedupe_name_threshold)
 
 
 class OrderedLoads:

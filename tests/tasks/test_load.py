@@ -253,6 +253,29 @@ def test_text_with_tabs_newlines_and_backslashes_is_stored_exactly(db_url: str) 
         assert records[lead_id].payload == {"text": text, "escaped": "\\u0041 \"q\""}
 
 
+def test_a_frame_sent_to_the_load_worker_loads_the_same(db_url: str) -> None:
+    """load_frame keeps what load_leads reads and turns the payloads into JSON text."""
+    from tasks.load import RAW_JSON, load_frame
+
+    rows = frame([
+        {"source": "apollo", "source_record_id": f"a{i}", "company_name": f"Shop {i}",
+         "cluster_id": i // 2, "city": "Austin", "unused": object(),
+         "raw": {"id": f"a{i}", "n": [i, 1.5, None], "t": "ç\\\t"} if i % 3 else None}
+        for i in range(6)
+    ])
+    sent = load_frame(rows)
+    assert RAW_JSON in sent.columns and "raw" not in sent.columns and "unused" not in sent.columns
+    with session_scope(db_url) as s:
+        result = load_leads(s, sent, None)
+    assert (result.inserted, result.merged) == (3, 3)
+    with session_scope(db_url) as s:
+        payloads = {r.external_id: r.payload for r in s.scalars(select(LeadSourceRecord))}
+        names = sorted(lead.company_name for lead in s.scalars(select(Lead)))
+    assert names == ["Shop 0", "Shop 2", "Shop 4"]
+    assert payloads == {f"a{i}": ({"id": f"a{i}", "n": [i, 1.5, None], "t": "ç\\\t"}
+                                  if i % 3 else {}) for i in range(6)}
+
+
 def test_merge_into_existing_on_both_databases_keeps_the_better_score(db_url: str) -> None:
     with session_scope(db_url) as s:
         ids = load_leads(s, frame([

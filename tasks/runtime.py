@@ -1,0 +1,107 @@
+"""How a process runs the tasks: the garbage collector's thresholds, and the worker process
+in which chunk loads on PostgreSQL run, so that their Python never waits for the GIL of the
+flow's thread (which scores, dedupes and validates the next chunk meanwhile), nor makes it wait."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tasks.batches import Rejected
+
+# --- garbage collection ---------------------------------------------------------------------------
+
+# A chunk of 10,000 leads allocates a few hundred thousand containers (candidates, rows, keys,
+# query results) that live as long as a stage. With CPython's default thresholds (700, 10, 10)
+# many of them survive two young collections, and every time those reach a quarter of the
+# long-lived heap (imports, Great Expectations, Prefect: 0.4-0.8 million objects) a full
+# collection walks all of it, holding the GIL for every thread: 0.2-0.5 s each, about one per
+# chunk. A larger young generation lets the chunk's containers die before they are promoted
+# (offline benchmark: full collections from 3 to 0 or 1 per 3-5 chunks).
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def relax_gc() -> None:
+    """Raise the collector's thresholds to at least GC_THRESHOLDS (never lowers them)."""
+    gc.set_threshold(*(max(a, b) for a, b in zip(gc.get_threshold(), GC_THRESHOLDS,
+                                                  strict=True)))
+
+
+# --- the load -------------------------------------------------------------------------------------
+
+
+def load_rows(url: str, batch_id: int | None, frame: pd.DataFrame, rejected: list[Rejected],
+              seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
+              threshold: float) -> dict[str, Any]:
+    """One transaction: quarantine the rejected rows and insert or merge the valid ones (the
+    body of the flows' `load_chunk`), on the database at `url`."""
+    from models.db import session_scope
+    from tasks.batches import quarantine
+    from tasks.dedupe import match_existing
+    from tasks.load import load_leads
+
+    _forget_other_databases(url)
+    with session_scope(url) as session:
+        # On a retry, the quarantined rows of the first attempt are already there.
+        quarantined = quarantine(session, batch_id, rejected)
+        result = load_leads(session, frame, batch_id,
+                            rematch=partial(match_existing, threshold=threshold),
+                            seen_max_lead_id=seen_max_lead_id,
+                            rekeyed_lead_ids=rekeyed_lead_ids)
+    return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined,
+            "rows": len(frame), "rekeyed_lead_ids": result.rekeyed_lead_ids}
+
+
+_worker: ProcessPoolExecutor | None = None
+_worker_lock = threading.Lock()
+_in_worker = False
+_worker_url: str | None = None
+
+
+def _start_worker() -> None:
+    global _in_worker
+    _in_worker = True
+    relax_gc()
+
+
+def _forget_other_databases(url: str) -> None:
+    """In the worker, keep connections to the database of the latest load only (a worker
+    serving many databases one after another, e.g. tests, would otherwise keep them all)."""
+    global _worker_url
+    if _in_worker and url != _worker_url:
+        from models.db import dispose_engines
+
+        dispose_engines()
+        _worker_url = url
+
+
+def load_in_worker(url: str, batch_id: int | None, frame: pd.DataFrame,
+                   rejected: list[Rejected], seen_max_lead_id: int | None,
+                   rekeyed_lead_ids: list[int], threshold: float) -> dict[str, Any]:
+    """`load_rows` in the worker process (started on first use, one per process, loads one at
+    a time). Everything it needs travels as arguments: the worker reads no settings."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            # spawn, not fork: the flow's process runs threads (Prefect's, the loads').
+            _worker = ProcessPoolExecutor(max_workers=1, initializer=_start_worker,
+                                          mp_context=multiprocessing.get_context("spawn"))
+        worker = _worker
+    from tasks.load import load_frame
+
+    try:
+        return worker.submit(load_rows, url, batch_id, load_frame(frame), rejected,
+                             seen_max_lead_id, rekeyed_lead_ids, threshold).result()
+    except BrokenProcessPool:
+        with _worker_lock:  # the worker died (killed, out of memory): the next load starts one
+            if _worker is worker:
+                _worker = None
+        raise

@@ -1,0 +1,44 @@
+"""How a process runs the tasks: collector thresholds and the load worker process."""
+
+from __future__ import annotations
+
+import gc
+
+import pandas as pd
+from sqlalchemy import func, select
+
+from models import Lead, LeadSourceRecord
+from models.db import session_scope
+from tasks import runtime
+
+
+def test_relax_gc_raises_the_thresholds_and_never_lowers_them() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        runtime.relax_gc()
+        assert gc.get_threshold() == runtime.GC_THRESHOLDS
+        gc.set_threshold(50_000, 50, 50)
+        runtime.relax_gc()
+        assert gc.get_threshold() == (50_000, 50, 50)
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_a_load_on_postgresql_runs_in_the_worker_and_commits(pg_clean: str) -> None:
+    from tasks.steps import load_chunk_body
+
+    rows = pd.DataFrame([
+        {"source": "apollo", "source_record_id": f"w{i}", "company_name": f"Shop {i}",
+         "quality_score": 50, "tier": "warm", "cluster_id": i, "existing_lead_id": pd.NA,
+         "raw": {"id": f"w{i}"}}
+        for i in range(3)
+    ])
+    outcome = load_chunk_body(pg_clean, None, rows, [], seen_max_lead_id=0)
+    assert (outcome["inserted"], outcome["merged"], outcome["rows"]) == (3, 0, 3)
+    assert runtime._worker is not None  # the worker process did it
+    again = load_chunk_body(pg_clean, None, rows, [], seen_max_lead_id=0)  # a retry
+    assert (again["inserted"], again["merged"]) == (0, 3)
+    with session_scope(pg_clean) as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 3
+        assert s.scalar(select(func.count()).select_from(LeadSourceRecord)) == 3
