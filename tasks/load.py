@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -395,25 +397,9 @@ def load_leads(
     columns = _Columns(frame)
     now = datetime.now(UTC)
     new_clusters = [cid for cid, target in cluster_target.items() if target is None]
-    if new_clusters:
-        new_ids = _insert_leads(session, _new_lead_columns(columns, clusters, new_clusters,
-                                                           sources), batch_id, now, postgres)
-        for cid, lead_id in zip(new_clusters, new_ids, strict=True):
-            cluster_target[cid] = lead_id
-
-    fresh = set(new_clusters)
-    existing = {cid: t for cid, t in cluster_target.items() if cid not in fresh}
-    rekeyed: list[int] = []
-    if existing:
-        rekeyed = _merge_into_existing(session, existing, clusters, columns, sources, now,
-                                       postgres)
-
-    lead_ids: list[int] = [0] * n
-    for cid, positions in clusters.items():
-        target = int(cluster_target[cid])  # type: ignore[arg-type]
-        for p in positions:
-            lead_ids[p] = target
-
+    existing: dict[Any, int] = {cid: t for cid, t in cluster_target.items() if t is not None}
+    current = _read_leads(session, sorted(set(existing.values()))) if existing else {}
+    values = _new_lead_columns(columns, clusters, new_clusters, sources) if new_clusters else {}
     # Source payloads: JSON text on PostgreSQL (written as is), objects on SQLite.
     if RAW_JSON in frame.columns:
         texts = _column(frame, RAW_JSON)
@@ -421,7 +407,38 @@ def load_leads(
     else:
         objects = [v if v else {} for v in _column(frame, "raw")]
         payloads = [_json_text(v) for v in objects] if postgres else objects
-    _insert_source_records(session, lead_ids, pairs, known, batch_id, payloads, now, postgres)
+
+    def lead_ids_of_rows(new_ids: list[int]) -> list[int]:
+        for cid, lead_id in zip(new_clusters, new_ids, strict=True):
+            cluster_target[cid] = lead_id
+        out: list[int] = [0] * n
+        for cid, positions in clusters.items():
+            target = int(cluster_target[cid])  # type: ignore[arg-type]
+            for p in positions:
+                out[p] = target
+        return out
+
+    if postgres:
+        # Ids first (inside the load lock they follow the insertion order); the merges and
+        # the source records' COPY text are prepared while PostgreSQL writes the new leads.
+        new_ids = _next_lead_ids(session, len(new_clusters))
+        lead_ids = lead_ids_of_rows(new_ids)
+        with _copying_leads(session, values, new_ids, batch_id, now):
+            merges, rekeyed = _merge_changes(existing, current, clusters, columns, sources)
+            records = _source_records_text(lead_ids, pairs, known, batch_id, payloads, now)
+        _write_merges(session, merges, now, postgres)
+        _copy_source_records(session, records)
+    else:
+        lead_ids = lead_ids_of_rows(_insert_leads_sqlite(session, values, batch_id, now)
+                                    if new_clusters else [])
+        merges, rekeyed = _merge_changes(existing, current, clusters, columns, sources)
+        _write_merges(session, merges, now, postgres)
+        records_in = [
+            {"lead_id": lead_id, "source": source, "external_id": ext, "batch_id": batch_id,
+             "payload": payload, "seen_at": now}
+            for lead_id, (source, ext), payload in zip(lead_ids, pairs, payloads, strict=True)
+        ]
+        insert_ignore(session, _RECORDS, records_in, ["source", "external_id"])
     inserted = len(new_clusters)
     return LoadResult(inserted=inserted, merged=n - inserted, lead_ids=lead_ids,
                       rekeyed_lead_ids=rekeyed)
@@ -458,36 +475,51 @@ _JSON_COLUMNS = frozenset(c.name for c in _LEADS.columns if isinstance(c.type, J
 _BOOL_COLUMNS = frozenset(c.name for c in _LEADS.columns if isinstance(c.type, Boolean))
 
 
-def _insert_leads(session: Session, values: dict[str, list[Any]], batch_id: int | None,
-                  now: datetime, postgres: bool) -> list[int]:
+def _insert_leads_sqlite(session: Session, values: dict[str, list[Any]],
+                         batch_id: int | None, now: datetime) -> list[int]:
     """Insert new leads (`values`: _FIELD_COLUMNS, source and sources, column by column);
     their ids in row order."""
-    n = len(values["source"])
-    if not postgres:
-        names = (*_FIELD_COLUMNS, "source", "sources")
-        rows = [dict(zip(names, row, strict=True)) | {
-            "batch_id": batch_id, "status": "new", "created_at": now, "updated_at": now}
-            for row in zip(*(values[c] for c in names), strict=True)]
-        stmt = insert(_LEADS).returning(_LEADS.c.id, sort_by_parameter_order=True)
-        return list(session.scalars(stmt, rows).all())
-    # Ids first (inside the load lock they follow the insertion order), then one COPY whose
-    # text is formatted column by column (a list comprehension per column, no Python call
-    # per row or value: a COPY row per lead took ~0.2 s of the GIL per 10,000 leads).
-    ids = sorted(session.scalars(
+    names = (*_FIELD_COLUMNS, "source", "sources")
+    rows = [dict(zip(names, row, strict=True)) | {
+        "batch_id": batch_id, "status": "new", "created_at": now, "updated_at": now}
+        for row in zip(*(values[c] for c in names), strict=True)]
+    stmt = insert(_LEADS).returning(_LEADS.c.id, sort_by_parameter_order=True)
+    return list(session.scalars(stmt, rows).all())
+
+
+def _next_lead_ids(session: Session, n: int) -> list[int]:
+    """`n` new lead ids from the sequence, ascending."""
+    if not n:
+        return []
+    return sorted(session.scalars(
         text("SELECT nextval(pg_get_serial_sequence('leads', 'id')) "
              "FROM generate_series(1, :n)"), {"n": n}
     ).all())
+
+
+@contextmanager
+def _copying_leads(session: Session, values: dict[str, list[Any]], ids: list[int],
+                   batch_id: int | None, now: datetime) -> Iterator[None]:
+    """COPY the new leads (`values` column by column, `ids` theirs); the body runs while
+    PostgreSQL writes them (a psycopg thread sends the data), and the COPY ends after it.
+    The text is formatted column by column: a list comprehension per column, no Python call
+    per row or value (a COPY row per lead took ~0.2 s of the GIL per 10,000 leads)."""
+    if not ids:
+        yield
+        return
     fields = [_copy_column(ids if c == "id" else values[c], c) for c in _NEW_LEAD_COLUMNS]
-    fields.append([f"{_copy_field(batch_id)}\tnew\t{_copy_field(now)}\t{_copy_field(now)}"] * n)
+    constant = f"{_copy_field(batch_id)}\tnew\t{_copy_field(now)}\t{_copy_field(now)}"
+    fields.append([constant] * len(ids))
     data = "\n".join(map("\t".join, zip(*fields, strict=True))) + "\n"
     cursor = _raw_cursor(session)
     try:
         with cursor.copy(f"COPY leads ({', '.join(_NEW_LEAD_COLUMNS)}, batch_id, status, "
-                         "created_at, updated_at) FROM STDIN") as copy:
+                         "created_at, updated_at) FROM STDIN",
+                         writer=QueuedLibpqWriter(cursor)) as copy:
             copy.write(data)
+            yield
     finally:
         cursor.close()
-    return ids
 
 
 # COPY's text format: backslash, tab, newline and carriage return are escaped in a field.
@@ -529,50 +561,44 @@ def _raw_cursor(session: Session) -> Any:
     return session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-def _insert_source_records(session: Session, lead_ids: list[int], pairs: list[tuple[str, str]],
-                           known: dict[tuple[str, str], int], batch_id: int | None,
-                           payloads: list[Any], now: datetime, postgres: bool) -> None:
-    """Record where every row came from; a (source, external_id) seen before is kept as is.
-    `payloads`: JSON text on PostgreSQL, objects on SQLite."""
-    if postgres:
-        # Inside the load lock no other loader writes source records, so the pairs not found
-        # before are new: COPY them (first occurrence of a pair repeated within the batch).
-        # The COPY text is built column by column and sent at once: the payloads (most of
-        # the bytes) go in as JSON text, parsed once by the server, as a per-row COPY did.
-        seen = set(known)
-        keep: list[int] = []
-        for pos, pair in enumerate(pairs):
-            if pair not in seen:
-                seen.add(pair)
-                keep.append(pos)
-        if not keep:
-            return
-        constant = f"\t{_copy_field(batch_id)}\t{_copy_field(now)}\n"
-        data = "".join(
-            f"{lead_id}\t{source}\t{ext}\t{payload}{constant}"
-            for lead_id, source, ext, payload in zip(
-                [lead_ids[p] for p in keep],
-                _copy_text([pairs[p][0] for p in keep]),
-                _copy_text([pairs[p][1] for p in keep]),
-                _copy_text([payloads[p] for p in keep]),
-                strict=True,
-            )
+def _source_records_text(lead_ids: list[int], pairs: list[tuple[str, str]],
+                         known: dict[tuple[str, str], int], batch_id: int | None,
+                         payloads: list[str], now: datetime) -> str:
+    """The COPY text of the new source records (`payloads` as JSON text). Inside the load
+    lock no other loader writes source records, so the pairs not found before are new; a pair
+    repeated within the batch is recorded once (its first occurrence). Built column by
+    column: the payloads (most of the bytes) go in as JSON text, parsed once by the server."""
+    seen = set(known)
+    keep: list[int] = []
+    for pos, pair in enumerate(pairs):
+        if pair not in seen:
+            seen.add(pair)
+            keep.append(pos)
+    constant = f"\t{_copy_field(batch_id)}\t{_copy_field(now)}\n"
+    return "".join(
+        f"{lead_id}\t{source}\t{ext}\t{payload}{constant}"
+        for lead_id, source, ext, payload in zip(
+            [lead_ids[p] for p in keep],
+            _copy_text([pairs[p][0] for p in keep]),
+            _copy_text([pairs[p][1] for p in keep]),
+            _copy_text([payloads[p] for p in keep]),
+            strict=True,
         )
-        cursor = _raw_cursor(session)
-        try:
-            with cursor.copy("COPY lead_source_records "
-                             "(lead_id, source, external_id, payload, batch_id, seen_at) "
-                             "FROM STDIN") as copy:
-                copy.write(data)
-        finally:
-            cursor.close()
+    )
+
+
+def _copy_source_records(session: Session, data: str) -> None:
+    """Record where every row came from (`_source_records_text`)."""
+    if not data:
         return
-    records = [
-        {"lead_id": lead_id, "source": source, "external_id": ext, "batch_id": batch_id,
-         "payload": payload, "seen_at": now}
-        for lead_id, (source, ext), payload in zip(lead_ids, pairs, payloads, strict=True)
-    ]
-    insert_ignore(session, _RECORDS, records, ["source", "external_id"])
+    cursor = _raw_cursor(session)
+    try:
+        with cursor.copy("COPY lead_source_records "
+                         "(lead_id, source, external_id, payload, batch_id, seen_at) "
+                         "FROM STDIN") as copy:
+            copy.write(data)
+    finally:
+        cursor.close()
 
 
 _MERGE_COLUMNS = ("id", *LEAD_FIELDS.values(), "sources")
@@ -581,33 +607,36 @@ _FILL_COLUMNS = (*LEAD_FIELDS.values(), "sources")  # what a merge may change
 _MATCH_KEY_COLUMNS = frozenset((*KEY_COLUMNS, "address", "company_name"))
 
 
-def _merge_into_existing(
-    session: Session,
-    targets: dict[Any, int | None],
-    clusters: dict[Any, list[int]],
-    columns: _Columns,
-    sources: list[str],
-    now: datetime,
-    postgres: bool,
-) -> list[int]:
-    """Fill the existing leads' empty fields from the new rows, keep the better score and add
-    the rows' sources: one read of the leads' columns, then UPDATEs by primary key. Returns
-    the leads that got a match key they lacked."""
-    ids = sorted({t for t in targets.values() if t is not None})
+def _read_leads(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The columns a merge reads of existing leads, by id."""
     cols = [_LEADS.c[c] for c in _MERGE_COLUMNS]
     current: dict[int, dict[str, Any]] = {}
     for chunk in _chunks(ids):
         for found in session.execute(select(*cols).where(_LEADS.c.id.in_(chunk))):
             current[found[0]] = dict(zip(_MERGE_COLUMNS, found, strict=True))
+    return current
+
+
+def _merge_changes(
+    targets: dict[Any, int],
+    current: dict[int, dict[str, Any]],
+    clusters: dict[Any, list[int]],
+    columns: _Columns,
+    sources: list[str],
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """What merging the clusters into their existing leads (`current`, from `_read_leads`)
+    changes: fill the leads' empty fields from the new rows, keep the better score and add
+    the rows' sources. The changed columns per lead (with its id), and the leads that got a
+    match key they lacked."""
     changes: dict[int, dict[str, Any]] = {}
     for cid, lead_id in targets.items():
-        lead = current.get(lead_id)  # type: ignore[arg-type]
+        lead = current.get(lead_id)
         if lead is None:
             continue
         positions = clusters[cid]
         incoming = columns.row(positions[0]) if len(positions) == 1 else _merge_cluster(
             columns, positions)
-        change = changes.setdefault(lead_id, {})  # type: ignore[arg-type]
+        change = changes.setdefault(lead_id, {})
         for col, value in incoming.items():
             if col in _SCORE_COLUMNS:
                 continue
@@ -626,8 +655,14 @@ def _merge_into_existing(
     rows = [{**change, "id": lead_id} for lead_id, change in changes.items() if change]
     rekeyed = sorted(lead_id for lead_id, change in changes.items()
                      if not _MATCH_KEY_COLUMNS.isdisjoint(change))
+    return rows, rekeyed
+
+
+def _write_merges(session: Session, rows: list[dict[str, Any]], now: datetime,
+                  postgres: bool) -> None:
+    """UPDATE the merged leads by primary key (`rows` from `_merge_changes`)."""
     if not rows:
-        return rekeyed
+        return
     if postgres:
         # One statement: each lead's changed columns travel as one JSON object; a column
         # absent from it keeps its value.
@@ -643,17 +678,16 @@ def _merge_into_existing(
             ),
             {"rows": "[" + ",".join(_json_text(r) for r in rows) + "]", "now": now},
         )
-        return rekeyed
+        return
     # One executemany per set of changed columns (a few distinct sets per batch).
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        lead_id = row.pop("id")
-        groups.setdefault(tuple(sorted(row)), []).append({**row, "_id": lead_id,
-                                                          "updated_at": now})
+        fields = {k: v for k, v in row.items() if k != "id"}
+        groups.setdefault(tuple(sorted(fields)), []).append({**fields, "_id": row["id"],
+                                                             "updated_at": now})
     stmt = update(_LEADS).where(_LEADS.c.id == bindparam("_id"))  # SET: the rows' keys
     for group in groups.values():
         session.execute(stmt, group)
-    return rekeyed
 
 
 def leads_created_by_batch(session: Session, batch_id: int) -> int:
