@@ -22,9 +22,11 @@ to_frame -> score -> dedupe (against the database) -> validate on the main threa
 flow's `load_chunk`) through `tasks.steps.OrderedLoads`, the flows' helper: it waits for the
 previous batch's load, then starts this one in the background (here a single worker thread;
 in the flows Prefect's thread-pool task runner), so batch k+1's stages overlap batch k's load.
+On PostgreSQL `load_chunk_body` hands the load to the worker process of `tasks.runtime`, as it
+does in the flows (spawned at the first load, during the preload: a once-per-process cost).
 leads_per_s = all measured leads / wall seconds from the first batch's normalise to the last
-batch's commit. Stage seconds are measured as they run, i.e. while sharing the process with
-the other thread.
+batch's commit. Stage seconds are measured as they run, i.e. while sharing the two cores with
+the load (its thread here, its worker process and PostgreSQL).
 
 Part B (dedupe at scale). The leads are truncated, 1,000,000 synthetic leads are COPYed in
 (benchmarks/dedupe_db.seed_existing_leads) and `dedupe_frame(conn, batch).apply(batch)` (keys,
@@ -138,7 +140,8 @@ class Pipeline:
     thread, then the load handed to `tasks.steps.OrderedLoads` (the flows' own helper), which
     waits for the previous batch's load and starts this one on a single background worker
     (the flows use Prefect's thread-pool task runner, `load_chunk.submit`; the body is the
-    same `tasks.steps.load_chunk_body`). So batch k+1's pure stages overlap batch k's load."""
+    same `tasks.steps.load_chunk_body`, which runs the load in `tasks.runtime`'s worker
+    process on PostgreSQL). So batch k+1's pure stages overlap batch k's load."""
 
     def __init__(self, url: str, batch_id: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -391,7 +394,8 @@ def main() -> None:
     parser.add_argument("--skip-a", action="store_true", help="only Part B")
     parser.add_argument("--skip-b", action="store_true", help="only Part A")
     parser.add_argument("--profile", action="store_true",
-                        help="cProfile one extra Part A round and print the top functions")
+                        help="cProfile one extra Part A round and print the top functions "
+                             "(of this process: on PostgreSQL the load runs in a worker)")
     args = parser.parse_args()
 
     prep = time.perf_counter()
