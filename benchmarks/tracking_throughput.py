@@ -1,25 +1,27 @@
 """Tracking app throughput against its ceiling, on PostgreSQL.
 
-    python benchmarks/tracking_throughput.py [--duration 20] [--connections 64] [--emails 3000]
-        [--http h11|httptools] [--loop auto|asyncio|uvloop] [--profile app.pstats]
+    python benchmarks/tracking_throughput.py [--rounds 3] [--duration 20] [--connections 64]
+        [--emails 3000] [--http h11|httptools] [--loop auto|asyncio|uvloop]
+        [--profile app.pstats]
 
 Makes a throwaway PostgreSQL database (migrated) with a campaign and `--emails` sent emails,
-then, in the same run and one after the other on the same server stack (uvicorn as
-`tracking_app.serve` configures it, one process each):
+then measures, one after the other on the same server stack (uvicorn as `tracking_app.serve`
+configures it, one process each):
   - the ceiling: a bare Starlette endpoint answering /o/<token>.gif with the same GIF response,
-    no database
-    (measured before and after the app; the mean is the ceiling);
-  - the app: `tracking_app.serve` on that database.
+    no database;
+  - the app: `tracking_app.serve` on that database;
+as ceiling, app, ceiling, app, ... ceiling: `--rounds` app runs, each compared with the mean of
+the ceiling runs on either side of it (the machine is shared), each on an emptied events table.
 Both are driven by the same load generator, a separate process (raw asyncio HTTP/1.1
 keep-alive on uvloop, `--connections` connections) on loopback, with valid signed pixel URLs
 of random emails from random client networks (X-Forwarded-For from a trusted proxy, so some
-hits are repeats, as in real traffic). Each side gets `--warmup` seconds, then `--duration`
+hits are repeats, as in real traffic). Each run gets `--warmup` seconds, then `--duration`
 measured. After the app has stopped (its writer drains on shutdown), the events in the
 database are counted: lost = 2xx responses - rows written (must be 0).
 
 The machine has 2 cores: generator, server and PostgreSQL share them, so only the side-by-side
-ratio is meaningful. The last line is:
-    ratio=<app/ceiling> app_rps=... ceiling_rps=... p99_ms=... lost=<2xx - rows written>
+ratio is meaningful. The last line is the rounds' median (lost: their sum):
+    ratio=<app/ceiling> app_rps=... ceiling_rps=... p99_ms=... lost=<2xx - rows written> rounds=N
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import contextlib
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -291,6 +294,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--emails", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="app runs, each between two ceiling runs; the median is reported")
     # uvicorn's HTTP parser and event loop, the same for both sides (default: what
     # tracking_app.serve uses, h11 and uvloop when installed).
     parser.add_argument("--http", choices=("h11", "httptools"), default="h11")
@@ -316,42 +321,72 @@ def main() -> None:
         paths_file = f"/tmp/tracking_bench_paths_{os.getpid()}.json"
         with open(paths_file, "w") as fh:
             json.dump(["/" + p for p in paths], fh)
-        results: list[tuple[str, dict[str, Any]]] = []
+        rounds: list[dict[str, float]] = []
         try:
-            # Ceiling before and after the app: the machine is shared, so the app is compared
-            # with the mean of the ceiling measured on either side of it.
-            for kind in ("ceiling", "app", "ceiling"):
-                port = free_port()
-                proc = start_server(kind, port, db_url, args)
-                try:
-                    server = psutil.Process(proc.pid)
-                    cpu_before = sum(server.cpu_times()[:2])
-                    main_before = _main_thread_cpu(server)
-                    result = load(port, paths_file, args)
-                    # CPU per response of the server process (startup excluded): unlike req/s,
-                    # hardly moved by what else the machine is doing. The event loop's thread
-                    # apart: the app's other threads (figures refresh, SQLAlchemy writer) are
-                    # off the request path.
-                    cpu = sum(server.cpu_times()[:2]) - cpu_before
-                    answered = max(1, sum(result["status"].values()))
-                    result["server_cpu_us"] = round(cpu / answered * 1e6, 1)
-                    main = _main_thread_cpu(server) - main_before
-                    result["loop_thread_cpu_us"] = round(main / answered * 1e6, 1)
-                    if kind == "app":
-                        result["pg_cpu_us"] = round(backend_cpu(db_url) / answered * 1e6, 1)
-                    results.append((kind, result))
-                finally:
-                    stop_server(proc)
-                print(f"{kind}: {json.dumps(results[-1][1])}", flush=True)
+            # The machine is shared: each app run is compared with the mean of the ceiling
+            # measured just before and just after it, and the rounds' median is reported.
+            before = measure("ceiling", db_url, paths_file, args, free_port())
+            for n in range(1, args.rounds + 1):
+                reset_events(db_url)  # every round starts from the same database
+                app = measure("app", db_url, paths_file, args, free_port())
+                rows = count_events(db_url)
+                after = measure("ceiling", db_url, paths_file, args, free_port())
+                ceiling_rps = (before["rps"] + after["rps"]) / 2
+                rounds.append({
+                    "ratio": app["rps"] / ceiling_rps, "app_rps": app["rps"],
+                    "ceiling_rps": ceiling_rps, "p99_ms": app["p99_ms"],
+                    "lost": app["ok_total"] - rows,
+                })
+                print(f"round {n}: rows written {rows}, app 2xx {app['ok_total']}; "
+                      + " ".join(f"{k}={v:.3f}" for k, v in rounds[-1].items()), flush=True)
+                before = after
         finally:
             os.unlink(paths_file)
-        rows = count_events(db_url)
-    [app] = [r for kind, r in results if kind == "app"]
-    ceiling_rps = sum(r["rps"] for kind, r in results if kind == "ceiling") / 2
-    lost = app["ok_total"] - rows
-    print(f"rows written: {rows}, app 2xx: {app['ok_total']}")
-    print(f"ratio={app['rps'] / ceiling_rps:.3f} app_rps={app['rps']:.0f} "
-          f"ceiling_rps={ceiling_rps:.0f} p99_ms={app['p99_ms']:.1f} lost={lost}")
+    mid = {k: statistics.median(r[k] for r in rounds) for k in ("ratio", "app_rps",
+                                                                 "ceiling_rps", "p99_ms")}
+    lost = sum(r["lost"] for r in rounds)
+    print(f"ratio={mid['ratio']:.3f} app_rps={mid['app_rps']:.0f} "
+          f"ceiling_rps={mid['ceiling_rps']:.0f} p99_ms={mid['p99_ms']:.1f} lost={lost:.0f} "
+          f"rounds={len(rounds)}")
+
+
+def measure(kind: str, db_url: str, paths_file: str, args: argparse.Namespace,
+            port: int) -> dict[str, Any]:
+    """Start the server, drive it, stop it (the app's writer drains on shutdown)."""
+    proc = start_server(kind, port, db_url, args)
+    try:
+        server = psutil.Process(proc.pid)
+        cpu_before = sum(server.cpu_times()[:2])
+        main_before = _main_thread_cpu(server)
+        result = load(port, paths_file, args)
+        # CPU per response of the server process (startup excluded): unlike req/s, hardly
+        # moved by what else the machine is doing. The event loop's thread apart: the app's
+        # other threads (figures refresh, SQLAlchemy writer) are off the request path.
+        cpu = sum(server.cpu_times()[:2]) - cpu_before
+        answered = max(1, sum(result["status"].values()))
+        result["server_cpu_us"] = round(cpu / answered * 1e6, 1)
+        main = _main_thread_cpu(server) - main_before
+        result["loop_thread_cpu_us"] = round(main / answered * 1e6, 1)
+        # Share of the measured time the event loop's thread was on a core.
+        result["loop_busy"] = round(result["loop_thread_cpu_us"] * result["rps"] / 1e6, 2)
+        if kind == "app":
+            result["pg_cpu_us"] = round(backend_cpu(db_url) / answered * 1e6, 1)
+    finally:
+        stop_server(proc)
+    print(f"{kind}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def reset_events(db_url: str) -> None:
+    """No events and no figures, as after seeding."""
+    import psycopg
+
+    with psycopg.connect(psycopg_dsn(db_url)) as conn:
+        conn.execute("TRUNCATE email_events")
+        conn.execute("UPDATE emails SET open_count = 0, first_opened_at = NULL, click_count = 0,"
+                     " first_clicked_at = NULL, machine_event_count = 0")
+        conn.execute("UPDATE leads SET emails_opened = 0, emails_clicked = 0")
+        conn.execute("UPDATE campaigns SET emails_opened = 0, emails_clicked = 0")
 
 
 if __name__ == "__main__":
