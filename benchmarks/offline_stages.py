@@ -19,9 +19,10 @@ address), and the source's own duplicate listings merge within the batch. One wa
 Then `--rounds` batches of fresh records run as the flows run their chunks: normalise ->
 to_frame -> score -> dedupe (against the database) -> validate on the main thread, and the load
 (quarantine + load_leads in one transaction: `tasks.steps.load_chunk_body`, the body of the
-flow's `load_chunk`) through `tasks.steps.OrderedLoads`, the flows' helper: it waits for the
-previous batch's load, then starts this one in the background (here a single worker thread;
-in the flows Prefect's thread-pool task runner), so batch k+1's stages overlap batch k's load.
+flow's `load_chunk`) through `tasks.steps.OrderedLoads`, the flows' helper: it starts this
+batch's load in the background behind the previous one (loads run one at a time, in batch order;
+here on worker threads, in the flows on Prefect's thread-pool task runner) and returns unless
+more than one load is waiting, so the next batches' stages overlap the loads.
 On PostgreSQL `load_chunk_body` hands the load to the worker process of `tasks.runtime`, as it
 does in the flows (spawned at the first load, during the preload: a once-per-process cost).
 leads_per_s = all measured leads / wall seconds from the first batch's normalise to the last
@@ -138,10 +139,10 @@ class Pipeline:
     """A sequence of batches through the offline stages with the real functions, run as the
     flows run their chunks: normalise -> to_frame -> score -> dedupe -> validate on this
     thread, then the load handed to `tasks.steps.OrderedLoads` (the flows' own helper), which
-    waits for the previous batch's load and starts this one on a single background worker
-    (the flows use Prefect's thread-pool task runner, `load_chunk.submit`; the body is the
-    same `tasks.steps.load_chunk_body`, which runs the load in `tasks.runtime`'s worker
-    process on PostgreSQL). So batch k+1's pure stages overlap batch k's load."""
+    queues it behind the previous batch's load on a background thread (the flows use
+    Prefect's thread-pool task runner, `load_chunk.submit`; the body is the same
+    `tasks.steps.load_chunk_body`, which runs the load in `tasks.runtime`'s worker process on
+    PostgreSQL). So the next batches' pure stages overlap the loads."""
 
     def __init__(self, url: str, batch_id: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -150,15 +151,20 @@ class Pipeline:
 
         self.url = url
         self.batch_id = batch_id
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
+        # Two threads: the running load and the next one, queued behind it (OrderedLoads).
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
         self.watches: list[Stopwatch] = []
         self.counts: list[dict[str, int]] = []
-        self.wait_seconds: list[float] = []  # this thread blocked on the previous load
+        self.wait_seconds: list[float] = []  # this thread blocked on earlier loads
 
-        def submit(frame: Any, rejected: Any, seen: int | None, rekeyed: list[int]) -> Any:
+        def submit(frame: Any, rejected: Any, seen: int | None, rekeyed: list[int],
+                   previous: Any) -> Any:
             def job() -> dict[str, Any]:
+                # As Prefect does for load_chunk's `previous`: start once it is done.
+                before = previous.result()["rekeyed_lead_ids"] if previous is not None else []
                 started = time.perf_counter()
-                outcome = load_chunk_body(url, batch_id, frame, rejected, seen, rekeyed)
+                outcome = load_chunk_body(url, batch_id, frame, rejected, seen,
+                                          [*rekeyed, *before])
                 return {**outcome, "seconds": time.perf_counter() - started}
 
             return self.executor.submit(job)
@@ -259,7 +265,7 @@ def part_a(url: str, data: SandboxRecords, rounds: int, profile: bool) -> dict[s
     for r, (w, c) in enumerate(zip(pipe.watches, pipe.counts, strict=True)):
         stages = " ".join(f"{s}={w.seconds[s]:.3f}" for s in STAGES)
         print(f"  batch {r + 1}: {stages} (load in the background); waited "
-              f"{pipe.wait_seconds[r]:.3f} s for the previous load; {c['inserted']:,} new, "
+              f"{pipe.wait_seconds[r]:.3f} s for earlier loads; {c['inserted']:,} new, "
               f"{c['merged']:,} merged ({c['matched_existing']:,} into existing leads, "
               f"{c['merged_in_batch']:,} within the batch), {c['quarantined']} quarantined",
               flush=True)
@@ -362,7 +368,7 @@ def report(machine: str, a: dict[str, Any] | None, b: dict[str, Any] | None,
                   f"{n / med:>9,.0f}")
         pure = sum(median(a["stages"][s]) for s in STAGES if s != "load")
         print(f"this thread per batch (stages before the load, medians): {pure:.3f} s; "
-              f"waiting for the previous load: median {median(a['waits'][1:] or a['waits']):.3f}"
+              f"waiting for earlier loads: median {median(a['waits'][1:] or a['waits']):.3f}"
               f" s; sum of all stage medians (one after another): "
               f"{pure + median(a['stages']['load']):.3f} s")
         print(f"pipelined: {a['records']:,} leads in {a['wall']:.3f} s wall = "

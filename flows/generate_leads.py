@@ -5,7 +5,8 @@ Chunks stream through the stages so memory stays bounded however many leads are 
 (at most `pipeline_depth` chunks in flight), and the network work of the newest chunks
 (enrichment, website analysis) overlaps the scoring, dedupe, validation and load of the oldest.
 Loads run in the background one at a time, in chunk order (`OrderedLoads`): PostgreSQL writes
-chunk k while the flow's thread scores, dedupes and validates chunk k+1.
+chunk k while the flow's thread scores, dedupes and validates the next chunks, whose loads queue
+behind it.
 When a source is spent (monthly quota, no more results) or keeps failing, the flow falls back to
 the next configured source and says so in the batch notes."""
 
@@ -73,10 +74,11 @@ def generate_leads(
     pending: deque[tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None]] = deque()
 
     def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
-                    rekeyed: list[int]) -> PrefectFuture[Any]:
+                    rekeyed: list[int], previous: PrefectFuture[Any] | None) -> PrefectFuture[Any]:
         with timed(batch_id, "load", "call"):
+            # `previous` unquoted: Prefect runs this load once the previous one is done.
             return load_chunk.submit(batch_id, quote(frame), quote(rejected), seen,
-                                     quote(rekeyed))
+                                     quote(rekeyed), previous)
 
     def loaded(chunk: Chunk, outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded

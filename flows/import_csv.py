@@ -49,10 +49,11 @@ def import_csv(
     report: CsvImportReport | None = None
 
     def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
-                    rekeyed: list[int]) -> Any:
+                    rekeyed: list[int], previous: Any) -> Any:
         with timed(batch_id, "load", "call"):
+            # `previous` unquoted: Prefect runs this load once the previous one is done.
             return load_chunk.submit(batch_id, quote(frame), quote(rejected), seen,
-                                     quote(rekeyed))
+                                     quote(rekeyed), previous)
 
     def loaded(lines: tuple[int, int], outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -305,14 +306,17 @@ def validate_chunk(batch_id: int, frame: pd.DataFrame) -> ValidationOutcome:
 @task(name="load-leads", **DB_TASK)
 def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected],
                seen_max_lead_id: int | None = None,
-               rekeyed_lead_ids: list[int] | None = None) -> dict[str, Any]:
+               rekeyed_lead_ids: list[int] | None = None,
+               previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """One transaction: quarantine the rejected rows and insert or merge the valid ones.
     Idempotent: a retry after a lost commit acknowledgement merges into what it already wrote.
-    `rekeyed_lead_ids`: the previous load's, when it may have committed after this chunk's
-    dedupe step read the database (see `OrderedLoads`)."""
+    `rekeyed_lead_ids`: those of earlier loads that may have committed after this chunk's
+    dedupe step read the database; `previous`: the previous chunk's load outcome (passed as
+    its future, so Prefect runs this load after it), whose rekeyed leads count too (see
+    `OrderedLoads`)."""
+    rekeyed = [*(rekeyed_lead_ids or ()), *((previous or {}).get("rekeyed_lead_ids") or ())]
     with timed(batch_id, "load"):
-        return load_chunk_body(None, batch_id, frame, rejected, seen_max_lead_id,
-                               rekeyed_lead_ids)
+        return load_chunk_body(None, batch_id, frame, rejected, seen_max_lead_id, rekeyed)
 
 
 def load_chunk_body(url: str | None, batch_id: int | None, frame: pd.DataFrame,
@@ -333,47 +337,65 @@ def load_chunk_body(url: str | None, batch_id: int | None, frame: pd.DataFrame,
 
 class OrderedLoads:
     """Chunk loads in the background, one at a time and in chunk order, so the flow's thread
-    can score, dedupe and validate chunk k+1 while PostgreSQL writes chunk k.
+    can score, dedupe and validate the next chunks while PostgreSQL writes chunk k.
 
-    `submit(frame, rejected, seen, rekeyed)` starts one load and returns something with
-    `.result()` (a Prefect future of `load_chunk.submit`, or a concurrent.futures one).
-    `add(...)` first waits for the load before it (so the advisory lock is never contended
-    by our own loads and the order of commits is the order of chunks), then starts this one.
-    Why the no-duplicate guarantee holds: chunk k+1's dedupe may read the database before
-    load k commits. Its `seen` (max lead id before dedupe) is then below load k's new leads,
-    which load k+1 re-matches inside the lock; and the existing leads load k gave new match
-    keys (`rekeyed_lead_ids`) are handed to load k+1 to be re-matched against as well.
-    Every load before k had committed before chunk k+1's dedupe started.
+    `submit(frame, rejected, seen, rekeyed, previous)` starts one load and returns something
+    with `.result()` (a Prefect future of `load_chunk.submit`, or a concurrent.futures one);
+    the load must start only once `previous` (the previous chunk's load future, or None) is
+    done, and re-match against the leads its outcome's `rekeyed_lead_ids` name as well as
+    `rekeyed`. So the order of commits is the order of chunks and our own loads never
+    contend for the advisory lock; and `add(...)` returns at once while at most `ahead` loads
+    are waiting behind the running one, so the next load is queued when the running one ends
+    (the flow's thread waits only when it is more than `ahead` loads ahead).
+    Why the no-duplicate guarantee holds: chunk k's dedupe may read the database before the
+    loads still unfinished when it ran (at most `ahead` + 1 of them: k-1, k-2, ...) commit.
+    Its `seen` (max lead id before dedupe) is then below their new leads, which load k
+    re-matches inside the lock; and the existing leads those loads gave new match keys
+    (`rekeyed_lead_ids`) are re-matched against too: the last `ahead` finished loads' through
+    `rekeyed`, the previous one's through `previous`. Loads before them had committed before
+    chunk k's dedupe started.
     `on_loaded(context, outcome)` runs on the caller's thread, in chunk order. Call `wait()`
     before closing the batch: it returns once the last load is done (raising its error)."""
 
     def __init__(self, submit: Callable[..., Any],
-                 on_loaded: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
+                 on_loaded: Callable[[Any, dict[str, Any]], None] | None = None,
+                 ahead: int = 1) -> None:
         self._submit = submit
         self._on_loaded = on_loaded
-        self._in_flight: tuple[Any, Any] | None = None
-        self._rekeyed: list[int] = []
+        self._ahead = ahead
+        self._in_flight: deque[tuple[Any, Any]] = deque()
+        self._rekeyed: deque[list[int]] = deque(maxlen=ahead + 1)  # of the last finished loads
 
     def add(self, frame: pd.DataFrame, rejected: list[Rejected], seen: int | None,
             context: Any = None) -> None:
-        self.wait()
-        future = self._submit(frame, rejected, seen, self._rekeyed)
-        self._in_flight = (future, context)
+        while len(self._in_flight) > self._ahead:
+            self._finish_oldest()
+        previous = self._in_flight[-1][0] if self._in_flight else None
+        rekeyed = sorted({lead_id for ids in self._rekeyed for lead_id in ids})
+        future = self._submit(frame, rejected, seen, rekeyed, previous)
+        self._in_flight.append((future, context))
 
-    def wait(self) -> dict[str, Any] | None:
-        """Wait for the load in flight, if any; its outcome."""
-        if self._in_flight is None:
-            return None
-        future, context = self._in_flight
-        self._in_flight = None
+    def _finish_oldest(self) -> dict[str, Any]:
+        future, context = self._in_flight[0]
         outcome = future.result()
-        self._rekeyed = list(outcome.get("rekeyed_lead_ids") or [])
+        self._in_flight.popleft()
+        self._rekeyed.append(list(outcome.get("rekeyed_lead_ids") or []))
         if self._on_loaded is not None:
             self._on_loaded(context, outcome)
         return outcome
 
+    def wait(self) -> dict[str, Any] | None:
+        """Wait for every load in flight; the last one's outcome (None if there was none)."""
+        outcome = None
+        while self._in_flight:
+            outcome = self._finish_oldest()
+        return outcome
+
     def abandon(self) -> None:
-        """After an error elsewhere: wait for the load in flight (reported if it succeeded)
-        without raising its own error; the caller's error is the one to report."""
-        with suppress(Exception):
-            self.wait()
+        """After an error elsewhere: wait for the loads in flight (reported if they succeeded)
+        without raising their errors; the caller's error is the one to report."""
+        while self._in_flight:
+            try:
+                self._finish_oldest()
+            except Exception:  # noqa: BLE001 - the caller's error is the one to report
+                self._in_flight.popleft()

@@ -360,8 +360,9 @@ def _overlapped_loads(db_url: str, chunks: list[list[dict]]) -> list[dict]:
     outcomes: list[dict] = []
     deduped = [_dedupe(db_url, rows) for rows in chunks]  # all before any load
 
-    def submit(f, rejected, seen, rekeyed):  # type: ignore[no-untyped-def]
-        return Done(load_chunk_body(db_url, None, f, rejected, seen, rekeyed))
+    def submit(f, rejected, seen, rekeyed, previous):  # type: ignore[no-untyped-def]
+        before = previous.result()["rekeyed_lead_ids"] if previous is not None else []
+        return Done(load_chunk_body(db_url, None, f, rejected, seen, [*rekeyed, *before]))
 
     loads = OrderedLoads(submit, lambda _ctx, outcome: outcomes.append(outcome))
     for f, seen in deduped:
@@ -402,6 +403,54 @@ def test_a_key_filled_by_the_previous_overlapped_load_is_matched(db_url: str) ->
     with session_scope(db_url) as s:
         assert count(s, Lead) == 1
         assert s.get_one(Lead, old).sources == ["apollo", "google_places", "pdl"]
+
+
+def test_a_key_filled_two_loads_before_an_overlapped_chunk_is_matched(db_url: str) -> None:
+    """OrderedLoads queues a load behind the running one, so a chunk may be deduped before
+    the two loads before it commit: the older one's rekeyed leads are re-matched too."""
+    with session_scope(db_url) as s:
+        (old,) = load_leads(s, keyed([{"source": "pdl", "source_record_id": "p1",
+                                       "company_name": "Bella Salon", "phone": "512-555-0142",
+                                       "city": "Austin", "cluster_id": 0}]), None).lead_ids
+    outcomes = _overlapped_loads(db_url, [
+        [{"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+          "phone": "(512) 555-0142", "website": "https://bella-salon.com", "city": "Austin"}],
+        [{"source": "apollo", "source_record_id": "a2", "company_name": "Nova Spa",
+          "city": "Dallas"}],
+        [{"source": "google_places", "source_record_id": "g1", "company_name": "Glow Lounge",
+          "website": "https://bella-salon.com/book", "city": "Austin"}],
+    ])
+    assert [(o["inserted"], o["merged"]) for o in outcomes] == [(0, 1), (1, 0), (0, 1)]
+    with session_scope(db_url) as s:
+        assert count(s, Lead) == 2
+        assert s.get_one(Lead, old).sources == ["apollo", "google_places", "pdl"]
+
+
+def test_ordered_loads_queue_one_load_behind_the_running_one() -> None:
+    from concurrent.futures import Future
+
+    from tasks.steps import OrderedLoads
+
+    futures: list[Future] = []
+    calls: list[tuple] = []
+
+    def submit(frame, rejected, seen, rekeyed, previous):  # type: ignore[no-untyped-def]
+        calls.append((frame, rekeyed, previous))
+        futures.append(Future())
+        return futures[-1]
+
+    done: list[str] = []
+    loads = OrderedLoads(submit, lambda ctx, _outcome: done.append(ctx))
+    loads.add("f1", [], 0, "c1")
+    loads.add("f2", [], 0, "c2")  # returns at once: one load queued behind the running one
+    assert [c[0] for c in calls] == ["f1", "f2"] and calls[1][2] is futures[0]
+    futures[0].set_result({"rows": 1, "rekeyed_lead_ids": [7]})
+    loads.add("f3", [], 0, "c3")  # had to wait for load 1: its rekeyed leads come along
+    assert calls[2][1] == [7] and calls[2][2] is futures[1] and done == ["c1"]
+    futures[1].set_result({"rows": 1, "rekeyed_lead_ids": []})
+    futures[2].set_result({"rows": 1, "rekeyed_lead_ids": [9]})
+    assert loads.wait() == {"rows": 1, "rekeyed_lead_ids": [9]}
+    assert done == ["c1", "c2", "c3"]
 
 
 def test_a_load_waiting_on_another_in_sqlite_sees_its_leads_and_merges(sqlite_url: str) -> None:
