@@ -385,19 +385,23 @@ def test_the_same_business_in_two_consecutive_overlapped_chunks_is_one_lead(db_u
         assert s.scalars(select(Lead.sources)).one() == ["apollo", "google_places"]
 
 
+# An existing lead without a website; a chunk that matches it by phone and gives it the domain;
+# a chunk that shares only that domain with it.
+_NO_WEBSITE = {"source": "pdl", "source_record_id": "p1", "company_name": "Bella Salon",
+               "phone": "512-555-0142", "city": "Austin", "cluster_id": 0}
+_GIVES_DOMAIN = [{"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+                  "phone": "(512) 555-0142", "website": "https://bella-salon.com",
+                  "city": "Austin"}]
+_SHARES_DOMAIN = [{"source": "google_places", "source_record_id": "g1",
+                   "company_name": "Glow Lounge", "website": "https://bella-salon.com/book",
+                   "city": "Austin"}]
+
+
 def test_a_key_filled_by_the_previous_overlapped_load_is_matched(db_url: str) -> None:
-    with session_scope(db_url) as s:  # an existing lead without a website
-        (old,) = load_leads(s, keyed([{"source": "pdl", "source_record_id": "p1",
-                                       "company_name": "Bella Salon", "phone": "512-555-0142",
-                                       "city": "Austin", "cluster_id": 0}]), None).lead_ids
-    outcomes = _overlapped_loads(db_url, [
-        # matches the lead by phone and gives it the domain
-        [{"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
-          "phone": "(512) 555-0142", "website": "https://bella-salon.com", "city": "Austin"}],
-        # shares only the domain with it: deduped before the load above committed
-        [{"source": "google_places", "source_record_id": "g1", "company_name": "Glow Lounge",
-          "website": "https://bella-salon.com/book", "city": "Austin"}],
-    ])
+    with session_scope(db_url) as s:
+        (old,) = load_leads(s, keyed([_NO_WEBSITE]), None).lead_ids
+    # the second chunk is deduped before the first one's load committed
+    outcomes = _overlapped_loads(db_url, [_GIVES_DOMAIN, _SHARES_DOMAIN])
     assert outcomes[0]["rekeyed_lead_ids"] == [old]
     assert [(o["inserted"], o["merged"]) for o in outcomes] == [(0, 1), (0, 1)]
     with session_scope(db_url) as s:
@@ -409,16 +413,12 @@ def test_a_key_filled_two_loads_before_an_overlapped_chunk_is_matched(db_url: st
     """OrderedLoads queues a load behind the running one, so a chunk may be deduped before
     the two loads before it commit: the older one's rekeyed leads are re-matched too."""
     with session_scope(db_url) as s:
-        (old,) = load_leads(s, keyed([{"source": "pdl", "source_record_id": "p1",
-                                       "company_name": "Bella Salon", "phone": "512-555-0142",
-                                       "city": "Austin", "cluster_id": 0}]), None).lead_ids
+        (old,) = load_leads(s, keyed([_NO_WEBSITE]), None).lead_ids
     outcomes = _overlapped_loads(db_url, [
-        [{"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
-          "phone": "(512) 555-0142", "website": "https://bella-salon.com", "city": "Austin"}],
+        _GIVES_DOMAIN,
         [{"source": "apollo", "source_record_id": "a2", "company_name": "Nova Spa",
           "city": "Dallas"}],
-        [{"source": "google_places", "source_record_id": "g1", "company_name": "Glow Lounge",
-          "website": "https://bella-salon.com/book", "city": "Austin"}],
+        _SHARES_DOMAIN,
     ])
     assert [(o["inserted"], o["merged"]) for o in outcomes] == [(0, 1), (1, 0), (0, 1)]
     with session_scope(db_url) as s:
