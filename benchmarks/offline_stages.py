@@ -160,12 +160,13 @@ class Pipeline:
         def submit(frame: Any, rejected: Any, seen: int | None, rekeyed: list[int],
                    previous: Any) -> Any:
             def job() -> dict[str, Any]:
-                # As Prefect does for load_chunk's `previous`: start once it is done.
-                before = previous.result()["rekeyed_lead_ids"] if previous is not None else []
                 started = time.perf_counter()
-                outcome = load_chunk_body(url, batch_id, frame, rejected, seen,
-                                          [*rekeyed, *before])
-                return {**outcome, "seconds": time.perf_counter() - started}
+                outcome = load_chunk_body(url, batch_id, frame, rejected, seen, rekeyed,
+                                          previous)
+                ended = time.perf_counter()
+                # The load's own seconds: from when it could start (the previous one ended).
+                after = previous.result()["ended"] if previous is not None else started
+                return {**outcome, "seconds": ended - max(started, after), "ended": ended}
 
             return self.executor.submit(job)
 

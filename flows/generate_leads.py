@@ -76,9 +76,9 @@ def generate_leads(
     def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
                     rekeyed: list[int], previous: PrefectFuture[Any] | None) -> PrefectFuture[Any]:
         with timed(batch_id, "load", "call"):
-            # `previous` unquoted: Prefect runs this load once the previous one is done.
+            # `previous` quoted: the load prepares its rows, then waits for it.
             return load_chunk.submit(batch_id, quote(frame), quote(rejected), seen,
-                                     quote(rekeyed), previous)
+                                     quote(rekeyed), quote(previous))
 
     def loaded(chunk: Chunk, outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded

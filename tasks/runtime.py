@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import pickle
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -83,11 +84,27 @@ def _forget_other_databases(url: str) -> None:
         _worker_url = url
 
 
-def load_in_worker(url: str, batch_id: int | None, frame: pd.DataFrame,
-                   rejected: list[Rejected], seen_max_lead_id: int | None,
-                   rekeyed_lead_ids: list[int], threshold: float) -> dict[str, Any]:
+def pickled_for_worker(frame: pd.DataFrame) -> bytes:
+    """The frame as a load in the worker receives it (`load_frame`, pickled). Prepared before
+    waiting for the previous load, so that only the transfer is left between two loads."""
+    from tasks.load import load_frame
+
+    return pickle.dumps(load_frame(frame), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load_pickled(url: str, batch_id: int | None, frame: bytes, rejected: list[Rejected],
+                  seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
+                  threshold: float) -> dict[str, Any]:
+    return load_rows(url, batch_id, pickle.loads(frame), rejected, seen_max_lead_id,
+                     rekeyed_lead_ids, threshold)
+
+
+def load_in_worker(url: str, batch_id: int | None, frame: bytes, rejected: list[Rejected],
+                   seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
+                   threshold: float) -> dict[str, Any]:
     """`load_rows` in the worker process (started on first use, one per process, loads one at
-    a time). Everything it needs travels as arguments: the worker reads no settings."""
+    a time) of a frame from `pickled_for_worker`. Everything it needs travels as arguments:
+    the worker reads no settings."""
     global _worker
     with _worker_lock:
         if _worker is None:
@@ -95,11 +112,9 @@ def load_in_worker(url: str, batch_id: int | None, frame: pd.DataFrame,
             _worker = ProcessPoolExecutor(max_workers=1, initializer=_start_worker,
                                           mp_context=multiprocessing.get_context("spawn"))
         worker = _worker
-    from tasks.load import load_frame
-
     try:
-        return worker.submit(load_rows, url, batch_id, load_frame(frame), rejected,
-                             seen_max_lead_id, rekeyed_lead_ids, threshold).result()
+        return worker.submit(_load_pickled, url, batch_id, frame, rejected, seen_max_lead_id,
+                             rekeyed_lead_ids, threshold).result()
     except BrokenProcessPool:
         with _worker_lock:  # the worker died (killed, out of memory): the next load starts one
             if _worker is worker:

@@ -307,31 +307,38 @@ def validate_chunk(batch_id: int, frame: pd.DataFrame) -> ValidationOutcome:
 def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected],
                seen_max_lead_id: int | None = None,
                rekeyed_lead_ids: list[int] | None = None,
-               previous: dict[str, Any] | None = None) -> dict[str, Any]:
+               previous: Any = None) -> dict[str, Any]:
     """One transaction: quarantine the rejected rows and insert or merge the valid ones.
     Idempotent: a retry after a lost commit acknowledgement merges into what it already wrote.
     `rekeyed_lead_ids`: those of earlier loads that may have committed after this chunk's
-    dedupe step read the database; `previous`: the previous chunk's load outcome (passed as
-    its future, so Prefect runs this load after it), whose rekeyed leads count too (see
+    dedupe step read the database; `previous`: the previous chunk's load future (quoted: this
+    load prepares its rows, then waits for it), whose rekeyed leads count too (see
     `OrderedLoads`)."""
-    rekeyed = [*(rekeyed_lead_ids or ()), *((previous or {}).get("rekeyed_lead_ids") or ())]
     with timed(batch_id, "load"):
-        return load_chunk_body(None, batch_id, frame, rejected, seen_max_lead_id, rekeyed)
+        return load_chunk_body(None, batch_id, frame, rejected, seen_max_lead_id,
+                               rekeyed_lead_ids, previous)
 
 
 def load_chunk_body(url: str | None, batch_id: int | None, frame: pd.DataFrame,
                     rejected: list[Rejected], seen_max_lead_id: int | None = None,
-                    rekeyed_lead_ids: list[int] | None = None) -> dict[str, Any]:
+                    rekeyed_lead_ids: list[int] | None = None,
+                    previous: Any = None) -> dict[str, Any]:
     """What `load_chunk` does, on the database at `url` (the configured one when None); the
     offline benchmark calls it directly. On PostgreSQL it runs in the worker process of
     `tasks.runtime` (its Python, ~0.3 s per 10,000 leads, would otherwise compete for the GIL
-    with the next chunk's stages); SQLite loads run here."""
-    from tasks.runtime import load_in_worker, load_rows
+    with the next chunk's stages); SQLite loads run here. `previous`: a future of the previous
+    chunk's load, waited for (and its rekeyed leads added) once the rows are ready to go."""
+    from tasks.runtime import load_in_worker, load_rows, pickled_for_worker
 
     settings = get_settings()
     url = url or settings.database_url
-    run = load_in_worker if url.startswith("postgresql") else load_rows
-    return run(url, batch_id, frame, rejected, seen_max_lead_id, list(rekeyed_lead_ids or ()),
+    postgres = url.startswith("postgresql")
+    rows: Any = pickled_for_worker(frame) if postgres else frame
+    rekeyed = list(rekeyed_lead_ids or ())
+    if previous is not None:
+        rekeyed += previous.result().get("rekeyed_lead_ids") or []
+    run = load_in_worker if postgres else load_rows
+    return run(url, batch_id, rows, rejected, seen_max_lead_id, rekeyed,
                settings.dedupe_name_threshold)
 
 
@@ -341,12 +348,13 @@ class OrderedLoads:
 
     `submit(frame, rejected, seen, rekeyed, previous)` starts one load and returns something
     with `.result()` (a Prefect future of `load_chunk.submit`, or a concurrent.futures one);
-    the load must start only once `previous` (the previous chunk's load future, or None) is
+    the load must write only once `previous` (the previous chunk's load future, or None) is
     done, and re-match against the leads its outcome's `rekeyed_lead_ids` name as well as
-    `rekeyed`. So the order of commits is the order of chunks and our own loads never
-    contend for the advisory lock; and `add(...)` returns at once while at most `ahead` loads
-    are waiting behind the running one, so the next load is queued when the running one ends
-    (the flow's thread waits only when it is more than `ahead` loads ahead).
+    `rekeyed` (`load_chunk_body(..., previous)` does both). So the order of commits is the
+    order of chunks and our own loads never contend for the advisory lock; and `add(...)`
+    returns at once while at most `ahead` loads are waiting behind the running one, so the
+    next load is ready when the running one ends (the flow's thread waits only when it is
+    more than `ahead` loads ahead).
     Why the no-duplicate guarantee holds: chunk k's dedupe may read the database before the
     loads still unfinished when it ran (at most `ahead` + 1 of them: k-1, k-2, ...) commit.
     Its `seen` (max lead id before dedupe) is then below their new leads, which load k

@@ -361,8 +361,7 @@ def _overlapped_loads(db_url: str, chunks: list[list[dict]]) -> list[dict]:
     deduped = [_dedupe(db_url, rows) for rows in chunks]  # all before any load
 
     def submit(f, rejected, seen, rekeyed, previous):  # type: ignore[no-untyped-def]
-        before = previous.result()["rekeyed_lead_ids"] if previous is not None else []
-        return Done(load_chunk_body(db_url, None, f, rejected, seen, [*rekeyed, *before]))
+        return Done(load_chunk_body(db_url, None, f, rejected, seen, rekeyed, previous))
 
     loads = OrderedLoads(submit, lambda _ctx, outcome: outcomes.append(outcome))
     for f, seen in deduped:
