@@ -120,12 +120,13 @@ class Settings(BaseSettings):
     tracking_trusted_proxies: list[str] = []
     # Machine-event rules (bot_rules.json shape); None = tracking_app/bot_rules.json.
     tracking_bot_rules_file: Path | None = None
-    # Group commit: a batch is committed once its oldest event waited this long, or at once
-    # when this many are waiting.
-    tracking_commit_window_ms: float = 2.0
+    # Group commit: while fewer than `tracking_commit_concurrency` batches are committing, what
+    # is waiting (up to max_batch) goes as the next batch, once its oldest event has waited
+    # the window (0: no timer; batches grow with the load while the others commit).
+    tracking_commit_window_ms: float = 0.0
     tracking_commit_max_batch: int = 500
     # Batches committing at once (each on its own connection; SQLite commits one at a time).
-    tracking_commit_concurrency: int = 8
+    tracking_commit_concurrency: int = 3
     # A request whose event is not committed within this time gets 503.
     tracking_commit_timeout_s: float = 10.0
     # Derived figures of touched emails are refreshed at most this often.

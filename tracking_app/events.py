@@ -1,8 +1,10 @@
 """Group commit of tracking events.
 
-A request appends its hit to an in-process queue and awaits that hit's commit. One writer
-takes whatever is waiting (once the oldest hit has waited `window_s`, or at once when
-`max_batch` are waiting) and records it in one transaction through a store (stores.py). A
+A request appends its hit to an in-process queue and awaits that hit's commit. Whenever fewer
+than `max_in_flight` batches are committing, one writer takes whatever is waiting (up to
+`max_batch`; once the oldest hit has waited `window_s`, 0 by default) and records it in one
+transaction through a store (stores.py): idle, each hit is committed at once; busy, a batch
+holds what arrived while the others were committing. A
 request is answered only after its event is committed; when a commit fails its requests get
 503 and the transaction leaves nothing behind. No request takes a row lock: events are
 appended, figures are derived afterwards (figures.py)."""
@@ -45,10 +47,10 @@ class EventWriter(BackgroundLoop):
         store: Store,
         unsubscribe_store: Store,
         *,
-        window_s: float = 0.002,
+        window_s: float = 0.0,
         max_batch: int = 500,
         max_pending: int = 20_000,
-        max_in_flight: int = 4,
+        max_in_flight: int = 3,
         commit_timeout_s: float = 10.0,
         on_committed: Callable[[set[int]], None] | None = None,
     ) -> None:
