@@ -5,9 +5,11 @@ flow's thread (which scores, dedupes and validates the next chunk meanwhile), no
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import pickle
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -71,6 +73,8 @@ def _start_worker() -> None:
     global _in_worker
     _in_worker = True
     relax_gc()
+    for name in FORWARDED_LOGGERS:  # as in the flow's process (Prefect's logging level)
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _forget_other_databases(url: str) -> None:
@@ -92,6 +96,20 @@ def pickled_for_worker(frame: pd.DataFrame) -> bytes:
     return pickle.dumps(load_frame(frame), protocol=pickle.HIGHEST_PROTOCOL)
 
 
+# The project's loggers whose records a load in the worker sends back to the flow's process,
+# where they reach the run's log (leadflow/runtime.py: PREFECT_LOGGING_EXTRA_LOGGERS).
+FORWARDED_LOGGERS = ("tasks", "clients", "leadflow", "models")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[tuple[str, int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.name, record.levelno, record.getMessage()))
+
+
 def _load_pickled(url: str, batch_id: int | None, frame: bytes, rejected: list[Rejected],
                   seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
                   threshold: float) -> dict[str, Any]:
@@ -99,12 +117,22 @@ def _load_pickled(url: str, batch_id: int | None, frame: bytes, rejected: list[R
                      rekeyed_lead_ids, threshold)
 
 
-def load_in_worker(url: str, batch_id: int | None, frame: bytes, rejected: list[Rejected],
-                   seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
-                   threshold: float) -> dict[str, Any]:
-    """`load_rows` in the worker process (started on first use, one per process, loads one at
-    a time) of a frame from `pickled_for_worker`. Everything it needs travels as arguments:
-    the worker reads no settings."""
+def _logged(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[tuple[str, int, str]]]:
+    """In the worker: fn(*args) and the records the project's loggers emitted meanwhile."""
+    collect = _Collect()
+    loggers = [logging.getLogger(name) for name in FORWARDED_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(collect)
+    try:
+        return fn(*args), collect.records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(collect)
+
+
+def run_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in the worker process (started on first use, one per process, one call at a
+    time); what it logged is logged again here, so it reaches the flow run's log."""
     global _worker
     with _worker_lock:
         if _worker is None:
@@ -113,10 +141,22 @@ def load_in_worker(url: str, batch_id: int | None, frame: bytes, rejected: list[
                                           mp_context=multiprocessing.get_context("spawn"))
         worker = _worker
     try:
-        return worker.submit(_load_pickled, url, batch_id, frame, rejected, seen_max_lead_id,
-                             rekeyed_lead_ids, threshold).result()
+        result, records = worker.submit(_logged, fn, *args).result()
     except BrokenProcessPool:
-        with _worker_lock:  # the worker died (killed, out of memory): the next load starts one
+        with _worker_lock:  # the worker died (killed, out of memory): the next call starts one
             if _worker is worker:
                 _worker = None
         raise
+    for name, level, message in records:
+        logging.getLogger(name).log(level, "%s", message)
+    return result
+
+
+def load_in_worker(url: str, batch_id: int | None, frame: bytes, rejected: list[Rejected],
+                   seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
+                   threshold: float) -> dict[str, Any]:
+    """`load_rows` in the worker process of a frame from `pickled_for_worker`. Everything it
+    needs travels as arguments: the worker reads no settings."""
+    result: dict[str, Any] = run_in_worker(_load_pickled, url, batch_id, frame, rejected,
+                                           seen_max_lead_id, rekeyed_lead_ids, threshold)
+    return result

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 
 import pandas as pd
+import pytest
 from sqlalchemy import func, select
 
 from models import Lead, LeadSourceRecord
@@ -42,3 +44,22 @@ def test_a_load_on_postgresql_runs_in_the_worker_and_commits(pg_clean: str) -> N
     with session_scope(pg_clean) as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 3
         assert s.scalar(select(func.count()).select_from(LeadSourceRecord)) == 3
+
+
+def warn_and_answer(answer: int) -> int:
+    """Runs in the worker process (imported there by name)."""
+    logging.getLogger("tasks.dedupe").warning("%d rows match several existing leads", 2)
+    logging.getLogger("tasks.load").info("loaded in the worker")
+    logging.getLogger("elsewhere").warning("not the project's")
+    return answer
+
+
+def test_what_the_worker_logs_is_logged_again_in_the_calling_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO):
+        assert runtime.run_in_worker(warn_and_answer, 42) == 42
+    got = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert ("tasks.dedupe", logging.WARNING, "2 rows match several existing leads") in got
+    assert ("tasks.load", logging.INFO, "loaded in the worker") in got
+    assert not [r for r in got if r[0] == "elsewhere"]
