@@ -381,8 +381,8 @@ def _fetch_candidates(conn: Connection, recs: list[_Rec]) -> dict[int, _Rec]:
             for k in range(chunks):
                 params = {name: v[k * LOOKUP_CHUNK : (k + 1) * LOOKUP_CHUNK]
                           for name, v in lists.items()}
-                for sql, values in _candidates_queries(params):
-                    cursor.execute(sql, values)
+                for sql, query_params in _candidates_queries(params):
+                    cursor.execute(sql, query_params)
                     for row in cursor.fetchall():
                         if row[0] not in found:
                             found[row[0]] = _lead_rec(row)

@@ -267,8 +267,9 @@ def _rows_sharing_keys(frame: pd.DataFrame, positions: list[int],
     out = []
     for i, pos in enumerate(positions):
         exact = ("e", email[i]) in keys or ("d", domain[i]) in keys or ("p", phone[i]) in keys
-        if exact or city[i] and (("a", (city[i], addr[i])) in keys or _shares_name_block(
-                keys, city[i], block[i], _street_number(addr[i]))):
+        c = city[i]
+        if exact or c and (("a", (c, addr[i])) in keys or _shares_name_block(
+                keys, c, block[i], _street_number(addr[i]))):
             out.append(pos)
     return out
 
