@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from leadflow.settings import get_settings
+from leadflow.settings import MAX_RESULTS, get_settings
 from tasks.batches import Rejected, merge_validation, summary_rows
 from tasks.steps import (
     Chunk,
@@ -54,7 +54,7 @@ def generate_leads(
     source: SourceName = "apollo",
     industry: str = "salon",
     location: str = "Austin, TX",
-    max_results: Annotated[int, Field(ge=1, le=50_000)] = 200,
+    max_results: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 200,
     enrich: bool = True,
     analyse: bool = True,
 ) -> dict[str, Any]:

@@ -96,7 +96,8 @@ def generate(
     source: Source = typer.Option(Source.apollo, help="Where to look for leads first."),
     industry: str = typer.Option("salon", help="Industry keyword, e.g. salon, dental clinic."),
     location: str = typer.Option("Austin, TX", help="City, 'City, ST', state or country."),
-    max_results: int = typer.Option(200, min=1, max=50_000, help="How many leads to fetch."),
+    # max: leadflow.settings.MAX_RESULTS, written out (settings are imported when a command runs).
+    max_results: int = typer.Option(200, min=1, max=1_000_000, help="How many leads to fetch."),
     enrich: bool = typer.Option(True, help="Find and verify emails (Hunter)."),
     analyse: bool = typer.Option(True, help="Fetch and analyse the websites."),
 ) -> None:

@@ -13,6 +13,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(".leadflow")
+# The most leads one generate-leads run may ask for (a typed bound on the flow's and the CLI's
+# max_results: the sources are fetched page by page and the chunks streamed, so memory does not
+# grow with it).
+MAX_RESULTS = 1_000_000
 
 
 class Settings(BaseSettings):

@@ -194,3 +194,15 @@ def test_campaign_commands_create_link_and_list_on_sqlite(cli_env: dict[str, str
     assert nobody.returncode == 1 and "no sent email matches" in nobody.stderr
     review = leadflow(cli_env, tmp_path, "review", "list")
     assert review.returncode == 0 and "nothing yet" in review.stdout
+
+
+def test_generate_accepts_as_many_leads_as_the_flow_does() -> None:
+    from typer.testing import CliRunner
+
+    from leadflow.cli import app
+    from leadflow.settings import MAX_RESULTS
+
+    result = CliRunner().invoke(app, ["generate", "--max-results", str(MAX_RESULTS + 1)])
+    assert result.exit_code == 2
+    text = "".join(c for c in result.output if c.isalnum())  # the message, without its box
+    assert f"lessthanorequalto{MAX_RESULTS}" in text

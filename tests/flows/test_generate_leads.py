@@ -262,10 +262,14 @@ def test_the_flow_refuses_parameters_outside_their_range() -> None:
     from prefect.exceptions import ParameterTypeError
 
     from flows.generate_leads import generate_leads
+    from leadflow.settings import MAX_RESULTS
 
     with pytest.raises(ParameterTypeError):
         generate_leads.validate_parameters({"max_results": 0})
-    assert generate_leads.parameters.properties["max_results"]["maximum"] == 50_000
+    with pytest.raises(ParameterTypeError):
+        generate_leads.validate_parameters({"max_results": MAX_RESULTS + 1})
+    generate_leads.validate_parameters({"max_results": 100_000})  # the memory benchmark's
+    assert generate_leads.parameters.properties["max_results"]["maximum"] == MAX_RESULTS
 
 
 def test_enrichment_is_cut_to_what_the_hunter_quota_allows(env: str) -> None:
