@@ -58,6 +58,7 @@ HEALTH_TIMEOUT_S = 2.0
 # Responses without per-request content are built once: building costs more than sending.
 PIXEL_RESPONSE = Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 _NOT_FOUND = PlainTextResponse("Not Found", status_code=404, headers=NO_CACHE)
+_BAD_REQUEST = PlainTextResponse("Bad Request", status_code=400, headers=NO_CACHE)
 _UNAVAILABLE = PlainTextResponse(
     "Service Unavailable", status_code=503, headers={**NO_CACHE, "retry-after": "1"}
 )
@@ -147,6 +148,11 @@ class TrackedHit:
         self.kind = kind
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _has_body(scope):
+            # A pixel or link GET has no body: one announced is a malformed request, and the
+            # server may already be answering 400 for it. Nothing is recorded.
+            await _BAD_REQUEST(scope, receive, send)
+            return
         tracking: Tracking = scope["state"]["tracking"]
         outcome = await _record(scope, tracking, self.kind)
         if isinstance(outcome, Response):
@@ -161,6 +167,11 @@ class TrackedHit:
                 **NO_CACHE,
             })
         await response(scope, receive, send)
+
+
+def _has_body(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" or (name == b"content-length" and value != b"0")
+               for name, value in scope["headers"])
 
 
 def location(url: str) -> str:

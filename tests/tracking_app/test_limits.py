@@ -4,6 +4,7 @@ and write nothing."""
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 
@@ -61,6 +62,21 @@ def test_malformed_requests_get_a_400_and_write_nothing(
     for data in cases:
         status = raw_request(app_pg, data)
         assert status.startswith(b"HTTP/1.1 4"), (data, status)
+    time.sleep(0.5)  # a hit the app had taken would be committed by now
+    app_pg.wait_idle()
+    assert event_count(pg_clean) == 0
+
+
+def test_a_pixel_request_with_a_body_gets_a_400_and_writes_nothing(
+    app_pg: RunningApp, outreach: Outreach, pg_clean: str
+) -> None:
+    pixel = path_of(tokens.open_url(outreach.email_ids[0])).encode()
+    for body_header in (b"Content-Length: 2", b"Transfer-Encoding: chunked"):
+        data = (b"GET " + pixel + b" HTTP/1.1\r\nHost: x\r\n" + body_header + b"\r\n\r\n"
+                + (b"ok" if body_header.startswith(b"Content") else b"2\r\nok\r\n0\r\n\r\n"))
+        assert raw_request(app_pg, data).startswith(b"HTTP/1.1 400"), body_header
+    time.sleep(0.5)  # a hit the app had taken would be committed by now
+    app_pg.wait_idle()
     assert event_count(pg_clean) == 0
 
 
