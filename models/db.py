@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +27,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _json_loads(text: bytes | str) -> Any:
+    """JSON and JSONB values as read from PostgreSQL: orjson (several times the speed of
+    json.loads on the lead columns a load reads back), except where a run of 19 digits may be
+    an integer beyond 64 bits, which orjson would turn into a float: json keeps it exact."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if _LONG_DIGITS.search(data):
+        return json.loads(data)
+    return orjson.loads(data)
 
 
 _engines: dict[str, Engine] = {}
@@ -50,6 +66,7 @@ def _create_engine(url: str) -> Engine:
         max_overflow=10,
         pool_pre_ping=True,
         pool_recycle=1800,
+        json_deserializer=_json_loads,
     )
 
 

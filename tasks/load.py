@@ -35,6 +35,7 @@ from sqlalchemy import (
     Boolean,
     Integer,
     Table,
+    and_,
     bindparam,
     func,
     insert,
@@ -158,13 +159,21 @@ def _int_or_none(value: Any) -> Any:
     return value
 
 
+def _int_column(frame: pd.DataFrame, name: str) -> list[Any]:
+    """An integer column's values as Python ints or None: a float column (pandas' type for
+    integers with gaps) is rounded as a whole, as the database's assignment cast would."""
+    if name in frame.columns and pd.api.types.is_float_dtype(frame[name].dtype):
+        series = frame[name]
+        return series.round().astype("Int64").astype(object).where(series.notna(), None).tolist()
+    return [_int_or_none(v) for v in _column(frame, name)]
+
+
 class _Columns:
     """The lead fields of a frame as column lists (what every row contributes to a lead)."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        self.values = {col: _column(frame, field) for field, col in LEAD_FIELDS.items()}
-        for col in _INT_COLUMNS & set(self.values):
-            self.values[col] = [_int_or_none(v) for v in self.values[col]]
+        self.values = {col: _int_column(frame, field) if col in _INT_COLUMNS
+                       else _column(frame, field) for field, col in LEAD_FIELDS.items()}
 
     def row(self, pos: int) -> dict[str, Any]:
         values = {col: vals[pos] for col, vals in self.values.items()}
@@ -207,7 +216,7 @@ def _known_source_records(
                 "SELECT external_id, lead_id FROM lead_source_records "
                 "WHERE source = :source AND external_id = ANY(:ids)"
             )
-            rows = session.execute(query, {"source": source, "ids": ids})
+            rows = session.execute(query, {"source": source, "ids": ids}).all()
             found.update(((source, ext), lead_id) for ext, lead_id in rows)
             continue
         for chunk in _chunks(ids):
@@ -221,22 +230,27 @@ def _known_source_records(
 # --- re-matching rows still new, inside the lock ------------------------------------------------
 
 
-def _keys_of_leads_since(session: Session, after_id: int | None,
-                         lead_ids: Iterable[int] = ()) -> set[tuple[str, Any]]:
-    """The match keys of every lead with an id above `after_id` (leads inserted since the
-    dedupe step ran) and of `lead_ids` (leads that got new keys since), as `match_existing`
-    indexes them: email, domain, phone, (city, name block) and (city, address), with name
-    block and address computed when not stored."""
+def _leads_since(after_id: int | None, lead_ids: Iterable[int]) -> Any:
+    """The condition on `leads` for the leads a load re-matches against: ids above
+    `after_id` (inserted since the dedupe step ran) and `lead_ids` (given new keys since);
+    None when there are none."""
     c = _LEADS.c
     ids = sorted(set(lead_ids))
     conditions = ([c.id > after_id] if after_id is not None else []) + (
         [c.id.in_(ids)] if ids else [])
-    if not conditions:
-        return set()
+    return or_(*conditions) if conditions else None
+
+
+def _keys_of_leads(session: Session, where: Any) -> set[tuple[str, Any]]:
+    """The match keys of the leads `where` selects, as `match_existing` indexes them: email,
+    domain, phone, (city, name block) and (city, address), with name block and address
+    computed when not stored."""
+    c = _LEADS.c
     stmt = select(c.email_norm, c.domain, c.phone_e164, c.name_key, c.city_key, c.name_block,
-                  c.address_key, c.address, c.company_name).where(or_(*conditions))
+                  c.address_key, c.address, c.company_name).where(where)
     keys: set[tuple[str, Any]] = set()
-    for email, domain, phone, nkey, city, block, akey, address, company in session.execute(stmt):
+    for email, domain, phone, nkey, city, block, akey, address, company in session.execute(
+            stmt).all():
         for kind, value in (("e", email), ("d", domain), ("p", phone)):
             if value:
                 keys.add((kind, value))
@@ -253,17 +267,22 @@ def _keys_of_leads_since(session: Session, after_id: int | None,
     return keys
 
 
+def _row_keys(frame: pd.DataFrame, positions: list[int]) -> list[list[Any]]:
+    """The rows' match keys, column by column: email, domain, phone, city, name block,
+    address (empty values as None)."""
+    sub = frame.iloc[positions]
+    return [[v or None for v in _column(sub, c)]
+            for c in ("email_norm", "domain", "phone_e164", "city_key", "name_block",
+                      "address_key")]
+
+
 def _rows_sharing_keys(frame: pd.DataFrame, positions: list[int],
                        keys: set[tuple[str, Any]]) -> list[int]:
     """The positions whose row shares a match key with `keys`; all of them when the frame
     lacks the dedupe key columns (then nothing can be ruled out)."""
     if not all(c in frame.columns for c in KEY_COLUMNS):
         return positions
-    sub = frame.iloc[positions]
-    email, domain, phone, city, block, addr = (
-        [v or None for v in _column(sub, c)]
-        for c in ("email_norm", "domain", "phone_e164", "city_key", "name_block", "address_key")
-    )
+    email, domain, phone, city, block, addr = _row_keys(frame, positions)
     out = []
     for i, pos in enumerate(positions):
         exact = ("e", email[i]) in keys or ("d", domain[i]) in keys or ("p", phone[i]) in keys
@@ -272,6 +291,58 @@ def _rows_sharing_keys(frame: pd.DataFrame, positions: list[int],
                 keys, c, block[i], _street_number(addr[i]))):
             out.append(pos)
     return out
+
+
+# Leads whose name block or address key is not stored: their keys are computed in Python.
+_UNSTORED_KEYS = text(
+    "coalesce(city_key, '') <> '' AND ("
+    "(coalesce(name_block, '') = '' AND (coalesce(name_key, '') <> '' "
+    "OR coalesce(company_name, '') <> '')) "
+    "OR (coalesce(address_key, '') = '' AND coalesce(address, '') <> ''))"
+)
+# The rows (JSON records i, e, d, p, c, b, a, n) sharing a stored key with the leads the
+# condition selects: one hash join per key; a name block needs the same street number, or
+# none on either side (a head that is not all digits counts as none: at worst one row more is
+# matched again).
+_SHARING_KEYS_SQL = """
+WITH l AS MATERIALIZED (
+    SELECT email_norm AS e, domain AS d, phone_e164 AS p, city_key AS c, name_block AS b,
+           address_key AS a, split_part(address_key, ' ', 1) AS head
+    FROM leads WHERE {where}
+), r AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(CAST(:rows AS json))
+        AS r(i int, e text, d text, p text, c text, b text, a text, n text)
+)
+SELECT r.i FROM r JOIN l ON l.e = r.e
+UNION SELECT r.i FROM r JOIN l ON l.d = r.d
+UNION SELECT r.i FROM r JOIN l ON l.p = r.p
+UNION SELECT r.i FROM r JOIN l ON l.c = r.c AND l.a = r.a
+UNION SELECT r.i FROM r JOIN l ON l.c = r.c AND l.b = r.b
+    AND (r.n IS NULL OR l.head = r.n OR l.head !~ '^[0-9]+$')
+"""
+
+
+def _rows_sharing_keys_sql(session: Session, frame: pd.DataFrame, positions: list[int],
+                           after_id: int | None, lead_ids: list[int]) -> list[int]:
+    """`_rows_sharing_keys` against the leads `where` selects, found by PostgreSQL: the
+    rows' keys go in as one JSON array and only the positions sharing a key come back (no
+    read of the leads' keys into Python). Leads lacking a stored name block or address key
+    are checked in Python, as on SQLite."""
+    if not all(c in frame.columns for c in KEY_COLUMNS):
+        return positions
+    email, domain, phone, city, block, addr = _row_keys(frame, positions)
+    rows = [{"i": k, "e": e, "d": d, "p": p, "c": c, "b": b, "a": a, "n": _street_number(a)}
+            for k, (e, d, p, c, b, a) in enumerate(
+                zip(email, domain, phone, city, block, addr, strict=True))]
+    where = " OR ".join((["id > :after"] if after_id is not None else [])
+                        + (["id = ANY(:ids)"] if lead_ids else []))
+    found = session.scalars(text(_SHARING_KEYS_SQL.format(where=where)), {
+        "rows": orjson.dumps(rows).decode(), "after": after_id, "ids": sorted(set(lead_ids))})
+    out = {positions[k] for k in found.all()}
+    unstored = _keys_of_leads(session, and_(_leads_since(after_id, lead_ids), _UNSTORED_KEYS))
+    if unstored:
+        out.update(_rows_sharing_keys(frame, positions, unstored))
+    return sorted(out)
 
 
 def _street_number(address_key: str | None) -> str | None:
@@ -306,10 +377,12 @@ def _rematch(session: Session, frame: pd.DataFrame, targets: list[int | None],
         inserted_since = newest is not None and newest > seen_max_lead_id
         if not inserted_since and not rekeyed:
             return
-        positions = _rows_sharing_keys(
-            frame, positions, _keys_of_leads_since(
-                session, seen_max_lead_id if inserted_since else None, rekeyed)
-        )
+        after = seen_max_lead_id if inserted_since else None
+        if session.get_bind().dialect.name == "postgresql":
+            positions = _rows_sharing_keys_sql(session, frame, positions, after, rekeyed)
+        else:
+            positions = _rows_sharing_keys(frame, positions,
+                                           _keys_of_leads(session, _leads_since(after, rekeyed)))
         if not positions:
             return
     again = rematch(session.connection(), frame.iloc[positions])
@@ -613,7 +686,7 @@ def _read_leads(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
     cols = [_LEADS.c[c] for c in _MERGE_COLUMNS]
     current: dict[int, dict[str, Any]] = {}
     for chunk in _chunks(ids):
-        for found in session.execute(select(*cols).where(_LEADS.c.id.in_(chunk))):
+        for found in session.execute(select(*cols).where(_LEADS.c.id.in_(chunk))).all():
             current[found[0]] = dict(zip(_MERGE_COLUMNS, found, strict=True))
     return current
 

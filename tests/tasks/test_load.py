@@ -158,6 +158,62 @@ def test_no_rematch_when_no_lead_was_inserted_since_dedupe(db_url: str) -> None:
     assert result.inserted == 1
 
 
+def test_only_rows_sharing_a_key_with_a_newer_lead_are_matched_again(db_url: str) -> None:
+    """Which rows the load matches again, key kind by key kind: found by a join in
+    PostgreSQL, by Python sets on SQLite, with the same answer; a lead whose keys are not
+    stored (older rows) is keyed in Python on both."""
+    from tasks.dedupe import match_existing
+
+    with session_scope(db_url) as s:
+        load_leads(s, keyed([{"source": "pdl", "source_record_id": "old", "cluster_id": 0,
+                              "company_name": "Old Nails", "email": "old@nails.com"}]), None)
+        seen = int(s.scalar(select(func.max(Lead.id))))
+    newer = [  # leads another run inserted after our dedupe step read the database
+        {"company_name": "Email Co", "email": "e1@mail-co.com", "email_norm": "e1@mail-co.com"},
+        {"company_name": "Domain Co", "website": "https://shop2.com"},
+        {"company_name": "Phone Co", "phone": "(512) 555-0003"},
+        {"company_name": "Street Co", "city": "Austin", "address": "100 Main St"},
+        {"company_name": "Bella Salon", "city": "Austin", "address": "12 Oak Ave"},
+        {"company_name": "Zed Barber", "city": "Austin", "address": "7 Elm St"},
+    ]
+    with session_scope(db_url) as s:
+        ids = load_leads(s, keyed([{"source": "google_places", "source_record_id": f"g{i}",
+                                    "cluster_id": i, **r} for i, r in enumerate(newer)]),
+                         None).lead_ids
+        # Zed Barber as a lead written before match keys were stored.
+        s.execute(Lead.__table__.update().where(Lead.id == ids[5]).values(
+            name_key=None, name_block=None, address_key=None))
+    ours = {
+        "r_email": {"company_name": "Alpha", "email": "e1@mail-co.com",
+                    "email_norm": "e1@mail-co.com"},
+        "r_domain": {"company_name": "Beta", "website": "http://www.shop2.com/book"},
+        "r_phone": {"company_name": "Gamma", "phone": "+1 512-555-0003"},
+        "r_address": {"company_name": "Delta", "city": "Austin", "address": "100 Main Street"},
+        "r_block_same_number": {"company_name": "Bella Spa", "city": "Austin",
+                                "address": "12 Oak Avenue"},
+        "r_block_no_number": {"company_name": "Bella Spa", "city": "Austin"},
+        "r_block_other_number": {"company_name": "Bella Spa", "city": "Austin",
+                                 "address": "99 Oak Avenue"},
+        "r_block_other_city": {"company_name": "Bella Spa", "city": "Dallas"},
+        "r_unstored_lead": {"company_name": "Zed Barbers", "city": "Austin"},
+        "r_nothing": {"company_name": "Omega", "email": "x@omega.com",
+                      "email_norm": "x@omega.com", "city": "Austin"},
+    }
+    rows = keyed([{"source": "apollo", "source_record_id": k, "cluster_id": i, **r}
+                  for i, (k, r) in enumerate(ours.items())])
+    asked: list[str] = []
+
+    def spy(conn, rows):  # type: ignore[no-untyped-def]
+        asked.extend(rows["source_record_id"])
+        return match_existing(conn, rows)
+
+    with session_scope(db_url) as s:
+        load_leads(s, rows, None, rematch=spy, seen_max_lead_id=seen)
+    assert sorted(asked) == sorted([
+        "r_email", "r_domain", "r_phone", "r_address", "r_block_same_number",
+        "r_block_no_number", "r_unstored_lead"])
+
+
 def test_without_seen_max_lead_id_every_new_row_is_matched_again(db_url: str) -> None:
     from tasks.dedupe import match_existing
 
