@@ -51,6 +51,24 @@ def test_loading_the_same_batch_twice_creates_no_duplicate(db_url: str) -> None:
         assert count(s, LeadSourceRecord) == 2
 
 
+
+def test_a_retried_load_finds_records_whose_ids_hold_quotes_commas_and_braces(
+    db_url: str,
+) -> None:
+    # External ids come from outside: whatever characters they hold, a retried load must map
+    # each record back to its lead (the lookup sends them as one JSON text on PostgreSQL).
+    odd = ['a"1', "b,2", "{c3}", "d\\4", "e 5", "NULL", "é\x1f6", ""]
+    rows = frame([{"source": "apollo", "source_record_id": ext, "company_name": f"Biz {i}",
+                   "cluster_id": i} for i, ext in enumerate(odd)])
+    with session_scope(db_url) as s:
+        first = load_leads(s, rows, None)
+    with session_scope(db_url) as s:
+        second = load_leads(s, rows, None)
+    assert (first.inserted, second.inserted, second.merged) == (len(odd), 0, len(odd))
+    assert second.lead_ids == first.lead_ids
+    with session_scope(db_url) as s:
+        assert count(s, Lead) == len(odd)
+
 def test_rows_of_one_cluster_become_one_lead_with_every_source(pg_clean: str) -> None:
     rows = frame([
         {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon LLC",
