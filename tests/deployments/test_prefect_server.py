@@ -34,7 +34,8 @@ def test_a_triggered_deployment_is_run_by_a_worker(cluster: LocalCluster,
         assert batch.status == "done"
         leads = session.scalar(select(func.count()).select_from(Lead)
                                .where(Lead.batch_id == batch.id))
-        records = session.scalar(select(func.count()).select_from(LeadSourceRecord))
+        records = session.scalar(select(func.count()).select_from(LeadSourceRecord)
+                                 .where(LeadSourceRecord.batch_id == batch.id))
     assert leads and leads == batch.leads_generated
     assert records == 30
 
