@@ -4,6 +4,7 @@ description of the machine the figures were taken on."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import signal
@@ -119,8 +120,23 @@ def _ram_gb() -> float | None:
     return None
 
 
+def python_speed_ms() -> float:
+    """Host speed reference: milliseconds for one million iterations of a plain Python loop
+    (best of three). Hosts of the same nominal size differ by 2x here; a figure from another
+    host compares through this one."""
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
 def machine_description(pg_url: str | None = None) -> str:
-    """One line: CPUs (usable by this process), CPU model, RAM, Python, OS, PostgreSQL."""
+    """One line: CPUs (usable by this process), CPU model, RAM, Python, OS, PostgreSQL, and
+    the Python speed reference."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -137,4 +153,5 @@ def machine_description(pg_url: str | None = None) -> str:
             parts.append(f"PostgreSQL {version}")
         except Exception:  # pragma: no cover - descriptive only
             pass
+    parts.append(f"python_loop_1m_ms={python_speed_ms()}")
     return ", ".join(parts)
