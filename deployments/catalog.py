@@ -67,12 +67,13 @@ JOBS: tuple[Job, ...] = (
 def load_flow(job: Job) -> Flow[Any, Any]:
     path, function = job.entrypoint.split(":")
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-    return getattr(module, function)  # type: ignore[no-any-return]
+    return getattr(module, function)
 
 
 def runner_deployments(timezone: str) -> list[RunnerDeployment]:
     """The jobs as deployments `prefect.serve` can run from this process."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import RunnerDeployment
     from prefect.schedules import Cron
 
     deployments = []
@@ -82,10 +83,13 @@ def runner_deployments(timezone: str) -> list[RunnerDeployment]:
                  if job.single_run else None)
         schedules = ([Cron(job.cron, timezone=timezone, slug=job.schedule_slug)]
                      if job.cron else None)
-        deployments.append(load_flow(job).to_deployment(
+        deployment = load_flow(job).to_deployment(
             name=job.name, description=job.description, tags=list(job.tags),
             parameters=job.parameters or None, schedules=schedules, concurrency_limit=limit,
-        ))
+        )
+        # Called outside an event loop, Prefect's sync-compatible method returns the value.
+        assert isinstance(deployment, RunnerDeployment)
+        deployments.append(deployment)
     return deployments
 
 

@@ -118,7 +118,7 @@ class LocalCluster:
         return sorted(d["name"] for d in self._api("POST", "/deployments/filter", json={}))
 
     def deployment(self, flow_name: str, name: str) -> dict[str, Any]:
-        return self._api("GET", f"/deployments/name/{flow_name}/{name}")  # type: ignore[no-any-return]
+        return self._api("GET", f"/deployments/name/{flow_name}/{name}")
 
     def trigger(self, deployment: str, parameters: dict[str, Any] | None = None,
                 in_seconds: float = 0) -> str:
@@ -135,7 +135,7 @@ class LocalCluster:
         return str(run["id"])
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
-        return self._api("GET", f"/flow_runs/{run_id}")  # type: ignore[no-any-return]
+        return self._api("GET", f"/flow_runs/{run_id}")
 
     def wait(self, run_ids: list[str], timeout: float = 600) -> dict[str, str]:
         """Wait until every run reaches a final state; returns run id -> state type."""

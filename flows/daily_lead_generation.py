@@ -9,11 +9,11 @@ failing (a spent quota, an API down) is recorded and does not stop the others.""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 
-from flows.generate_leads import generate_leads
+from flows.generate_leads import SourceName, generate_leads
 from leadflow.settings import get_settings
 from tasks.outreach.steps import link_campaign_leads
 from tasks.sources import SOURCES
@@ -52,8 +52,8 @@ def daily_lead_generation() -> list[dict[str, Any]]:
                     break
                 # Each source falls back to the next by itself when spent; the loop covers
                 # campaigns that name several sources on purpose.
-                summary = generate_leads(source=source, industry=industry, location=location,
-                                         max_results=wanted)
+                summary = generate_leads(source=cast(SourceName, source), industry=industry,
+                                         location=location, max_results=wanted)
                 result["batches"].append(summary["batch_id"])
                 lead_ids = matching_lead_ids(db, campaign_id, wanted)
                 result["leads_linked"] += link_campaign_leads(campaign_id, lead_ids)

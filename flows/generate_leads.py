@@ -19,7 +19,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from leadflow.settings import MAX_RESULTS, get_settings
@@ -35,6 +34,7 @@ from tasks.steps import (
     fetch_source_chunk,
     load_chunk,
     open_batch,
+    quoted,
     score_chunk,
     stage_report,
     timed,
@@ -77,8 +77,8 @@ def generate_leads(
                     rekeyed: list[int], previous: PrefectFuture[Any] | None) -> PrefectFuture[Any]:
         with timed(batch_id, "load", "call"):
             # `previous` quoted: the load prepares its rows, then waits for it.
-            return load_chunk.submit(batch_id, quote(frame), quote(rejected), seen,
-                                     quote(rekeyed), quote(previous))
+            return load_chunk.submit(batch_id, quoted(frame), quoted(rejected), seen,
+                                     quoted(rekeyed), quoted(previous))
 
     def loaded(chunk: Chunk, outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded
@@ -110,11 +110,11 @@ def generate_leads(
         if analysed is not None:
             apply_analyses(chunk.candidates, analysed.result())
         with timed(batch_id, "score", "call"):
-            frame = score_chunk(batch_id, quote(to_frame(chunk.candidates)))
+            frame = score_chunk(batch_id, quoted(to_frame(chunk.candidates)))
         with timed(batch_id, "dedupe", "call"):
-            frame, seen = dedupe_chunk(batch_id, quote(frame))
+            frame, seen = dedupe_chunk(batch_id, quoted(frame))
         with timed(batch_id, "validate", "call"):
-            checked = validate_chunk(batch_id, quote(frame))
+            checked = validate_chunk(batch_id, quoted(frame))
         validation = merge_validation(validation, checked.summary)
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
         loads.add(checked.valid, rejected, seen, chunk)
@@ -146,11 +146,11 @@ def generate_leads(
                 enriched = analysed = None
                 if enrich:
                     with timed(batch_id, "enrich", "call"):
-                        # quote(): Prefect would otherwise walk every candidate for futures.
-                        enriched = enrich_emails.submit(batch_id, quote(chunk.candidates))
+                        # quoted(): Prefect would otherwise walk every candidate for futures.
+                        enriched = enrich_emails.submit(batch_id, quoted(chunk.candidates))
                 if analyse and urls:
                     with timed(batch_id, "analyse", "call"):
-                        analysed = analyse_websites.submit(batch_id, quote(urls))
+                        analysed = analyse_websites.submit(batch_id, quoted(urls))
                 pending.append((chunk, enriched, analysed))
                 while len(pending) >= max(1, settings.pipeline_depth):
                     finish(*pending.popleft())  # overlaps the network stages still in flight

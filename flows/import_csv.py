@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
-from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from tasks.batches import Rejected, merge_validation, summary_rows
@@ -24,6 +23,7 @@ from tasks.steps import (
     dedupe_chunk,
     load_chunk,
     open_batch,
+    quoted,
     score_chunk,
     stage_report,
     timed,
@@ -52,8 +52,8 @@ def import_csv(
                     rekeyed: list[int], previous: Any) -> Any:
         with timed(batch_id, "load", "call"):
             # `previous` quoted: the load prepares its rows, then waits for it.
-            return load_chunk.submit(batch_id, quote(frame), quote(rejected), seen,
-                                     quote(rekeyed), quote(previous))
+            return load_chunk.submit(batch_id, quoted(frame), quoted(rejected), seen,
+                                     quoted(rekeyed), quoted(previous))
 
     def loaded(lines: tuple[int, int], outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded
@@ -74,9 +74,9 @@ def import_csv(
             report = chunk.report
             rejected = [Rejected(**r.as_quarantine(report.source)) for r in chunk.rejected]
             if chunk.leads:
-                frame = score_chunk(batch_id, quote(to_frame(chunk.leads)))
-                frame, seen = dedupe_chunk(batch_id, quote(frame))
-                checked = validate_chunk(batch_id, quote(frame))
+                frame = score_chunk(batch_id, quoted(to_frame(chunk.leads)))
+                frame, seen = dedupe_chunk(batch_id, quoted(frame))
+                checked = validate_chunk(batch_id, quoted(frame))
                 validation = merge_validation(validation, checked.summary)
                 rejected += [Rejected(**r.as_quarantine()) for r in checked.rejected]
                 valid = checked.valid

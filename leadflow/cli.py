@@ -227,7 +227,8 @@ def demo(
         table = Table(title=f"Campaign {outreach['campaign_id']} (step 1 sent)",
                       show_header=False)
         sent = outreach["sent"]
-        step1 = next((r for r in outreach["funnel"] if r["step_number"] == 1), {})
+        step1: dict[str, Any] = next(
+            (r for r in outreach["funnel"] if r["step_number"] == 1), {})
         rows = [
             ("leads linked", outreach["leads_linked"]),
             ("emails sent", sent.get("sent", 0)),

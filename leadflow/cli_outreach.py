@@ -3,6 +3,8 @@ Imports stay inside the commands so that `leadflow --help` is fast."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,7 +22,7 @@ def _db() -> str:
     return get_settings().database_url
 
 
-def _print_rows(title: str, rows: list[dict]) -> None:  # type: ignore[type-arg]
+def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print(f"{title}: nothing yet")
         return
