@@ -1,7 +1,7 @@
 """Typed SQLAlchemy 2 models of leadflow's tables; import this package to register them all."""
 
 from models.analysis import WebsiteAnalysis
-from models.api_usage import ApiConfig, ApiUsage
+from models.api_usage import ApiConfig, ApiReservation, ApiUsage
 from models.base import Base
 from models.campaigns import Campaign, CampaignLead, Sequence, SequenceStep, Template
 from models.emails import Email, EmailLink, SmtpProvider, SmtpSendCount, Suppression
@@ -10,6 +10,7 @@ from models.tracking import EmailEvent
 
 __all__ = [
     "ApiConfig",
+    "ApiReservation",
     "ApiUsage",
     "Base",
     "Campaign",

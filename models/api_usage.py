@@ -59,3 +59,22 @@ class ApiUsage(Base):
     called_at: Mapped[datetime] = mapped_column(
         default=utcnow, comment="When the call was made (UTC)"
     )
+
+
+class ApiReservation(Base):
+    __tablename__ = "api_reservations"
+    __table_args__ = (
+        Index("ix_api_reservations_source_expires_at", "source", "expires_at"),
+        {"comment": "Units of a source's monthly quota set aside for calls in flight, so that "
+                    "runs working at the same time cannot together exceed the limit. Removed "
+                    "when the calls are recorded in api_usage; ignored once expired (a run that "
+                    "died)."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Reservation id")
+    source: Mapped[str] = mapped_column(String(40), comment="API the units are set aside for")
+    units: Mapped[int] = mapped_column(Integer, comment="Units set aside")
+    reserved_at: Mapped[datetime] = mapped_column(default=utcnow, comment="When (UTC)")
+    expires_at: Mapped[datetime] = mapped_column(
+        comment="When the units stop counting if never released (UTC)"
+    )

@@ -178,28 +178,29 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
     """Check the source's monthly quota, fetch up to `want` candidates from `cursor`, and
     meter every call made (also when the fetch fails)."""
     from tasks.sources import PAGE_SIZE, SourceFetchError, fetch_chunk
-    from tasks.usage import check_quota, record_calls, remaining_quota
+    from tasks.usage import reserve_quota, settle_quota
 
     settings = get_settings()
     with timed(batch_id, "fetch"):
         try:
             with session_scope() as session:
                 if source == "google_places":  # billed per request
-                    check_quota(session, source, 1)
-                    left = remaining_quota(session, source)
-                    want = min(want, left * PAGE_SIZE[source]) if left is not None else want
+                    pages = -(-want // PAGE_SIZE[source])
+                    reservation = reserve_quota(session, source, pages)
+                    want = min(want, reservation.units * PAGE_SIZE[source])
                 else:
-                    want = check_quota(session, source, want)
+                    reservation = reserve_quota(session, source, want)
+                    want = reservation.units
         except QuotaExceededError as exc:
             raise SourceFetchError(exc, []) from None
         try:
             chunk = asyncio.run(fetch_chunk(source, industry, location, cursor, want, settings))
         except SourceFetchError as exc:
             with session_scope() as session:
-                record_calls(session, exc.calls, batch_id)
+                settle_quota(session, reservation, exc.calls, batch_id)
             raise
         with session_scope() as session:
-            record_calls(session, chunk.calls, batch_id)
+            settle_quota(session, reservation, chunk.calls, batch_id)
     return chunk
 
 
@@ -211,16 +212,16 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
     from clients.http import make_async_client
     from clients.hunter import HunterClient
     from tasks.enrich import enrich_candidates
-    from tasks.usage import check_quota, record_calls
+    from tasks.usage import reserve_quota, settle_quota
 
     settings = get_settings()
     with timed(batch_id, "enrich"):
         try:
             with session_scope() as session:
-                allowed = check_quota(session, "hunter", 2 * len(candidates))
+                reservation = reserve_quota(session, "hunter", 2 * len(candidates))
         except QuotaExceededError as exc:
             return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
-        chosen = candidates[: allowed // 2]
+        chosen = candidates[: reservation.units // 2]
         partly = None
         if len(chosen) < len(candidates):
             partly = (f"email enrichment skipped for {len(candidates) - len(chosen)} leads: "
@@ -234,9 +235,11 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
         try:
             result = asyncio.run(run())
         except PermanentApiError as exc:  # e.g. no Hunter key: leads go on without enrichment
+            with session_scope() as session:
+                settle_quota(session, reservation, exc.calls, batch_id)
             return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
         with session_scope() as session:
-            record_calls(session, result.calls, batch_id)
+            settle_quota(session, reservation, result.calls, batch_id)
     return {"skipped": partly, "failures": len(result.failures),
             "first_failure": result.failures[0].reason if result.failures else None,
             "emails_found": result.emails_found, "emails_verified": result.emails_verified}

@@ -1,17 +1,23 @@
 """API plans and metering (the seed's `apiConfig` and usage tracking): seed a plan per source,
-check the monthly quota before a call, record every call's units and cost after it."""
+set the units of the monthly quota aside before calls (`reserve_quota`), record every call's
+units and cost after them and release what was set aside (`settle_quota`).
+
+Runs that call one source at the same time (chunks in flight, overlapping flows, several
+workers) reserve one after another, serialised on the plan's row: what one sets aside counts
+as spent for the others until it is settled, so together they stay within the limit. A
+reservation never settled (its run died) stops counting after `RESERVATION_TTL`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from clients.http import ApiCall, QuotaExceededError
-from models.api_usage import ApiConfig, ApiUsage
+from models.api_usage import ApiConfig, ApiReservation, ApiUsage
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +85,27 @@ def used_this_month(session: Session, source: str, now: datetime | None = None) 
     return int(total or 0)
 
 
+def reserved_now(session: Session, source: str, now: datetime | None = None) -> int:
+    """Units set aside for calls in flight (reservations not yet settled nor expired)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(ApiReservation.units), 0)).where(
+            ApiReservation.source == source,
+            ApiReservation.expires_at > (now or datetime.now(UTC)),
+        )
+    )
+    return int(total or 0)
+
+
 def remaining_quota(session: Session, source: str, now: datetime | None = None) -> int | None:
-    """Units left this UTC month, or None when the source has no plan (no limit we know of).
-    An inactive plan has nothing left."""
+    """Units left this UTC month (used and reserved units deducted), or None when the source
+    has no plan (no limit we know of). An inactive plan has nothing left."""
     config = session.get(ApiConfig, source)
     if config is None:
         return None
     if not config.is_active:
         return 0
-    return max(0, config.monthly_limit - used_this_month(session, source, now))
+    spent = used_this_month(session, source, now) + reserved_now(session, source, now)
+    return max(0, config.monthly_limit - spent)
 
 
 def check_quota(
@@ -105,6 +123,60 @@ def check_quota(
         )
         raise QuotaExceededError(why, source=source, endpoint="-")
     return min(needed, remaining)
+
+
+RESERVATION_TTL = timedelta(hours=1)  # longer than any task's calls (timeouts, retries)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Units set aside by `reserve_quota`; `id` None when the source has no plan (nothing was
+    set aside: there is no limit to protect)."""
+
+    source: str
+    units: int
+    id: int | None = None
+
+
+def reserve_quota(
+    session: Session, source: str, needed: int, now: datetime | None = None
+) -> Reservation:
+    """Set aside up to `needed` units of the source's monthly quota for calls about to be made:
+    `needed`, or fewer near the limit. Raises QuotaExceededError when nothing is left (or the
+    plan is switched off). The caller commits the session at once (the units count for other
+    runs from then on) and passes the reservation to `settle_quota` with the calls made."""
+    now = now or datetime.now(UTC)
+    if session.get_bind().dialect.name != "sqlite":
+        # Reservers of one source queue on its plan's row; each then reads what the others
+        # committed (READ COMMITTED: every statement sees the latest commits).
+        session.execute(select(ApiConfig.source).where(ApiConfig.source == source)
+                        .with_for_update())
+    # Reservations of runs that died go. On SQLite this first write also takes the database's
+    # write lock before the reads below, so two reservers cannot read the same units left.
+    session.execute(delete(ApiReservation).where(
+        ApiReservation.source == source, ApiReservation.expires_at <= now))
+    units = check_quota(session, source, needed, now)
+    if session.get(ApiConfig, source) is None:
+        return Reservation(source, units)
+    row = ApiReservation(source=source, units=units, reserved_at=now,
+                         expires_at=now + RESERVATION_TTL)
+    session.add(row)
+    session.flush()
+    return Reservation(source, units, row.id)
+
+
+def settle_quota(
+    session: Session,
+    reservation: Reservation,
+    calls: Iterable[ApiCall] = (),
+    batch_id: int | None = None,
+) -> int:
+    """Record the calls made under `reservation` (record_calls) and release it, in the
+    caller's transaction: the units they used now count as used, the rest is free again."""
+    n = record_calls(session, calls, batch_id)
+    if reservation.id is not None:
+        session.execute(delete(ApiReservation).where(ApiReservation.id == reservation.id))
+    return n
 
 
 def record_calls(

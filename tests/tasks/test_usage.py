@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from clients.http import ApiCall, QuotaExceededError
-from models.api_usage import ApiConfig, ApiUsage
+from models.api_usage import ApiConfig, ApiReservation, ApiUsage
 from models.db import session_scope
 from tasks.usage import (
     DEFAULT_PLANS,
+    RESERVATION_TTL,
     Plan,
     check_quota,
     ensure_api_configs,
     month_bounds,
     record_calls,
     remaining_quota,
+    reserve_quota,
+    settle_quota,
 )
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -113,3 +118,73 @@ def test_metering_and_quota_work_on_sqlite(sqlite_url: str) -> None:
 def test_month_bounds_wraps_december() -> None:
     start, end = month_bounds(datetime(2025, 12, 31, 23, 0, tzinfo=UTC))
     assert (start, end) == (datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("pg_clean" if request.param == "postgresql" else "sqlite_url")
+
+
+def test_reserved_units_count_as_spent_until_settled(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        ensure_api_configs(s, {"pdl": Plan(monthly_limit=100, cost_per_unit=0.1, unit="record")})
+        record_calls(s, [call("pdl", 10)])
+    with session_scope(db_url) as s:
+        reservation = reserve_quota(s, "pdl", 60, NOW)
+    assert reservation.units == 60
+    with session_scope(db_url) as s:
+        assert remaining_quota(s, "pdl", NOW) == 30
+        assert reserve_quota(s, "pdl", 60, NOW).units == 30  # only what is left
+    with session_scope(db_url) as s, pytest.raises(QuotaExceededError, match="monthly limit"):
+        reserve_quota(s, "pdl", 1, NOW)
+    with session_scope(db_url) as s:
+        # The first run used 25 of its 60: 25 count as used, 35 are free again.
+        settle_quota(s, reservation, [call("pdl", 25)])
+    with session_scope(db_url) as s:
+        assert remaining_quota(s, "pdl", NOW) == 100 - 10 - 25 - 30
+        assert s.scalar(select(func.count()).select_from(ApiReservation)) == 1
+
+
+def test_a_reservation_never_settled_stops_counting_when_it_expires(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        ensure_api_configs(s, {"pdl": Plan(monthly_limit=100, cost_per_unit=0.1, unit="record")})
+        reserve_quota(s, "pdl", 100, NOW)  # a run that dies without settling
+    later = NOW + RESERVATION_TTL + timedelta(seconds=1)
+    with session_scope(db_url) as s:
+        assert remaining_quota(s, "pdl", NOW) == 0
+        assert remaining_quota(s, "pdl", later) == 100
+        assert reserve_quota(s, "pdl", 40, later).units == 40
+    with session_scope(db_url) as s:  # the dead run's row is gone, the new one stays
+        assert s.scalars(select(ApiReservation.units)).all() == [40]
+
+
+def test_a_source_without_plan_reserves_nothing_and_is_not_limited(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        reservation = reserve_quota(s, "apollo", 500, NOW)
+        assert (reservation.units, reservation.id) == (500, None)
+        settle_quota(s, reservation, [call("apollo", 500)])
+    with session_scope(db_url) as s:
+        assert s.scalar(select(func.count()).select_from(ApiReservation)) == 0
+
+
+def test_runs_reserving_at_once_never_exceed_the_monthly_limit(db_url: str) -> None:
+    """Twelve runs ask for 30 units of a 100-unit plan at the same moment (chunks in flight,
+    overlapping flows): what they are granted adds up to the limit, never more."""
+    with session_scope(db_url) as s:
+        ensure_api_configs(s, {"pdl": Plan(monthly_limit=100, cost_per_unit=0.1, unit="record")})
+    start = threading.Barrier(12)
+
+    def run() -> int:
+        start.wait()
+        try:
+            with session_scope(db_url) as s:
+                return reserve_quota(s, "pdl", 30, NOW).units
+        except QuotaExceededError:
+            return 0
+
+    with ThreadPoolExecutor(12) as pool:
+        granted = list(pool.map(lambda _: run(), range(12)))
+    assert sum(granted) == 100
+    assert sorted(g for g in granted if g) == [10, 30, 30, 30]
+    with session_scope(db_url) as s:
+        assert remaining_quota(s, "pdl", NOW) == 0
