@@ -27,6 +27,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     union,
     update,
 )
@@ -129,9 +130,10 @@ def _changed(pairs: Iterable[tuple[Any, Any]]) -> ColumnElement[bool]:
 
 
 def _refresh_emails(conn: Connection, ids: list[int]) -> tuple[int, set[int], set[int]]:
-    """Rows changed, leads of the changed emails, campaigns of all `ids`. One UPDATE computed
-    by the database: the figures never travel through Python (this runs in the tracking
-    app's process, every couple of seconds, for every email it recorded a hit of)."""
+    """Rows changed; leads of the emails that became (or stopped being) opened or clicked,
+    the only change a lead's figures follow; campaigns of all `ids`. One UPDATE computed by
+    the database: the figures never travel through Python (this runs in the tracking app's
+    process, every couple of seconds, for every email it recorded a hit of)."""
     tracked = EmailEvent.kind.in_(("open", "click"))
     human_open = and_(EmailEvent.is_machine.is_(False), EmailEvent.kind == "open")
     human_click = and_(EmailEvent.is_machine.is_(False), EmailEvent.kind == "click")
@@ -157,6 +159,9 @@ def _refresh_emails(conn: Connection, ids: list[int]) -> tuple[int, set[int], se
             func.coalesce(events.c.clicks, 0).label("clicks"),
             events.c.first_click,
             func.coalesce(events.c.machine, 0).label("machine"),
+            # The figures before this UPDATE (the statement's snapshot), to tell flips.
+            (or_(Email.open_count > 0, Email.click_count > 0)).label("was_opened"),
+            (Email.click_count > 0).label("was_clicked"),
         )
         .select_from(Email)
         .outerjoin(events, events.c.email_id == Email.id)
@@ -168,15 +173,23 @@ def _refresh_emails(conn: Connection, ids: list[int]) -> tuple[int, set[int], se
         Email.click_count: want.c.clicks, Email.first_clicked_at: want.c.first_click,
         Email.machine_event_count: want.c.machine,
     }
+    opened = or_(want.c.opens > 0, want.c.clicks > 0)
+    flipped: ColumnElement[bool] = or_(
+        opened.is_distinct_from(want.c.was_opened),
+        (want.c.clicks > 0).is_distinct_from(want.c.was_clicked),
+    )
+    if conn.dialect.name == "sqlite":
+        # SQLite's RETURNING sees only the updated table: every changed email's lead.
+        flipped = true()
     changed = conn.execute(
         update(Email)
         .where(Email.id == want.c.id, _changed(columns.items()))
         .values({column.key: value for column, value in columns.items()})
-        .returning(Email.lead_id)
+        .returning(Email.lead_id, flipped)
     ).all()
     of_emails = select(Email.campaign_id).where(_among(conn, Email.id, ids)).distinct()
     campaigns = set(conn.scalars(of_emails))
-    return len(changed), {lead_id for (lead_id,) in changed}, campaigns
+    return len(changed), {lead_id for lead_id, flip in changed if flip}, campaigns
 
 
 def _opened_clicked(group_by: Any) -> Any:

@@ -3,13 +3,14 @@ opens and clicks only, replies per email), exactly and idempotently, on PostgreS
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from models import Campaign, Email, EmailEvent, Lead
-from models.db import session_scope
+from models.db import get_engine, session_scope
 from tests.tracking_app.conftest import make_outreach
 from tracking_app.figures import RefreshResult, refresh_engagement
 
@@ -95,3 +96,38 @@ def test_refreshing_some_emails_leaves_the_others_alone(pg_clean: str, tracking_
     got = figures(pg_clean, o.email_ids, o.lead_ids, o.campaign_id)
     assert [f[0] for f in got["emails"]] == [1, 0, 0]
     assert got["campaign"] == (1, 0, 0)
+
+
+def test_leads_are_refreshed_only_when_an_email_becomes_opened_or_clicked(
+    pg_clean: str, tracking_env: None
+) -> None:
+    """A lead's figures follow whether its emails were opened and clicked, not how often:
+    on PostgreSQL a refresh after another open of an already opened email leaves the leads
+    untouched (no statement on them), and one after a first click refreshes the lead.
+    (SQLite refreshes the leads of every changed email: its RETURNING cannot tell.)"""
+    url = pg_clean
+    o = make_outreach(url)
+    e0 = o.email_ids[0]
+    statements: list[str] = []
+
+    def leads_statements(refresh: Callable[[], RefreshResult]) -> list[str]:
+        statements.clear()
+        engine = get_engine(url)
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            refresh()
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        return [sql for sql in statements if sql.lstrip().upper().startswith("UPDATE LEADS")]
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    add_events(url, [(e0, "open", False, 1)])
+    assert leads_statements(lambda: refresh_engagement(url, [e0])) != []
+    add_events(url, [(e0, "open", False, 2)])
+    assert leads_statements(lambda: refresh_engagement(url, [e0])) == []
+    assert figures(url, [e0], o.lead_ids[:1], o.campaign_id)["emails"][0][0] == 2
+    add_events(url, [(e0, "click", False, 3)])
+    assert leads_statements(lambda: refresh_engagement(url, [e0])) != []
+    assert figures(url, [e0], o.lead_ids[:1], o.campaign_id)["leads"] == [(1, 1)]
