@@ -378,9 +378,7 @@ def measure(kind: str, db_url: str, paths_file: str, args: argparse.Namespace,
 
 
 def reset_events(db_url: str) -> None:
-    """No events and no figures, as after seeding; then VACUUM ANALYZE, so that every round
-    starts from tables with statistics and without dead rows (as autovacuum keeps them),
-    and no autovacuum of the freshly written tables runs during a round."""
+    """No events and no figures, as after seeding."""
     import psycopg
 
     with psycopg.connect(psycopg_dsn(db_url)) as conn:
@@ -389,8 +387,6 @@ def reset_events(db_url: str) -> None:
                      " first_clicked_at = NULL, machine_event_count = 0")
         conn.execute("UPDATE leads SET emails_opened = 0, emails_clicked = 0")
         conn.execute("UPDATE campaigns SET emails_opened = 0, emails_clicked = 0")
-    with psycopg.connect(psycopg_dsn(db_url), autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE email_events, emails, email_links, leads, campaigns")
 
 
 if __name__ == "__main__":
