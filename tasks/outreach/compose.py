@@ -17,6 +17,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
+from clients.http import QuotaExceededError
 from leadflow.settings import Settings, get_settings
 from leadflow.tokens import click_url, open_url, unsubscribe_url
 from models import Campaign, Email, EmailLink, Template
@@ -32,12 +33,23 @@ from tasks.outreach.templates import (
     first_name,
     render_template,
 )
-from tasks.usage import Plan, ensure_api_configs, record_calls, remaining_quota
+from tasks.usage import (
+    Plan,
+    Reservation,
+    ensure_api_configs,
+    record_calls,
+    reserve_quota,
+    settle_quota,
+)
 
 EMAILS = cast(Table, Email.__table__)
 # Emails composed per read-compose-write round: bounds memory and the length of each
 # write transaction.
 COMPOSE_BATCH = 1000
+# OpenAI tokens set aside per AI opening before the calls (prompt ~300 + at most 120 in the
+# reply, rounded up); what the calls really used is what api_usage records.
+AI_TOKENS_PER_OPENING = 500
+AI_LIMIT_NOTE = "openai monthly token limit reached (api_configs)"
 
 
 @dataclass(frozen=True)
@@ -174,12 +186,22 @@ def _pick_template(templates: Mapping[tuple[int, str | None], Template], step_id
     return templates.get((step_id, scenario)) or templates.get((step_id, None))
 
 
-def _openai_quota_left(session: Session, settings: Settings) -> int | None:
-    ensure_api_configs(session, {"openai": Plan(
-        monthly_limit=settings.openai_monthly_token_limit,
-        cost_per_unit=settings.openai_price_per_1k_tokens / 1000, unit="token",
-    )})
-    return remaining_quota(session, "openai")
+def _reserve_openings(
+    db_url: str, settings: Settings, wanted: int
+) -> tuple[Reservation | None, int]:
+    """Set aside the OpenAI tokens of `wanted` openings (one short transaction, so that
+    composers working at once cannot together pass the monthly limit): the reservation and
+    how many openings it covers (0 when the limit is reached)."""
+    with session_scope(db_url) as session:
+        ensure_api_configs(session, {"openai": Plan(
+            monthly_limit=settings.openai_monthly_token_limit,
+            cost_per_unit=settings.openai_price_per_1k_tokens / 1000, unit="token",
+        )})
+        try:
+            reservation = reserve_quota(session, "openai", wanted * AI_TOKENS_PER_OPENING)
+        except QuotaExceededError:
+            return None, 0
+    return reservation, reservation.units // AI_TOKENS_PER_OPENING
 
 
 _PG_WRITE = text("""UPDATE emails AS e
@@ -255,8 +277,6 @@ def _compose_batch(db_url: str, ids: list[int], now: datetime, settings: Setting
                 Template.step_id.in_({p.step_id for p in pending})).order_by(Template.id)):
             templates.setdefault((t.step_id, t.scenario), t)
         facts = load_lead_facts(session, {p.lead_id for p in pending})
-        wants_ai = any(c.ai_personalisation for c in campaigns.values())
-        quota = _openai_quota_left(session, settings) if wants_ai else None
 
     skipped: dict[int, str] = {}
     work: list[tuple[_Pending, Campaign, CompiledTemplate, dict[str, Any]]] = []
@@ -284,12 +304,16 @@ def _compose_batch(db_url: str, ids: list[int], now: datetime, settings: Setting
     for p, campaign, compiled, lead in work:
         if campaign.ai_personalisation and compiled.uses_opening:
             asks[campaign.id][p.id] = lead
+    wanted = sum(len(by_email) for by_email in asks.values())
+    reservation, allowed = (_reserve_openings(db_url, settings, wanted) if wanted
+                            else (None, 0))
     for campaign_id, facts_by_email in asks.items():
-        if quota is not None and quota <= 0:
-            note = "openai monthly token limit reached (api_configs)"
-            openings.update({i: fallback(note) for i in facts_by_email})
-        else:
-            openings.update(personal_openings(facts_by_email, campaigns[campaign_id], settings))
+        granted = list(facts_by_email)[:allowed]
+        allowed -= len(granted)
+        openings.update({i: fallback(AI_LIMIT_NOTE) for i in facts_by_email if i not in granted})
+        if granted:
+            openings.update(personal_openings({i: facts_by_email[i] for i in granted},
+                                              campaigns[campaign_id], settings))
 
     rows: list[dict[str, Any]] = []
     links: dict[int, list[str]] = {}
@@ -320,7 +344,10 @@ def _compose_batch(db_url: str, ids: list[int], now: datetime, settings: Setting
         if skipped:
             _fail(session, skipped, now)
         calls = [c for o in openings.values() if (c := o.api_call()) is not None]
-        record_calls(session, calls)
+        if reservation is not None:
+            settle_quota(session, reservation, calls)  # the tokens set aside are free again
+        else:
+            record_calls(session, calls)
     report.composed = len(won)
     report.not_pending += len(rows) - len(won)
     report.skipped = skipped

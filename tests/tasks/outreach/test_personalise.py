@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from leadflow.settings import Settings, get_settings, reset_settings_cache
-from models import ApiConfig, ApiUsage, Campaign, Email
+from models import ApiConfig, ApiReservation, ApiUsage, Campaign, Email
 from models.db import session_scope
-from tasks.outreach.compose import compose_emails
+from tasks.outreach.compose import AI_LIMIT_NOTE, AI_TOKENS_PER_OPENING, compose_emails
 from tasks.outreach.defaults import create_campaign
 from tasks.outreach.personalise import check_opening, personal_openings
+from tasks.usage import Plan, ensure_api_configs
 from tests.conftest import Sandbox
 from tests.tasks.outreach.conftest import NOW, add_leads, schedule_emails
 
@@ -169,3 +170,26 @@ def test_campaigns_without_ai_never_call_the_endpoint(ai: Sandbox, pg_clean: str
     report = compose_emails(pg_clean, ids, NOW)
     assert (report.composed, report.ai_used, report.ai_fallback) == (3, 0, 0)
     assert ai.stats()["targets"].get("openai") is None
+
+
+def test_openings_past_the_monthly_token_limit_fall_back_and_the_reservation_is_settled(
+    ai: Sandbox, pg_clean: str
+) -> None:
+    """The tokens of the batch's openings are set aside before the calls: a plan with room
+    for two openings gets two AI calls, the third email keeps the template's opening with the
+    reason, and once the calls are recorded nothing stays set aside."""
+    with session_scope(pg_clean) as session:
+        ensure_api_configs(session, {"openai": Plan(
+            monthly_limit=2 * AI_TOKENS_PER_OPENING + 10, cost_per_unit=0.0, unit="token")})
+    ids = _seed(pg_clean, ai_on=True)
+    ai.reset_stats()
+    report = compose_emails(pg_clean, ids, NOW)
+    assert (report.composed, report.ai_used, report.ai_fallback) == (3, 2, 1)
+    assert ai.stats()["targets"]["openai"]["requests"] == 2
+    with session_scope(pg_clean) as session:
+        notes = [e.ai_note for e in session.scalars(select(Email).where(Email.id.in_(ids)))]
+        assert notes.count(AI_LIMIT_NOTE) == 1
+        assert session.scalars(select(ApiReservation)).all() == []
+        used = sum(u.units for u in session.scalars(
+            select(ApiUsage).where(ApiUsage.source == "openai")))
+    assert used == report.ai_tokens > 0
