@@ -15,6 +15,10 @@ DEFAULTS = {
     # Warnings logged by leadflow's own modules (provider unavailable, claims expired...) go to
     # the flow run's log in the Prefect UI too, not only to the worker's terminal.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,clients,leadflow",
+    # Outside a flow run (the CLI's own commands, the benchmarks, a load worker) those loggers'
+    # records go to the terminal only, instead of a UserWarning per record from Prefect's API
+    # handler once the process has run a flow.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 
