@@ -221,7 +221,8 @@ class _TextArrayDumper(Dumper):
     oid = postgres_types["text"].array_oid
 
     def dump(self, obj: Any) -> bytes:
-        return obj.encode()
+        encoding = self.connection.info.encoding if self.connection else "utf-8"
+        return obj.encode(encoding)
 
 
 def _known_source_records(

@@ -177,30 +177,40 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
                        cursor: str | None, want: int) -> SourceChunk:
     """Check the source's monthly quota, fetch up to `want` candidates from `cursor`, and
     meter every call made (also when the fetch fails)."""
+    from clients.google_places import MAX_RESULTS_PER_QUERY
     from tasks.sources import PAGE_SIZE, SourceFetchError, fetch_chunk
     from tasks.usage import reserve_quota, settle_quota
 
     settings = get_settings()
+    page = PAGE_SIZE[source]
     with timed(batch_id, "fetch"):
         try:
             with session_scope() as session:
-                if source == "google_places":  # billed per request
-                    pages = -(-want // PAGE_SIZE[source])
+                if source == "google_places":  # billed per request, at most 3 per query
+                    pages = -(-min(want, MAX_RESULTS_PER_QUERY) // page)
                     reservation = reserve_quota(session, source, pages)
-                    want = min(want, reservation.units * PAGE_SIZE[source])
+                    want = min(want, reservation.units * page)
                 else:
-                    reservation = reserve_quota(session, source, want)
-                    want = reservation.units
+                    # Billed per record returned, and a page comes whole (its size is fixed:
+                    # cursors count in pages): whole pages are reserved and fetched.
+                    reservation = reserve_quota(session, source, -(-want // page) * page)
+                    want = min(want, reservation.units // page * page)
+                    if not want:  # (the raise rolls the reservation back)
+                        raise QuotaExceededError(
+                            f"less than one page ({page} records) of the monthly limit left",
+                            source=source, endpoint="-")
         except QuotaExceededError as exc:
             raise SourceFetchError(exc, []) from None
+        calls: list[Any] = []
         try:
             chunk = asyncio.run(fetch_chunk(source, industry, location, cursor, want, settings))
+            calls = chunk.calls
         except SourceFetchError as exc:
-            with session_scope() as session:
-                settle_quota(session, reservation, exc.calls, batch_id)
+            calls = exc.calls
             raise
-        with session_scope() as session:
-            settle_quota(session, reservation, chunk.calls, batch_id)
+        finally:  # whatever happened, the calls made are metered and the rest is free again
+            with session_scope() as session:
+                settle_quota(session, reservation, calls, batch_id)
     return chunk
 
 
@@ -232,14 +242,16 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
                 hunter = HunterClient.from_settings(http, settings)
                 return await enrich_candidates(chosen, hunter, settings.enrich_concurrency)
 
+        calls: list[Any] = []
         try:
             result = asyncio.run(run())
+            calls = result.calls
         except PermanentApiError as exc:  # e.g. no Hunter key: leads go on without enrichment
-            with session_scope() as session:
-                settle_quota(session, reservation, exc.calls, batch_id)
+            calls = exc.calls
             return {"skipped": f"email enrichment skipped: {exc}", "failures": 0}
-        with session_scope() as session:
-            settle_quota(session, reservation, result.calls, batch_id)
+        finally:  # whatever happened, the calls made are metered and the rest is free again
+            with session_scope() as session:
+                settle_quota(session, reservation, calls, batch_id)
     return {"skipped": partly, "failures": len(result.failures),
             "first_failure": result.failures[0].reason if result.failures else None,
             "emails_found": result.emails_found, "emails_verified": result.emails_verified}

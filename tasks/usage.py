@@ -149,8 +149,8 @@ def reserve_quota(
     if session.get_bind().dialect.name != "sqlite":
         # Reservers of one source queue on its plan's row; each then reads what the others
         # committed (READ COMMITTED: every statement sees the latest commits).
-        session.execute(select(ApiConfig.source).where(ApiConfig.source == source)
-                        .with_for_update())
+        session.execute(select(ApiConfig).where(ApiConfig.source == source).with_for_update()
+                        .execution_options(populate_existing=True))
     # Reservations of runs that died go. On SQLite this first write also takes the database's
     # write lock before the reads below, so two reservers cannot read the same units left.
     session.execute(delete(ApiReservation).where(

@@ -307,47 +307,57 @@ def _compose_batch(db_url: str, ids: list[int], now: datetime, settings: Setting
     wanted = sum(len(by_email) for by_email in asks.values())
     reservation, allowed = (_reserve_openings(db_url, settings, wanted) if wanted
                             else (None, 0))
-    for campaign_id, facts_by_email in asks.items():
-        granted = list(facts_by_email)[:allowed]
-        allowed -= len(granted)
-        openings.update({i: fallback(AI_LIMIT_NOTE) for i in facts_by_email if i not in granted})
-        if granted:
-            openings.update(personal_openings({i: facts_by_email[i] for i in granted},
-                                              campaigns[campaign_id], settings))
+    try:
+        for campaign_id, facts_by_email in asks.items():
+            granted = list(facts_by_email)[:allowed]
+            allowed -= len(granted)
+            openings.update({i: fallback(AI_LIMIT_NOTE)
+                             for i in facts_by_email if i not in granted})
+            if granted:
+                openings.update(personal_openings({i: facts_by_email[i] for i in granted},
+                                                  campaigns[campaign_id], settings))
 
-    rows: list[dict[str, Any]] = []
-    links: dict[int, list[str]] = {}
-    for p, campaign, compiled, lead in work:
-        opening = openings.get(p.id)
-        composed = compose(ComposeInputs(
-            p.id, p.campaign_id, p.lead_id, p.step_number, compiled, lead,
-            campaign.sender_name, campaign.sender_email, campaign.sender_postal_address,
-            opening.text if opening else None,
-        ))
-        rows.append({
-            "id": p.id, "subject": composed.subject[:500], "body_text": composed.body_text,
-            "body_html": composed.body_html, "message_id": composed.message_id,
-            "ai_status": opening.status if opening else "off",
-            "ai_note": opening.note if opening else None,
-        })
-        links[p.id] = composed.links
+        rows: list[dict[str, Any]] = []
+        links: dict[int, list[str]] = {}
+        for p, campaign, compiled, lead in work:
+            opening = openings.get(p.id)
+            composed = compose(ComposeInputs(
+                p.id, p.campaign_id, p.lead_id, p.step_number, compiled, lead,
+                campaign.sender_name, campaign.sender_email, campaign.sender_postal_address,
+                opening.text if opening else None,
+            ))
+            rows.append({
+                "id": p.id, "subject": composed.subject[:500], "body_text": composed.body_text,
+                "body_html": composed.body_html, "message_id": composed.message_id,
+                "ai_status": opening.status if opening else "off",
+                "ai_note": opening.note if opening else None,
+            })
+            links[p.id] = composed.links
 
-    # Write (one transaction): content and status where still scheduled, links of the
-    # emails won, failures, and the AI calls made (spent even if another composer won).
-    with session_scope(db_url) as session:
-        won = _write(session, rows, now)
-        link_rows = [{"email_id": i, "position": pos, "url": url}
-                     for i in sorted(won) for pos, url in enumerate(links[i])]
-        for start in range(0, len(link_rows), 5000):
-            insert_ignore(session, EmailLink.__table__, link_rows[start:start + 5000],
-                          ["email_id", "position"])
-        if skipped:
-            _fail(session, skipped, now)
-        calls = [c for o in openings.values() if (c := o.api_call()) is not None]
+        # Write (one transaction): content and status where still scheduled, links of the
+        # emails won, failures, and the AI calls made (spent even if another composer won).
+        with session_scope(db_url) as session:
+            won = _write(session, rows, now)
+            link_rows = [{"email_id": i, "position": pos, "url": url}
+                         for i in sorted(won) for pos, url in enumerate(links[i])]
+            for start in range(0, len(link_rows), 5000):
+                insert_ignore(session, EmailLink.__table__, link_rows[start:start + 5000],
+                              ["email_id", "position"])
+            if skipped:
+                _fail(session, skipped, now)
+            calls = [c for o in openings.values() if (c := o.api_call()) is not None]
+            if reservation is not None:
+                settle_quota(session, reservation, calls)  # the tokens set aside are free again
+            else:
+                record_calls(session, calls)
+    except BaseException:
+        # Whatever failed, the AI calls made are metered and the tokens set aside are free
+        # again at once (not after the reservation expires).
         if reservation is not None:
-            settle_quota(session, reservation, calls)  # the tokens set aside are free again
-        else:
-            record_calls(session, calls)
+            made = [c for o in openings.values() if (c := o.api_call()) is not None]
+            with session_scope(db_url) as session:
+                settle_quota(session, reservation, made)
+        raise
     report.composed = len(won)
     report.not_pending += len(rows) - len(won)
     report.skipped = skipped

@@ -136,6 +136,51 @@ def test_falls_back_to_the_next_source_when_one_is_at_its_monthly_limit(env: str
     assert scalar(env, select(func.count()).where(ApiUsage.source == "apollo")) == 0
 
 
+def test_a_source_billed_by_the_page_never_spends_past_its_monthly_limit(env: str) -> None:
+    """Apollo bills every record of a page, and pages come in hundreds: with 150 records left
+    this month one page is fetched (100 billed), not two; then less than a page is left and
+    the flow moves on to the next source. Nothing stays reserved."""
+    from models import ApiReservation
+    from tasks.usage import ensure_api_configs
+
+    with session_scope(env) as s:
+        ensure_api_configs(s)
+        s.execute(update(ApiConfig).where(ApiConfig.source == "apollo").values(monthly_limit=150))
+
+    summary = run(max_results=300, location="United States", enrich=False, analyse=False)
+
+    billed = scalar(env, select(func.sum(ApiUsage.units)).where(ApiUsage.source == "apollo"))
+    assert billed == 100
+    assert summary["sources_used"][:2] == ["apollo", "google_places"]
+    assert any("apollo" in note and "less than one page" in note for note in summary["notes"])
+    assert scalar(env, select(func.count()).select_from(ApiReservation)) == 0
+
+
+def test_a_fetch_that_crashes_releases_what_it_reserved(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only API errors: whatever ends a fetch, its reservation is settled at once instead
+    of holding the quota for an hour."""
+    import tasks.sources
+    from models import ApiReservation
+    from tasks.steps import fetch_source_chunk
+    from tasks.usage import ensure_api_configs, remaining_quota
+
+    with session_scope(env) as s:
+        ensure_api_configs(s)
+        before = remaining_quota(s, "apollo")
+
+    async def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug in the normaliser")
+
+    monkeypatch.setattr(tasks.sources, "fetch_chunk", crash)
+    with pytest.raises(RuntimeError, match="bug in the normaliser"):
+        fetch_source_chunk.fn(1, "apollo", "salon", "TX", None, 200)
+    with session_scope(env) as s:
+        assert remaining_quota(s, "apollo") == before
+        assert s.scalar(select(func.count()).select_from(ApiReservation)) == 0
+
+
 def test_a_burst_of_429_and_malformed_responses_is_retried_through(
     env: str, sandbox_env: Sandbox
 ) -> None:

@@ -56,7 +56,7 @@ def test_a_retried_load_finds_records_whose_ids_hold_quotes_commas_and_braces(
     db_url: str,
 ) -> None:
     # External ids come from outside: whatever characters they hold, a retried load must map
-    # each record back to its lead (the lookup sends them as one JSON text on PostgreSQL).
+    # each record back to its lead (the lookup sends them as one text[] literal on PostgreSQL).
     odd = ['a"1', "b,2", "{c3}", "d\\4", "e 5", "NULL", "é\x1f6", ""]
     rows = frame([{"source": "apollo", "source_record_id": ext, "company_name": f"Biz {i}",
                    "cluster_id": i} for i, ext in enumerate(odd)])
@@ -554,3 +554,28 @@ def test_a_load_waiting_on_another_in_sqlite_sees_its_leads_and_merges(sqlite_ur
     assert results and results[0].inserted == 0  # type: ignore[attr-defined]
     with session_scope(sqlite_url) as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 2
+
+
+def test_the_text_array_parameter_is_sent_in_the_connections_encoding() -> None:
+    """External ids with non-ASCII characters match on a database that is not UTF-8."""
+    import uuid
+
+    import psycopg
+
+    from tasks.load import _TextArray, _TextArrayDumper
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"leadflow_latin1_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                      "TEMPLATE template0")
+    try:
+        with psycopg.connect(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}") as conn:
+            conn.adapters.register_dumper(_TextArray, _TextArrayDumper)
+            ids = ["café-1", 'qu"ote', "back\\slash"]
+            found = conn.execute("SELECT x FROM unnest(%s::text[]) AS x WHERE x = ANY(%s)",
+                                 (ids, _TextArray.of(ids))).fetchall()
+            assert [x for (x,) in found] == ids
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

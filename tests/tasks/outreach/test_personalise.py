@@ -193,3 +193,22 @@ def test_openings_past_the_monthly_token_limit_fall_back_and_the_reservation_is_
         used = sum(u.units for u in session.scalars(
             select(ApiUsage).where(ApiUsage.source == "openai")))
     assert used == report.ai_tokens > 0
+
+
+def test_a_batch_that_fails_after_its_ai_calls_meters_them_and_frees_the_rest(
+    ai: Sandbox, pg_clean: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.outreach.compose as compose_module
+
+    ids = _seed(pg_clean, ai_on=True)
+
+    def broken_write(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(compose_module, "_write", broken_write)
+    with pytest.raises(RuntimeError, match="database went away"):
+        compose_emails(pg_clean, ids, NOW)
+    with session_scope(pg_clean) as session:
+        assert session.scalars(select(ApiReservation)).all() == []
+        calls = session.scalars(select(ApiUsage).where(ApiUsage.source == "openai")).all()
+    assert len(calls) == 3 and all(c.units > 0 for c in calls)
