@@ -17,7 +17,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
-from clients.http import QuotaExceededError
+from clients.http import ApiCall, QuotaExceededError
 from leadflow.settings import Settings, get_settings
 from leadflow.tokens import click_url, open_url, unsubscribe_url
 from models import Campaign, Email, EmailLink, Template
@@ -37,7 +37,6 @@ from tasks.usage import (
     Plan,
     Reservation,
     ensure_api_configs,
-    record_calls,
     reserve_quota,
     settle_quota,
 )
@@ -186,22 +185,25 @@ def _pick_template(templates: Mapping[tuple[int, str | None], Template], step_id
     return templates.get((step_id, scenario)) or templates.get((step_id, None))
 
 
-def _reserve_openings(
-    db_url: str, settings: Settings, wanted: int
-) -> tuple[Reservation | None, int]:
+def _reserve_openings(db_url: str, settings: Settings, wanted: int) -> Reservation:
     """Set aside the OpenAI tokens of `wanted` openings (one short transaction, so that
-    composers working at once cannot together pass the monthly limit): the reservation and
-    how many openings it covers (0 when the limit is reached)."""
+    composers working at once cannot together pass the monthly limit); a reservation of
+    nothing when there are none or the limit is reached."""
+    if not wanted:
+        return Reservation("openai", 0)
     with session_scope(db_url) as session:
         ensure_api_configs(session, {"openai": Plan(
             monthly_limit=settings.openai_monthly_token_limit,
             cost_per_unit=settings.openai_price_per_1k_tokens / 1000, unit="token",
         )})
         try:
-            reservation = reserve_quota(session, "openai", wanted * AI_TOKENS_PER_OPENING)
+            return reserve_quota(session, "openai", wanted * AI_TOKENS_PER_OPENING)
         except QuotaExceededError:
-            return None, 0
-    return reservation, reservation.units // AI_TOKENS_PER_OPENING
+            return Reservation("openai", 0)
+
+
+def _ai_calls(openings: Mapping[int, Opening]) -> list[ApiCall]:
+    return [c for o in openings.values() if (c := o.api_call()) is not None]
 
 
 _PG_WRITE = text("""UPDATE emails AS e
@@ -304,9 +306,8 @@ def _compose_batch(db_url: str, ids: list[int], now: datetime, settings: Setting
     for p, campaign, compiled, lead in work:
         if campaign.ai_personalisation and compiled.uses_opening:
             asks[campaign.id][p.id] = lead
-    wanted = sum(len(by_email) for by_email in asks.values())
-    reservation, allowed = (_reserve_openings(db_url, settings, wanted) if wanted
-                            else (None, 0))
+    reservation = _reserve_openings(db_url, settings, sum(map(len, asks.values())))
+    allowed = reservation.units // AI_TOKENS_PER_OPENING
     try:
         for campaign_id, facts_by_email in asks.items():
             granted = list(facts_by_email)[:allowed]
@@ -345,18 +346,12 @@ def _compose_batch(db_url: str, ids: list[int], now: datetime, settings: Setting
                               ["email_id", "position"])
             if skipped:
                 _fail(session, skipped, now)
-            calls = [c for o in openings.values() if (c := o.api_call()) is not None]
-            if reservation is not None:
-                settle_quota(session, reservation, calls)  # the tokens set aside are free again
-            else:
-                record_calls(session, calls)
+            settle_quota(session, reservation, _ai_calls(openings))  # the rest is free again
     except BaseException:
         # Whatever failed, the AI calls made are metered and the tokens set aside are free
         # again at once (not after the reservation expires).
-        if reservation is not None:
-            made = [c for o in openings.values() if (c := o.api_call()) is not None]
-            with session_scope(db_url) as session:
-                settle_quota(session, reservation, made)
+        with session_scope(db_url) as session:
+            settle_quota(session, reservation, _ai_calls(openings))
         raise
     report.composed = len(won)
     report.not_pending += len(rows) - len(won)
