@@ -137,12 +137,8 @@ def python_speed_ms() -> float:
 def machine_description(pg_url: str | None = None) -> str:
     """One line: CPUs (usable by this process), CPU model, RAM, Python, OS, PostgreSQL, and
     the Python speed reference."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 0
     ram = _ram_gb()
-    parts = [f"{cpus} CPUs ({_cpu_model()})", f"{ram:.0f} GB RAM" if ram else "RAM unknown",
+    parts = [f"{cpus()} CPUs ({_cpu_model()})", f"{ram:.0f} GB RAM" if ram else "RAM unknown",
              f"Python {platform.python_version()}", f"{platform.system()} {platform.release()}"]
     if pg_url:
         try:
@@ -155,3 +151,61 @@ def machine_description(pg_url: str | None = None) -> str:
             pass
     parts.append(f"python_loop_1m_ms={python_speed_ms()}")
     return ", ".join(parts)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(pid: int) -> tuple[int, str, float] | None:
+    """(parent pid, command, CPU seconds) of a process from /proc, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    command = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After the command: state, ppid, ..., utime (14th field of the line), stime (15th).
+    return int(fields[1]), command, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def cpu_by_group() -> dict[str, float]:
+    """CPU seconds used so far by this process, its descendants (the load worker, site
+    workers) and PostgreSQL's processes (every process named postgres: backends, WAL writer,
+    checkpointer). Linux only; empty elsewhere. Compare two readings: a process that ended in
+    between is not counted."""
+    me = os.getpid()
+    procs: dict[int, tuple[int, str, float]] = {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return {}
+    for pid in pids:
+        info = _proc_cpu(pid)
+        if info is not None:
+            procs[pid] = info
+    out = {"this process": 0.0, "its workers": 0.0, "PostgreSQL": 0.0}
+    for pid, (ppid, command, seconds) in procs.items():
+        if pid == me:
+            out["this process"] += seconds
+        elif command.startswith("postgres"):
+            out["PostgreSQL"] += seconds
+        else:
+            parent = ppid
+            while parent > 1 and parent != me and parent in procs:
+                parent = procs[parent][0]
+            if parent == me:
+                out["its workers"] += seconds
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per group between two `cpu_by_group()` readings."""
+    return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

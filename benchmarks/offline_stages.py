@@ -54,6 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import (  # noqa: E402
     Stopwatch,
+    cpu_by_group,
+    cpu_used,
+    cpus,
     machine_description,
     median,
     psycopg_dsn,
@@ -255,14 +258,16 @@ def part_a(url: str, data: SandboxRecords, rounds: int, profile: bool) -> dict[s
     print(f"  warm-up batch (excluded): {warm.watches[0].total:.3f} s", flush=True)
 
     pipe = Pipeline(url, open_bench_batch(url, "bench:pipelined", "apollo", data.batch * rounds))
+    cpu_before = cpu_by_group()
     started = time.perf_counter()
     try:
         for r in range(rounds):
             pipe.add("apollo", data.apollo_slice(1 + r), data.business)
         pipe.wait()
     finally:
+        wall = time.perf_counter() - started
+        cpu = cpu_used(cpu_before, cpu_by_group())
         pipe.close()
-    wall = time.perf_counter() - started
     for r, (w, c) in enumerate(zip(pipe.watches, pipe.counts, strict=True)):
         stages = " ".join(f"{s}={w.seconds[s]:.3f}" for s in STAGES)
         print(f"  batch {r + 1}: {stages} (load in the background); waited "
@@ -298,6 +303,7 @@ def part_a(url: str, data: SandboxRecords, rounds: int, profile: bool) -> dict[s
         "waits": pipe.wait_seconds,
         "gx_setup": gx_setup,
         "warmup": warm.watches[0].total,
+        "cpu": cpu,
         "profile": prof_text,
     }
 
@@ -374,6 +380,12 @@ def report(machine: str, a: dict[str, Any] | None, b: dict[str, Any] | None,
               f"{pure + median(a['stages']['load']):.3f} s")
         print(f"pipelined: {a['records']:,} leads in {a['wall']:.3f} s wall = "
               f"{leads_per_s:,.0f} leads/s")
+        batches = len(a["counts"])
+        if a["cpu"]:
+            used = ", ".join(f"{k} {v / batches:.3f}" for k, v in a["cpu"].items())
+            total = sum(a["cpu"].values())
+            print(f"CPU seconds per batch: {used}; total {total / batches:.3f} of "
+                  f"{a['wall'] / batches * cpus():.3f} available ({cpus()} CPUs x wall)")
         c = a["counts"][-1]
         print(f"last round: {c['candidates']:,} candidates, {c['inserted']:,} new leads, "
               f"{c['merged']:,} merged ({c['matched_existing']:,} rows matched existing leads, "
