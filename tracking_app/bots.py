@@ -139,12 +139,12 @@ class BotRules:
         if reason:
             return reason
         if sent_at is not None:
-            since_delivery = occurred_at - _aware(sent_at)
+            since_delivery = occurred_at - as_utc(sent_at)
             for d in self.soon_after_delivery:
                 if kind in d.kinds and since_delivery <= d.window:
                     return d.reason
         if (self.repeat and last_seen_at is not None and kind in self.repeat.kinds
-                and occurred_at - _aware(last_seen_at) <= self.repeat.window):
+                and occurred_at - as_utc(last_seen_at) <= self.repeat.window):
             return self.repeat.reason
         return None
 
@@ -156,8 +156,9 @@ def _remember(cache: dict[Any, str | None], key: Any, verdict: str | None) -> st
     return verdict
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they are stored as UTC.
+def as_utc(ts: datetime) -> datetime:
+    """A stored timestamp as an aware one: SQLite hands them back without a zone (they are
+    stored as UTC); PostgreSQL's timestamptz already has one."""
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 

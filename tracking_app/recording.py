@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models import Email, EmailEvent, EmailLink
 from tasks.outreach.suppression import stop_sequence, suppress
-from tracking_app.bots import BotRules
+from tracking_app.bots import BotRules, as_utc
 from tracking_app.hits import NOT_FOUND, Hit, Outcome
 
 EVENT_COLUMNS = (
@@ -251,7 +251,7 @@ def _recent_hits(
         .group_by(EmailEvent.email_id, EmailEvent.kind, EmailEvent.link_position,
                   EmailEvent.ip_network)
     )
-    return {(r[0], r[1], r[2], r[3]): r[4] for r in rows}
+    return {(r[0], r[1], r[2], r[3]): as_utc(r[4]) for r in rows}
 
 
 def _unsubscribed_emails(conn: Connection, email_ids: set[int]) -> set[int]:

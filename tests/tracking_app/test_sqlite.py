@@ -62,3 +62,33 @@ def test_the_app_records_and_derives_on_sqlite(sqlite_url: str, tracking_env: No
             assert {s.get_one(Email, i).status for i in o.unsent_email_ids} == {"cancelled"}
     finally:
         stop_app(app, thread)
+
+
+def test_repeated_hits_are_recorded_and_flagged_on_sqlite(sqlite_url: str,
+                                                          tracking_env: None) -> None:
+    """A second hit of the same pixel or link from the same network within the repeat window
+    is recorded as a machine repeat, in a later batch (the first is stored by then, read back
+    from SQLite without a time zone) and in the same batch, and unrelated hits are unharmed."""
+    o = make_outreach(sqlite_url)
+    app, thread = start_app(sqlite_url)
+    try:
+        e0, e1, e2 = o.email_ids
+        h = {"user-agent": BROWSER, "x-forwarded-for": "10.8.0.1"}
+        click = app.base_url + path_of(tokens.click_url(e1, 0))
+        pixel = app.base_url + path_of(tokens.open_url(e0))
+        for _ in range(2):  # one after the other: the second batch sees the stored first
+            assert httpx.get(click, headers=h, timeout=10).status_code == 302
+            assert httpx.get(pixel, headers=h, timeout=10).status_code == 200
+        # At once, with hits of another email from other networks in the same batches.
+        together = asyncio.run(_opens(app.base_url, path_of(tokens.open_url(e2)), 20))
+        again = asyncio.run(_opens(app.base_url, path_of(tokens.open_url(e2)), 20))
+        assert together == again == [200] * 20
+        app.wait_idle()
+        assert event_count(sqlite_url) == 44
+        with session_scope(sqlite_url) as s:
+            opened, clicked, other = (s.get_one(Email, i) for i in (e0, e1, e2))
+            assert (opened.open_count, opened.machine_event_count) == (1, 1)
+            assert (clicked.click_count, clicked.machine_event_count) == (1, 1)
+            assert (other.open_count, other.machine_event_count) == (20, 20)
+    finally:
+        stop_app(app, thread)
