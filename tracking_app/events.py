@@ -6,8 +6,9 @@ than `max_in_flight` batches are committing, one writer takes whatever is waitin
 transaction through a store (stores.py): idle, each hit is committed at once; busy, a batch
 holds what arrived while the others were committing. A
 request is answered only after its event is committed; when a commit fails its requests get
-503 and the transaction leaves nothing behind. No request takes a row lock: events are
-appended, figures are derived afterwards (figures.py)."""
+503 and the transaction leaves nothing behind (a batch the database refuses, or that trips a
+bug, is halved until the failing hit is alone, so the others are still committed). No request
+takes a row lock: events are appended, figures are derived afterwards (figures.py)."""
 
 from __future__ import annotations
 
@@ -172,9 +173,11 @@ class EventWriter(BackgroundLoop):
         return [(store, indexes) for store, indexes in routes if indexes]
 
     async def _write(
-        self, store: Store, hits: Sequence[Hit], earlier: Sequence[datetime | None]
+        self, store: Store, hits: Sequence[Hit], earlier: Sequence[datetime | None],
+        part: bool = False,
     ) -> tuple[list[Outcome | None], set[int]]:
-        """Outcomes of a batch (None: not committed) and the emails it touched."""
+        """Outcomes of a batch (None: not committed) and the emails it touched. `part`: the
+        batch is a half of a failed one."""
         try:
             # One deadline per batch, not per request: a hung database answers 503.
             async with asyncio.timeout(self._commit_timeout_s):
@@ -183,13 +186,18 @@ class EventWriter(BackgroundLoop):
         except Exception as exc:
             kind = "unreachable" if isinstance(exc, TimeoutError) else store.failure_kind(exc)
             if kind is None:
-                raise
-            log.warning("tracking batch of %d not committed: %s", len(hits), type(exc).__name__)
+                # A bug, not a database error: logged once with its traceback, and then
+                # treated as a refused row, so the hit that trips it costs only its request.
+                if not part:
+                    log.exception("tracking batch of %d failed", len(hits))
+            else:
+                log.warning("tracking batch of %d not committed: %s", len(hits),
+                            type(exc).__name__)
             if len(hits) == 1 or kind == "unreachable":
                 return [None] * len(hits), set()
         # A row the database refuses (a constraint, a trigger) must not cost the other
         # requests of the batch their events: halve the batch until it is isolated.
         mid = len(hits) // 2
-        first, touched_first = await self._write(store, hits[:mid], earlier[:mid])
-        second, touched_second = await self._write(store, hits[mid:], earlier[mid:])
+        first, touched_first = await self._write(store, hits[:mid], earlier[:mid], True)
+        second, touched_second = await self._write(store, hits[mid:], earlier[mid:], True)
         return first + second, touched_first | touched_second

@@ -14,12 +14,15 @@ from typing import Any
 # A token's signature part (see leadflow/tokens.py), and key=value secrets in messages.
 _TOKEN = re.compile(r"\b([ocu][0-9]{1,18}(?:-[0-9]{1,4})?)\.[A-Za-z0-9_-]{22}\b")
 _SECRET = re.compile(r"(?i)\b(password|secret|api[_-]?key|token|authorization)(\s*[=:]\s*)(\S+)")
+# The password of a URL (postgresql://user:password@host/...).
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@\s/]+@")
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "color_message"}  # uvicorn's ANSI-coloured copy of the message
 
 
 def redact(text: str) -> str:
     text = _TOKEN.sub(r"\1.[redacted]", text)
+    text = _URL_PASSWORD.sub(r"\1[redacted]@", text)
     return _SECRET.sub(r"\1\2[redacted]", text)
 
 
@@ -36,6 +39,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
+            # The traceback (its last line is the message), masked like the message.
+            entry["traceback"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 from leadflow.tokens import TrackingToken, sign
 from tracking_app.logs import JsonFormatter, redact
@@ -24,3 +25,18 @@ def test_tokens_and_secrets_never_reach_the_log() -> None:
     line = redact(f"GET /c/{token} password=hunter2 api_key: sk-live-123")
     assert token not in line and "hunter2" not in line and "sk-live-123" not in line
     assert "c42-1.[redacted]" in line
+
+
+def test_an_exception_is_logged_with_its_masked_message_and_traceback() -> None:
+    token = sign(TrackingToken("open", 7), b"k" * 32)
+    try:
+        raise TypeError(f"cannot compare for /o/{token}.gif on postgresql://app:s3cret@db/x")
+    except TypeError:
+        record = logging.LogRecord("leadflow.tracking", logging.ERROR, __file__, 1,
+                                   "tracking writer failed", (), sys.exc_info())
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["error"] == "TypeError"
+    assert "Traceback" in entry["traceback"] and "in test_an_exception" in entry["traceback"]
+    assert "TypeError: cannot compare for /o/o7.[redacted].gif" in entry["traceback"]
+    assert "postgresql://app:[redacted]@db/x" in entry["traceback"]
+    assert token not in entry["traceback"] and "s3cret" not in entry["traceback"]
