@@ -153,10 +153,16 @@ def tracking(
 ) -> None:
     """Serve the open/click/unsubscribe tracking app (uvicorn) on the configured database."""
     from leadflow.settings import get_settings
+    from leadflow.tokens import TrackingSecretError, tracking_key
     from tracking_app.serve import serve
 
     settings = get_settings()
     _db()
+    try:
+        tracking_key()  # refused before the server starts, with a message instead of a trace
+    except TrackingSecretError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
     serve(host or settings.tracking_host, port or settings.tracking_port)
 
 

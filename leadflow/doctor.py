@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from leadflow.settings import Settings, get_settings
+from leadflow.tokens import MIN_SECRET_LENGTH
 
 API_SOURCES: tuple[str, ...] = ("apollo", "google_places", "pdl", "hunter", "openai")
 LEAD_SOURCES: tuple[str, ...] = ("apollo", "google_places", "pdl")
@@ -310,9 +311,10 @@ def check_tracking_url(settings: Settings, sending: bool) -> Check:
 
 def check_tracking_secret(settings: Settings) -> Check:
     if settings.tracking_secret is not None:
-        if len(settings.tracking_secret.get_secret_value().strip()) < 16:
+        if len(settings.tracking_secret.get_secret_value().strip()) < MIN_SECRET_LENGTH:
             return Check("tracking secret", False, "LEADFLOW_TRACKING_SECRET is too short",
-                         "set LEADFLOW_TRACKING_SECRET to 16 or more random characters")
+                         f"set LEADFLOW_TRACKING_SECRET to {MIN_SECRET_LENGTH} or more random "
+                         "characters")
         return Check("tracking secret", True, "from LEADFLOW_TRACKING_SECRET")
     path = settings.tracking_secret_file
     if path.exists():

@@ -24,6 +24,7 @@ from pathlib import Path
 from leadflow.settings import get_settings
 
 MAX_TOKEN_LENGTH = 64
+MIN_SECRET_LENGTH = 16  # characters of a tracking secret, at least
 _TOKEN = re.compile(r"^([ocu])([1-9][0-9]{0,17})(?:-([0-9]{1,4}))?\.([A-Za-z0-9_-]{22})$")
 
 
@@ -94,12 +95,22 @@ def _base() -> str:
     return get_settings().tracking_base_url.rstrip("/")
 
 
+class TrackingSecretError(ValueError):
+    """The configured tracking secret is unusable (its value is never in the message)."""
+
+
 def tracking_key() -> bytes:
     """The HMAC key: `LEADFLOW_TRACKING_SECRET`, else a random key generated once into
-    `tracking_secret_file` (mode 0600) so the embedded default works without set-up."""
+    `tracking_secret_file` (mode 0600) so the embedded default works without set-up. A key
+    shorter than MIN_SECRET_LENGTH characters is refused: anyone could forge its tokens."""
     settings = get_settings()
     if settings.tracking_secret is not None:
-        return settings.tracking_secret.get_secret_value().encode()
+        secret = settings.tracking_secret.get_secret_value()
+        if len(secret.strip()) < MIN_SECRET_LENGTH:
+            raise TrackingSecretError(
+                f"LEADFLOW_TRACKING_SECRET is too short: use {MIN_SECRET_LENGTH} or more random "
+                "characters (or unset it to use a generated key)")
+        return secret.encode()
     return _key_from_file(settings.tracking_secret_file.resolve())
 
 
@@ -120,6 +131,6 @@ def _key_from_file(path: Path) -> bytes:
         finally:
             tmp.unlink()
     key = path.read_text().strip()
-    if len(key) < 16:
-        raise ValueError(f"tracking secret in {path} is too short")
+    if len(key) < MIN_SECRET_LENGTH:
+        raise TrackingSecretError(f"tracking secret in {path} is too short")
     return key.encode()
