@@ -132,11 +132,15 @@ def create_app(db_url: str | None = None) -> Starlette:
               max_body_size=MAX_BODY_BYTES),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestLimits)],
     )
+    # No redirect from /c/<token>/ to /c/<token>: Starlette builds that Location from the
+    # request's Host header, and a tracking URL with a trailing slash is not ours anyway.
+    app.router.redirect_slashes = False
+    return app
 
 
 class TrackedHit:

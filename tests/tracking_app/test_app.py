@@ -136,6 +136,11 @@ def test_forged_altered_and_truncated_tokens_are_404_and_write_nothing(
         r = get(app_pg, f"/c/{raw}?url=https://evil.example")
         assert r.status_code == 404, raw
         assert "location" not in r.headers
+    # A trailing slash is not a tracking URL: 404, never a redirect built from the Host header.
+    unsub = tokens.sign(TrackingToken("unsubscribe", email_id))
+    for path in (f"/c/{click}/", f"/u/{unsub}/", "/healthz/"):
+        r = get(app_pg, path, headers={"host": "evil.example"})
+        assert (r.status_code, r.headers.get("location")) == (404, None), path
     assert event_count(pg_clean) == 0
 
 
