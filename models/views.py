@@ -114,4 +114,29 @@ VIEWS: tuple[ViewDoc, ...] = (
             ("bounces", "Emails that bounced that day"),
         ),
     ),
+    ViewDoc(
+        "v_email_engagement",
+        "Each email with its human engagement figures and the seed's status (`opened` and "
+        "`clicked` are derived from human events, never stored: `emails.status` keeps the "
+        "delivery state). The figures are those the tracking app keeps current (a couple of "
+        "seconds behind the events; the scheduled refresh repairs them).",
+        (
+            ("email_id", "Email id"),
+            ("campaign_id", "Campaign"),
+            ("lead_id", "Lead"),
+            ("step_number", "Step of the sequence (1 = initial email)"),
+            ("to_email", "Recipient address"),
+            ("sent_at", "When the email was sent (UTC); NULL = not sent"),
+            ("status", "clicked (sent, a human clicked) | opened (sent, a human opened) | else "
+             "the delivery status: scheduled | queued | sending | sent | failed | bounced | "
+             "cancelled | review"),
+            ("delivery_status", "emails.status: the delivery state alone"),
+            ("human_opens", "Opens by humans"),
+            ("first_opened_at", "First human open (UTC)"),
+            ("human_clicks", "Clicks by humans"),
+            ("first_clicked_at", "First human click (UTC)"),
+            ("machine_events", "Opens and clicks flagged as machine-made (proxies, scanners, "
+             "repeats)"),
+        ),
+    ),
 )

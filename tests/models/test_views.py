@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,6 +25,14 @@ def rows(url: str, sql: str) -> list[dict[str, Any]]:
         result = [dict(r._mapping) for r in conn.execute(text(sql))]
         conn.rollback()
     return result
+
+
+def utc_minute(value: Any) -> str:
+    """A timestamp to the minute in UTC: timestamptz in the session's zone on PostgreSQL,
+    UTC text on SQLite."""
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC)
+    return str(value)[:16]
 
 
 def as_day(value: Any) -> str:
@@ -179,3 +188,27 @@ def test_analyst_role_cannot_change_anything(pg_clean: str, statement: str) -> N
         conn.execute(text(statement))
     # 42501 insufficient_privilege: "permission denied for ..." or "must be owner of ..."
     assert getattr(failure.value.orig, "sqlstate", None) == "42501", str(failure.value)
+
+
+def test_email_engagement_gives_the_seed_status_from_human_figures(warehouse_url: str) -> None:
+    from tracking_app.figures import refresh_engagement
+
+    refresh_engagement(warehouse_url)  # the figures, as the tracking app keeps them
+    got = {r["email_id"]: r for r in rows(warehouse_url, "SELECT * FROM v_email_engagement")}
+    assert {i: (r["status"], r["delivery_status"]) for i, r in got.items()} == {
+        1: ("clicked", "sent"),  # a human opened and clicked
+        2: ("sent", "sent"),  # only machine opens and clicks
+        3: ("opened", "sent"),
+        4: ("bounced", "bounced"),
+        5: ("sent", "sent"),  # a bounce event does not make it opened
+        6: ("queued", "queued"),
+        7: ("opened", "sent"),
+    }
+    figures = {i: (r["human_opens"], r["human_clicks"], r["machine_events"])
+               for i, r in got.items()}
+    assert figures == {1: (1, 1, 1), 2: (0, 0, 2), 3: (1, 0, 0), 4: (0, 0, 0), 5: (0, 0, 0),
+                       6: (0, 0, 0), 7: (2, 0, 0)}
+    assert utc_minute(got[7]["first_opened_at"]) == "2026-03-05 10:00"
+    assert utc_minute(got[1]["first_clicked_at"]) == "2026-03-02 10:01"
+    assert (got[3]["campaign_id"], got[3]["lead_id"], got[3]["step_number"],
+            got[3]["to_email"]) == (1, 4, 1, "owner4@business4.example")
