@@ -211,13 +211,16 @@ async def healthz(request: Request) -> Response:
     except Exception:  # any failure to reach the database means "not healthy"
         return JSONResponse({"status": "database unavailable"}, status_code=503,
                             headers=NO_CACHE)
+    # The database answers a read, but events may still not commit (a lock held elsewhere,
+    # a full disk): then this instance is not healthy either.
+    failing = tracking.writer.failing()
     return JSONResponse({
-        "status": "ok",
+        "status": "events not being committed" if failing else "ok",
         "events_pending": tracking.writer.pending,
         "events_committed": tracking.writer.events,
         "batches_committed": tracking.writer.batches,
         "figures_pending": tracking.refresher.pending,
-    }, headers=NO_CACHE)
+    }, status_code=503 if failing else 200, headers=NO_CACHE)
 
 
 def _token(scope: Scope, tracking: Tracking, kind: str) -> TrackingToken | None:

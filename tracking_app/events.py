@@ -70,12 +70,30 @@ class EventWriter(BackgroundLoop):
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: dict[RepeatKey, tuple[datetime, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._committing = 0  # hits of the batches being committed
+        # Loop times of the last batch committed and of the last one the database could not
+        # take (unreachable, timed out): for the health endpoint.
+        self._last_committed: float | None = None
+        self._last_unreachable: float | None = None
         self.batches = 0
         self.events = 0
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Hits waiting for their commit: queued or in a batch being committed."""
+        return len(self._queue) + self._committing
+
+    def failing(self, recent_s: float = 30.0) -> bool:
+        """Whether events are not being committed: the last batch that reached the database
+        found it unreachable or timed out, within `recent_s` (so an instance taken out of
+        rotation comes back), or the oldest queued hit has waited longer than a commit may
+        take."""
+        now = asyncio.get_running_loop().time()
+        if self._queue and now - self._queue[0][2] > self._commit_timeout_s:
+            return True
+        last = self._last_unreachable
+        return last is not None and now - last < recent_s and (
+            self._last_committed is None or last > self._last_committed)
 
     async def record(self, hit: Hit) -> Outcome:
         """The hit's outcome once its event is committed; WriterUnavailable if it was not."""
@@ -143,6 +161,7 @@ class EventWriter(BackgroundLoop):
         self.batches += 1
         number = self.batches
         earlier = self._register(hits, number)
+        self._committing += len(hits)
         try:
             for store, indexes in self._route(hits):
                 part, part_touched = await self._write(
@@ -153,6 +172,7 @@ class EventWriter(BackgroundLoop):
         except Exception:  # a bug, not a database error (those are handled in _write)
             log.exception("tracking writer failed")
         finally:
+            self._committing -= len(hits)
             self._unregister(hits, number)
             self._slots.release()
         for (_, future, _), outcome in zip(batch, outcomes, strict=True):
@@ -182,9 +202,12 @@ class EventWriter(BackgroundLoop):
             # One deadline per batch, not per request: a hung database answers 503.
             async with asyncio.timeout(self._commit_timeout_s):
                 result = await store.write(hits, earlier)
+            self._last_committed = asyncio.get_running_loop().time()
             return list(result.outcomes), result.touched
         except Exception as exc:
             kind = "unreachable" if isinstance(exc, TimeoutError) else store.failure_kind(exc)
+            if kind == "unreachable":
+                self._last_unreachable = asyncio.get_running_loop().time()
             if kind is None:
                 # A bug, not a database error: logged once with its traceback, and then
                 # treated as a refused row, so the hit that trips it costs only its request.

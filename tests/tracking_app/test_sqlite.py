@@ -4,11 +4,14 @@ concurrent opens through real HTTP, with the figures derived."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from leadflow import tokens
+from leadflow.settings import reset_settings_cache
 from models import Email, Lead, Suppression
 from models.db import session_scope
 from tests.tracking_app.conftest import (
@@ -90,5 +93,37 @@ def test_repeated_hits_are_recorded_and_flagged_on_sqlite(sqlite_url: str,
             assert (opened.open_count, opened.machine_event_count) == (1, 1)
             assert (clicked.click_count, clicked.machine_event_count) == (1, 1)
             assert (other.open_count, other.machine_event_count) == (20, 20)
+    finally:
+        stop_app(app, thread)
+
+
+def test_healthz_is_503_while_events_cannot_be_committed_and_ok_once_they_can(
+        sqlite_url: str, tracking_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds SQLite's write lock: the database still answers a read, but a
+    hit times out (503) and the health endpoint says so, until a commit goes through."""
+    monkeypatch.setenv("LEADFLOW_TRACKING_COMMIT_TIMEOUT_S", "1")
+    reset_settings_cache()
+    o = make_outreach(sqlite_url)
+    app, thread = start_app(sqlite_url)
+    h = {"user-agent": BROWSER}
+    try:
+        assert httpx.get(app.base_url + "/healthz", timeout=10).status_code == 200
+        locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            r = httpx.get(app.base_url + path_of(tokens.open_url(o.email_ids[0])), headers=h,
+                          timeout=10)
+            assert r.status_code == 503
+            health = httpx.get(app.base_url + "/healthz", timeout=10)
+            assert (health.status_code, health.json()["status"]) == (
+                503, "events not being committed")
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        r = httpx.get(app.base_url + path_of(tokens.open_url(o.email_ids[1])), headers=h,
+                      timeout=10)
+        assert r.status_code == 200
+        health = httpx.get(app.base_url + "/healthz", timeout=10)
+        assert (health.status_code, health.json()["status"]) == (200, "ok")
     finally:
         stop_app(app, thread)
