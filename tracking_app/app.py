@@ -17,7 +17,7 @@ import anyio
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -30,7 +30,7 @@ from tracking_app.client_ip import TrustedProxies, client_address, truncated_net
 from tracking_app.events import EventWriter, Store, WriterUnavailable
 from tracking_app.hits import Hit, Outcome
 from tracking_app.limits import MAX_BODY_BYTES, RequestLimits
-from tracking_app.recording import email_exists
+from tracking_app.recording import unsubscribe_state
 from tracking_app.refresher import EngagementRefresher
 from tracking_app.stores import AsyncPgStore, ThreadStore
 from tracking_app.unsubscribe import (
@@ -191,10 +191,16 @@ async def unsubscribe(request: Request) -> Response:
         return _NOT_FOUND
     if request.method != "POST":
         # GET/HEAD only show the button: link scanners follow links, they do not submit forms.
-        exists = await anyio.to_thread.run_sync(_email_exists, tracking.engine, token.email_id)
-        return HTMLResponse(CONFIRM_PAGE, headers=PAGE_HEADERS) if exists else _NOT_FOUND
+        state = await anyio.to_thread.run_sync(_unsubscribe_state, tracking.engine,
+                                               token.email_id)
+        if state is None:
+            return _NOT_FOUND
+        page = DONE_PAGE if state == "unsubscribed" else CONFIRM_PAGE
+        return HTMLResponse(page, headers=PAGE_HEADERS)
     try:
         check_one_click_body(request.headers.get("content-type"), await request.body())
+    except ClientDisconnect:  # the client went away before its body arrived: nothing to do
+        return _BAD_REQUEST
     except OneClickError as exc:
         return PlainTextResponse(exc.reason, status_code=exc.status_code, headers=NO_CACHE)
     outcome = await _record(request.scope, tracking, "unsubscribe", token)
@@ -271,9 +277,9 @@ def _hit(scope: Scope, tracking: Tracking, token: TrackingToken) -> Hit:
     )
 
 
-def _email_exists(engine: Engine, email_id: int) -> bool:
+def _unsubscribe_state(engine: Engine, email_id: int) -> str | None:
     with engine.connect() as conn:
-        return email_exists(conn, email_id)
+        return unsubscribe_state(conn, email_id)
 
 
 def _ping(engine: Engine) -> None:

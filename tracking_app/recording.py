@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session
 
 from models import Email, EmailEvent, EmailLink
-from tasks.outreach.suppression import stop_sequence, suppress
+from tasks.outreach.suppression import stop_sequence, suppress, suppressed_addresses
 from tracking_app.bots import BotRules, as_utc
 from tracking_app.hits import NOT_FOUND, Hit, Outcome
 
@@ -211,8 +211,14 @@ def record_hits(
     return BatchResult(plan.outcomes, plan.touched)
 
 
-def email_exists(conn: Connection, email_id: int) -> bool:
-    return conn.execute(select(Email.id).where(Email.id == email_id)).first() is not None
+def unsubscribe_state(conn: Connection, email_id: int) -> str | None:
+    """None when the email does not exist; "unsubscribed" when its address gets no more
+    emails (suppressed, by address or domain, for whatever reason); else "subscribed"."""
+    address = conn.scalar(select(Email.to_email).where(Email.id == email_id))
+    if address is None:
+        return None
+    with Session(bind=conn) as session:
+        return "unsubscribed" if suppressed_addresses(session, [address]) else "subscribed"
 
 
 def _row(hit: Hit, machine_reason: str | None) -> tuple[Any, ...]:

@@ -27,7 +27,7 @@ _PAGE = """<!doctype html>
 CONFIRM_PAGE = _PAGE.format(
     title="Unsubscribe",
     body=(
-        "<p>Stop receiving these emails?</p>"
+        "<p>Stop all emails from us to this address?</p>"
         '<form method="post">'
         f'<input type="hidden" name="{FIELD}" value="{VALUE}">'
         '<button type="submit">Unsubscribe</button></form>'

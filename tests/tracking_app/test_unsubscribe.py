@@ -4,7 +4,9 @@ sequence and records one event; doing it again changes nothing."""
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
 
 import httpx
 from sqlalchemy import select
@@ -102,6 +104,11 @@ def test_unsubscribing_again_changes_nothing(
     assert state(pg_clean, outreach) == first
     assert len(first["suppressions"]) == 1  # type: ignore[arg-type]
     assert len(first["events"]) == 1  # type: ignore[arg-type]
+    # The link followed again says so, with no button to press.
+    page = httpx.get(url, timeout=10)
+    assert page.status_code == 200 and "You are unsubscribed" in page.text
+    assert "<form" not in page.text
+    assert state(pg_clean, outreach) == first
 
 
 def test_bad_unsubscribe_posts_get_a_4xx_and_write_nothing(
@@ -139,3 +146,27 @@ def test_forged_unsubscribe_tokens_are_404_and_write_nothing(
         assert r.status_code == 404
     assert event_count(pg_clean) == 0
     assert state(pg_clean, outreach)["suppressions"] == []
+
+
+def test_a_client_that_leaves_before_its_body_arrives_changes_nothing_and_is_no_error(
+    app_pg: RunningApp, outreach: Outreach, pg_clean: str
+) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    path = path_of(tokens.unsubscribe_url(outreach.email_ids[0]))
+    host, port = app_pg.base_url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 26\r\n"
+                         "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+                         "List-Unsu".encode())
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(1024)  # whatever the server says (or nothing) before it closes
+        assert httpx.get(app_pg.base_url + "/healthz", timeout=10).status_code == 200
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+    assert event_count(pg_clean) == 0
