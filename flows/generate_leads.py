@@ -8,7 +8,8 @@ Loads run in the background one at a time, in chunk order (`OrderedLoads`): Post
 chunk k while the flow's thread scores, dedupes and validates the next chunks, whose loads queue
 behind it.
 When a source is spent (monthly quota, no more results) or keeps failing, the flow falls back to
-the next configured source and says so in the batch notes."""
+the next configured source and says so in the batch notes; when every source failed, the run
+fails (batch status `failed`), rather than succeeding with nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from leadflow.settings import MAX_RESULTS, get_settings
 from tasks.batches import Rejected, merge_validation, summary_rows
@@ -43,6 +44,9 @@ from tasks.steps import (
 )
 
 SourceName = Literal["apollo", "google_places", "pdl"]
+# What to search for: some text (blank would search everything, anywhere).
+SearchText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                              max_length=200)]
 
 
 @flow(
@@ -52,14 +56,14 @@ SourceName = Literal["apollo", "google_places", "pdl"]
 )
 def generate_leads(
     source: SourceName = "apollo",
-    industry: str = "salon",
-    location: str = "Austin, TX",
+    industry: SearchText = "salon",
+    location: SearchText = "Austin, TX",
     max_results: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 200,
     enrich: bool = True,
     analyse: bool = True,
 ) -> dict[str, Any]:
     """Generate up to `max_results` leads for `industry` in `location`, starting with `source`."""
-    from tasks.sources import PAGE_SIZE, SourceFetchError, fallback_order
+    from tasks.sources import PAGE_SIZE, NoSourceAvailable, SourceFetchError, fallback_order
 
     log = get_run_logger()
     settings = get_settings()
@@ -132,7 +136,9 @@ def generate_leads(
                         got = fetch_source_chunk(batch_id, current, industry, location,
                                                  cursor, want)
                 except SourceFetchError as exc:
-                    note = f"{current} failed ({exc.error}); falling back to the next source"
+                    then = ("falling back to the next source" if current != order[-1]
+                            else "no source left to try")
+                    note = f"{current} failed ({exc.error}); {then}"
                     notes.append(note)
                     log.warning(note)
                     failed = True
@@ -163,6 +169,8 @@ def generate_leads(
                 note = f"{current} has no more results for this search; trying the next source"
                 notes.append(note)
                 log.info(note)
+        if not sources_used:  # every source failed: a run that fetched nothing at all
+            raise NoSourceAvailable(f"no source could be queried ({'; '.join(notes)})")
         while pending:
             finish(*pending.popleft())
         loads.wait()  # the last chunk's load, before the batch is closed

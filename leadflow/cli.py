@@ -102,14 +102,25 @@ def generate(
     analyse: bool = typer.Option(True, help="Fetch and analyse the websites."),
 ) -> None:
     """Run the lead-generation flow once and print its summary."""
+    from rich.markup import escape
+
     from flows.generate_leads import generate_leads
     from models.db import upgrade_database
+    from tasks.sources import NoSourceAvailable
 
+    for name, value in (("--industry", industry), ("--location", location)):
+        if not value.strip():
+            err.print(f"{name} must not be blank")
+            raise typer.Exit(2)
     upgrade_database()
-    summary = generate_leads(
-        source=source.value, industry=industry, location=location,
-        max_results=max_results, enrich=enrich, analyse=analyse,
-    )
+    try:
+        summary = generate_leads(
+            source=source.value, industry=industry, location=location,
+            max_results=max_results, enrich=enrich, analyse=analyse,
+        )
+    except NoSourceAvailable as exc:
+        err.print(f"[red]lead generation failed:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(_summary_table(summary))
 
 

@@ -41,6 +41,11 @@ class SourceFetchError(Exception):
         self.calls = calls
 
 
+class NoSourceAvailable(RuntimeError):
+    """Every source of a run failed: nothing could be fetched (the run fails, not succeeds
+    with nothing)."""
+
+
 def fallback_order(first: str, configured: list[str]) -> list[str]:
     """The requested source first, then the configured fallbacks, each once."""
     order = [first, *configured]

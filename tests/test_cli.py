@@ -206,3 +206,27 @@ def test_generate_accepts_as_many_leads_as_the_flow_does() -> None:
     assert result.exit_code == 2
     text = "".join(c for c in result.output if c.isalnum())  # the message, without its box
     assert f"lessthanorequalto{MAX_RESULTS}" in text
+
+
+def test_generate_refuses_a_blank_search() -> None:
+    from typer.testing import CliRunner
+
+    from leadflow.cli import app
+
+    for option in ("--industry", "--location"):
+        result = CliRunner().invoke(app, ["generate", option, "  "])
+        assert result.exit_code == 2
+        assert f"{option} must not be blank" in result.output
+
+
+def test_generate_fails_with_a_message_when_no_source_can_be_queried(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # No API key for any source (and no sandbox): every source fails at once.
+    done = leadflow(cli_env, tmp_path, "generate", "--max-results", "5")
+    assert done.returncode == 1
+    assert "lead generation failed: no source could be queried" in done.stderr
+    assert "LEADFLOW_PDL_API_KEY" in done.stderr and "no source left to try" in done.stderr
+    db = sqlite3.connect(cli_env["LEADFLOW_DATABASE_URL"].removeprefix("sqlite:///"))
+    assert db.execute("SELECT status, leads_generated FROM lead_batches").fetchall() == [
+        ("failed", 0)]

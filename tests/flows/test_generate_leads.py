@@ -208,6 +208,27 @@ def test_a_source_that_keeps_failing_is_replaced_by_the_next(
     assert summary["leads_generated"] > 0
 
 
+def test_a_run_where_every_source_fails_fails_and_says_so(
+    env: str, sandbox_env: Sandbox
+) -> None:
+    from tasks.sources import NoSourceAvailable
+
+    sandbox_env.set_faults({source: {"rate": 1.0, "kinds": ["503"], "retry_after": 0}
+                            for source in ("apollo", "google_places", "pdl")})
+
+    with pytest.raises(NoSourceAvailable, match="no source could be queried"):
+        run(max_results=20)
+
+    with session_scope(env) as s:
+        batch = s.scalars(select(LeadBatch).order_by(LeadBatch.id.desc())).first()
+        assert batch is not None
+        assert (batch.status, batch.sources_used, batch.leads_generated) == ("failed", [], 0)
+        failures = [n for n in batch.notes[:-1] if " failed (" in n]
+        assert [n.split(" ")[0] for n in failures] == ["apollo", "google_places", "pdl"]
+        assert failures[-1].endswith("no source left to try")
+        assert batch.notes[-1].startswith("run failed: no source could be queried")
+
+
 def test_hunter_timeouts_leave_leads_without_email_but_loaded(
     env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,6 +334,9 @@ def test_the_flow_refuses_parameters_outside_their_range() -> None:
         generate_leads.validate_parameters({"max_results": 0})
     with pytest.raises(ParameterTypeError):
         generate_leads.validate_parameters({"max_results": MAX_RESULTS + 1})
+    for blank in ({"industry": ""}, {"location": "   "}):
+        with pytest.raises(ParameterTypeError):
+            generate_leads.validate_parameters(blank)
     generate_leads.validate_parameters({"max_results": 100_000})  # the memory benchmark's
     assert generate_leads.parameters.properties["max_results"]["maximum"] == MAX_RESULTS
 
