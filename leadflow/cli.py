@@ -71,6 +71,21 @@ def warehouse_doc(
     console.print(f"{'wrote' if changed else 'unchanged:'} {path}")
 
 
+@app.callback()
+def _settings_first() -> None:
+    """Refuse to run any command on settings that do not load, saying which and why."""
+    from pydantic import ValidationError
+
+    from leadflow.settings import get_settings, settings_errors
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        err.print("invalid settings:\n  " + "\n  ".join(settings_errors(exc)),
+                  soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def doctor() -> None:
     """Check configuration and connectivity: database, migrations, API keys, SMTP, tracking."""

@@ -17,11 +17,10 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from leadflow.settings import Settings, get_settings
+from leadflow.settings import LEAD_SOURCES, Settings, get_settings
 from leadflow.tokens import MIN_SECRET_LENGTH
 
 API_SOURCES: tuple[str, ...] = ("apollo", "google_places", "pdl", "hunter", "openai")
-LEAD_SOURCES: tuple[str, ...] = ("apollo", "google_places", "pdl")
 # What a missing key costs, per API.
 _WITHOUT_KEY = {
     "apollo": "this lead source is skipped (the next in LEADFLOW_SOURCE_FALLBACK_ORDER is used)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(".leadflow")
@@ -17,6 +17,7 @@ DATA_DIR = Path(".leadflow")
 # max_results: the sources are fetched page by page and the chunks streamed, so memory does not
 # grow with it).
 MAX_RESULTS = 1_000_000
+LEAD_SOURCES = ("apollo", "google_places", "pdl")
 
 
 class Settings(BaseSettings):
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     # --- HTTP behaviour ----------------------------------------------------------------
     http_timeout_s: float = 10.0
     http_connect_timeout_s: float = 3.0
-    http_max_attempts: int = 4
+    http_max_attempts: int = Field(default=4, ge=1)
     http_backoff_base_s: float = 0.5
     http_backoff_max_s: float = 30.0
     http_concurrency: int = 32
@@ -141,18 +142,43 @@ class Settings(BaseSettings):
     schedule_timezone: str = "UTC"
 
     # --- pipeline ------------------------------------------------------------------------
-    batch_size: int = 1000
+    batch_size: int = Field(default=1000, ge=1)
     # Chunks whose network stages (enrichment, website analysis) may run at once: the slowest
     # site of one chunk (up to site_timeout_s) then overlaps the work of the others.
-    pipeline_depth: int = 3
+    pipeline_depth: int = Field(default=3, ge=1)
     score_hot_threshold: int = 70
     score_warm_threshold: int = 40
-    dedupe_name_threshold: float = 88.0
+    dedupe_name_threshold: float = Field(default=88.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Settings that are each well-typed but wrong together, refused when loaded (before
+        a run spends API credits and fails at the scoring step)."""
+        if not 0 <= self.score_warm_threshold < self.score_hot_threshold <= 100:
+            raise ValueError(
+                "the tier thresholds need 0 <= LEADFLOW_SCORE_WARM_THRESHOLD < "
+                "LEADFLOW_SCORE_HOT_THRESHOLD <= 100")
+        unknown = [s for s in self.source_fallback_order if s not in LEAD_SOURCES]
+        if unknown:
+            raise ValueError(f"LEADFLOW_SOURCE_FALLBACK_ORDER names unknown sources {unknown} "
+                             f"(known: {', '.join(LEAD_SOURCES)})")
+        return self
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_errors(exc: ValidationError) -> list[str]:
+    """What is wrong with the settings, one line per error, naming the environment variable
+    and never the value given (it may be a secret)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = "LEADFLOW_" + "__".join(str(p) for p in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if error["loc"] else message)
+    return lines
 
 
 def reset_settings_cache() -> None:
