@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # Two names sharing a webmail address must agree at least this much (token-set ratio, 0-100):
 # a receptionist's gmail used by two businesses is not a reason to merge them.
 WEBMAIL_NAME_MIN = 60.0
+# Two names sharing a phone number must agree at least this much (token-set ratio): a shared
+# reception desk (salon suites, a medical building) answers for businesses of other names.
+SHARED_PHONE_NAME_MIN = 50.0
 # Street names with the same house number agree above this ratio ("Main" vs "Main Street").
 STREET_MIN = 85.0
 # Exact-key groups larger than this are compared against group leaders, not pairwise.
@@ -123,7 +126,11 @@ def judge(a: _Rec, b: _Rec, threshold: float) -> str | None:
     "name+city"), or None when they are not.
 
     Every key is vetoed by a location conflict: different cities, or different street
-    addresses without the same phone (a chain's branches share a website, not a street)."""
+    addresses without the same phone (a chain's branches share a website, not a street). A
+    phone or name match is also vetoed by an identity conflict: two different registrable
+    domains (websites, or business email domains when there is no website) are two
+    businesses, however alike, as in salon suites and medical buildings that share a
+    reception number; and a phone match needs names that are not plainly different."""
     if a.city and b.city and a.city != b.city:
         return None
     addr = _address_relation(a, b)
@@ -134,9 +141,12 @@ def judge(a: _Rec, b: _Rec, threshold: float) -> str | None:
             return "email"
         if a.name and b.name and fuzz.token_set_ratio(a.name, b.name) >= WEBMAIL_NAME_MIN:
             return "email"
-    if a.domain and a.domain == b.domain and not apart:
-        return "domain"
-    if phone == 1:
+    if a.domain and b.domain:
+        if a.domain == b.domain:
+            return None if apart else "domain"
+        return None  # two websites: two businesses
+    if phone == 1 and (not (a.name and b.name)
+                       or fuzz.token_set_ratio(a.name, b.name) >= SHARED_PHONE_NAME_MIN):
         return "phone"
     if a.city and a.city == b.city and a.name and b.name:
         if addr == 1 and _name_similarity(a.name, b.name) >= threshold:

@@ -94,6 +94,25 @@ def test_cluster_ids_are_the_first_row_position_and_keep_the_index():
     assert clusters.tolist() == cluster_batch(df.iloc[::-1].iloc[::-1], THRESHOLD).tolist()
 
 
+def test_a_shared_phone_or_name_does_not_merge_businesses_with_their_own_websites():
+    """Salon suites and medical buildings share a reception number and an address: two
+    registrable domains, or plainly different names, keep the businesses apart."""
+    at = {"address": "500 Congress Ave Suite 200", "city": "Austin", "phone": "(512) 555-0400"}
+    df = frame(
+        {"company_name": "Bella Hair Studio", "website": "https://bellahair.com",
+         "email": "amy@bellahair.com", **at},
+        {"company_name": "Kim Nails", "website": "kimnails.com", **at},
+        {"company_name": "Totally Different Dental", "city": "Austin",
+         "phone": "512.555.0400"},
+        {"company_name": "Bella Hair Studio LLC", "phone": "+1 512 555 0400", "city": "Austin"},
+        {"company_name": "Salon Unicode", "website": "salon0.com", "city": "Austin"},
+        {"company_name": "Salon Unicode", "website": "salon1.com", "city": "Austin"},
+    )
+    # Bella's listing without a website joins Bella (same phone, same name); nothing else
+    # joins anything.
+    assert cluster_batch(df, THRESHOLD).tolist() == [0, 1, 2, 0, 4, 5]
+
+
 def test_same_name_in_same_city_without_address_or_phone_merges_on_name():
     df = frame(
         {"company_name": "Ocean Breeze Spa", "city": "Miami"},
