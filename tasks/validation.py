@@ -27,13 +27,13 @@ EMAIL_STATUSES: tuple[str, ...] = (
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]{2,}$"
 # An absolute http(s) URL with a dotted host and no whitespace.
 URL_PATTERN = r"^https?://[^\s/?#@]+\.[^\s/?#@]+(?:[/?#]\S*)?$"
-# Spreadsheet formula injection (OWASP "CSV injection"): a cell a spreadsheet would evaluate.
-# A leading + or - is allowed when the rest is a plain number or phone number.
-FORMULA_PATTERN = (
-    r"^\s*[=@]|^[\t\r]|^\s*[+\-](?![\d\s().,/\-]*\d[\d\s().,/\-]*"
-    r"(?:\s*(?:x|ext\.?)\s*\d+)?\s*$)"
-)
-_FORMULA_RE = re.compile(FORMULA_PATTERN, re.IGNORECASE)
+# Spreadsheet formula injection (OWASP "CSV injection"): a cell a spreadsheet would evaluate to
+# something harmful. `=` (after blanks), a leading tab or CR: always. A leading `+`, `-` or `@`
+# only with a function call (`@SUM(`, `+HYPERLINK(`) or a DDE pipe (`+cmd|' /C calc'!A0`)
+# after it: without one a spreadsheet computes nothing from it, and handles (`@bellasalon`),
+# bullets (`- closed Mondays`), names (`+Plus Fitness`) and phone numbers are everyday text.
+FORMULA_PATTERN = r"^\s*=|^[\t\r]|^\s*[+\-@].*?(?:[A-Za-z_][\w.]*\(|\|)"
+_FORMULA_RE = re.compile(FORMULA_PATTERN, re.IGNORECASE | re.DOTALL)
 _FORMULA_STARTS = frozenset("=@+-")
 
 # Longest value each column of `leads` holds (models/leads.py); longer values would fail the load.

@@ -13,6 +13,7 @@ from flows.import_csv import import_csv
 from models import Lead, LeadBatch, QuarantinedRow
 from models.db import session_scope
 from tasks.csv_import import CsvFormatError
+from tasks.validation import looks_like_formula
 
 CSV = Path(__file__).resolve().parent.parent / "fixtures" / "csv"
 
@@ -137,11 +138,13 @@ def test_formula_injection_cells_never_reach_the_leads_table() -> None:
     summary = import_csv(str(path))
 
     names = lead_names()
-    assert names == ["Negative Notes", "Safe Phone Co"]
+    assert names == ["+Plus Fitness", "@Home Salon", "Handle Salon", "Negative Notes",
+                     "Safe Phone Co"]
     with session_scope() as session:
         for lead in session.scalars(select(Lead)):
             for value in (lead.company_name, lead.phone, lead.contact_name):
-                assert not (value or "").lstrip().startswith(("=", "@", "+cmd", "-2+"))
+                assert not looks_like_formula(value or "")
+                assert not (value or "").lstrip().startswith(("=", "+cmd", "-2+", "@SUM"))
     rules = {rule for _, rule, _ in quarantined(summary["batch_id"])}
     assert rules == {"formula_injection"}
     assert summary["rows_rejected"] == 5

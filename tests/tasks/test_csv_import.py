@@ -17,6 +17,7 @@ from tasks.csv_import import (
     read_leads_csv,
 )
 from tasks.staging import CandidateLead
+from tasks.validation import looks_like_formula
 
 CSV_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
 
@@ -185,7 +186,9 @@ def test_invalid_emails_reject_the_row_with_the_validator_reason() -> None:
 
 def test_formula_injection_cells_reject_the_row_but_phones_and_numbers_pass() -> None:
     leads, rejected, _ = read_all("formula_injection.csv")
-    assert [lead.company_name for lead in leads] == ["Safe Phone Co", "Negative Notes"]
+    # Handles, bullets and names starting with @, - or + compute nothing: they are loaded.
+    assert [lead.company_name for lead in leads] == [
+        "Safe Phone Co", "Negative Notes", "Handle Salon", "+Plus Fitness", "@Home Salon"]
     assert leads[0].phone == "+1 512 555 0151"
     assert [(r.line_number, r.rule) for r in rejected] == [
         (2, "formula_injection"), (4, "formula_injection"), (5, "formula_injection"),
@@ -195,7 +198,8 @@ def test_formula_injection_cells_reject_the_row_but_phones_and_numbers_pass() ->
     assert "column 'phone'" in rejected[2].reason
     # The accepted rows carry no formula anywhere, not even in their raw payload.
     for lead in leads:
-        assert not any(str(v).lstrip().startswith(("=", "@")) for v in lead.raw.values())
+        assert not any(looks_like_formula(str(v)) for v in lead.raw.values())
+    assert leads[2].raw["notes"] == "@bellasalon_atx"
 
 
 def test_ragged_rows_nul_bytes_and_overlong_fields_get_their_own_reasons() -> None:

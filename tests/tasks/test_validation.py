@@ -103,6 +103,13 @@ def test_phone_numbers_and_negative_looking_text_that_is_numeric_are_not_formula
     assert looks_like_formula("+cmd|' /C calc'!A0")
     assert looks_like_formula("  @SUM(A1)")
     assert looks_like_formula("\tanything")
+    assert looks_like_formula("-2+3+cmd|' /C calc'!A0")
+    assert looks_like_formula('@HYPERLINK("http://evil.example")')
+    assert looks_like_formula("+x\n=SUM(1)")  # the call on a later line of the cell
+    # Nothing to compute: everyday text that starts with @, - or +.
+    for text in ("@bellasalon_atx", "- closed Mondays", "+ great reviews (5 stars)",
+                 "@Home Salon", "+Plus Fitness"):
+        assert not looks_like_formula(text), text
     outcome = validate_batch(batch({"phone": "+1 512 555 0199"}, good=1))
     assert outcome.rejected == []
 
