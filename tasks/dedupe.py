@@ -253,9 +253,17 @@ def _leader_pairs(recs: list[_Rec], group: list[int], threshold: float) -> Itera
             leaders.append(i)
 
 
-def _cluster(recs: list[_Rec], threshold: float) -> tuple[list[int], list[str | None]]:
+def _cluster(recs: list[_Rec], threshold: float,
+             records: Sequence[Any] | None = None) -> tuple[list[int], list[str | None]]:
+    """Union-find over the judged candidate pairs; rows with the same `records` value (the
+    same source record seen twice in a batch; None for none) are one business whatever
+    their keys say."""
     uf = _UnionFind(len(recs))
     reasons: list[str | None] = [None] * len(recs)
+    for group in _groups(records or ()):
+        for j in group[1:]:
+            uf.union(group[0], j)
+            reasons[j] = "record"
     judged: set[tuple[int, int]] = set()
     for i, j in _candidate_pairs(recs, threshold):
         if (i, j) in judged:
@@ -552,6 +560,16 @@ class DedupeResult:
         return out
 
 
+def _source_records(df: pd.DataFrame) -> list[Any] | None:
+    """Each row's (source, source_record_id), None where either is missing; None without
+    those columns."""
+    if "source" not in df.columns or "source_record_id" not in df.columns:
+        return None
+    return [None if s is None or r is None else (s, r) for s, r in zip(
+        _none_column(df["source"].tolist()), _none_column(df["source_record_id"].tolist()),
+        strict=True)]
+
+
 def dedupe_frame(
     conn: Connection | None, df: pd.DataFrame, threshold: float | None = None
 ) -> DedupeResult:
@@ -561,7 +579,7 @@ def dedupe_frame(
     limit = _threshold(threshold)
     keyed = add_keys(df)
     recs = _records(keyed)
-    roots, reasons = _cluster(recs, limit)
+    roots, reasons = _cluster(recs, limit, _source_records(df))
     existing: list[Any] = [pd.NA] * len(roots)
     ambiguous: dict[Any, list[int]] = {}
     if conn is not None and len(df):

@@ -66,6 +66,7 @@ class Rule:
 
 OVERLONG_FIELD = "overlong_field"
 FORMULA_FIELD = "formula_field"
+RECORD_FIELD = "source_record"  # derived: (source, source_record_id) for the uniqueness rule
 
 
 def _rules() -> list[Rule]:
@@ -97,9 +98,9 @@ def _rules() -> list[Rule]:
         Rule("digital_maturity_range", "ExpectColumnValuesToBeBetween",
              {"column": "digital_maturity", "min_value": 0, "max_value": 100},
              "digital_maturity is outside 0-100"),
-        Rule("source_record_unique", "ExpectCompoundColumnsToBeUnique",
-             {"column_list": ["source", "source_record_id"]},
-             "(source, source_record_id) repeats an earlier row of this batch"),
+        Rule("source_record_unique", "ExpectColumnValuesToBeUnique", {"column": RECORD_FIELD},
+             "(source, source_record_id) repeats an earlier row of this batch, as another "
+             "business"),
     ]  # fmt: skip
     # Per-column length and formula checks are folded into two derived columns (the first
     # offending column's name, or null): GX costs ~10 ms per expectation whatever the batch
@@ -292,7 +293,32 @@ def _checked_frame(df: pd.DataFrame) -> pd.DataFrame:
                 formula[pos] = col
     data[OVERLONG_FIELD] = overlong
     data[FORMULA_FIELD] = formula
+    data[RECORD_FIELD] = _record_keys(df, n, texts)
     return pd.DataFrame(data, index=pd.RangeIndex(n))
+
+
+def _record_keys(df: pd.DataFrame, n: int, texts: dict[str, list[str | None]]) -> np.ndarray:
+    """Each row's (source, source_record_id) as one value for the uniqueness rule, or None
+    where it cannot repeat anything: the pair is missing (the required rules say so), or the
+    row repeats an earlier row's record in the same dedupe cluster (the same record seen twice
+    in a batch: the load merges the two and stores the record once). A record repeated in
+    another cluster keeps its value, and the rule rejects it."""
+    sources = texts.get("source") or _texts(df, "source", n)
+    ids = texts.get("source_record_id") or _texts(df, "source_record_id", n)
+    clusters = (df["cluster_id"].tolist() if "cluster_id" in df.columns
+                else [None] * n)
+    first_cluster: dict[str, Any] = {}
+    out = np.full(n, None, dtype=object)
+    for pos, (source, record, cluster) in enumerate(zip(sources, ids, clusters, strict=True)):
+        if source is None or record is None:
+            continue
+        key = f"{source}\x1f{record}"
+        if key not in first_cluster:
+            first_cluster[key] = cluster
+        elif cluster is not None and first_cluster[key] == cluster:
+            continue
+        out[pos] = key
+    return out
 
 
 def _json_safe(value: Any) -> Any:
@@ -339,7 +365,8 @@ def validate_batch(df: pd.DataFrame) -> ValidationOutcome:
         positions = list(res.result.get("unexpected_index_list") or [])
         if rule.name == "source_record_unique" and positions:
             # GX flags every member of a duplicate group; keep the first occurrence.
-            dupes = frame.duplicated(["source", "source_record_id"], keep="first").to_numpy()
+            keys = frame[RECORD_FIELD]
+            dupes = (keys.duplicated(keep="first") & keys.notna()).to_numpy()
             positions = [p for p in positions if dupes[p]]
         for pos in positions:
             failed.setdefault(int(pos), []).append(rule)

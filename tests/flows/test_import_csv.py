@@ -91,6 +91,18 @@ def test_generic_companies_file_loads_every_row_in_small_chunks() -> None:
         assert (golden.website, golden.source) == ("https://goldenmane.example", "csv")
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 5000])
+def test_repeated_rows_are_merged_not_rejected_whatever_the_chunk_size(chunk_rows: int) -> None:
+    path = CSV / "repeated_rows.csv"
+
+    summary = import_csv(str(path), chunk_rows=chunk_rows)
+
+    assert lead_names() == ["Dup Salon", "Other Spa"]
+    assert (summary["leads_generated"], summary["leads_merged"], summary["rows_rejected"]) == (
+        2, 2, 0)
+    assert accounted(summary) == data_lines(path)
+
+
 def test_empty_lines_are_counted_and_every_line_accounted_for() -> None:
     path = CSV / "empty_lines.csv"
 

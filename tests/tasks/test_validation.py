@@ -114,6 +114,16 @@ def test_phone_numbers_and_negative_looking_text_that_is_numeric_are_not_formula
     assert outcome.rejected == []
 
 
+def test_a_record_repeated_in_its_own_dedupe_cluster_is_kept_for_the_load_to_merge() -> None:
+    df = batch({"source_record_id": "idX"}, {"source_record_id": "idX"},
+               {"source_record_id": "idX"}, good=3)
+    df["cluster_id"] = [0, 1, 2, 3, 3, 5]  # rows 3 and 4: one business; row 5: another
+    outcome = validate_batch(df)
+    assert [(r.row_index, r.rule) for r in outcome.rejected] == [(5, "source_record_unique")]
+    assert "as another business" in outcome.rejected[0].reason
+    assert list(outcome.valid.index) == [0, 1, 2, 3, 4]
+
+
 def test_duplicate_source_records_keep_the_first_and_reject_the_rest() -> None:
     df = batch({"source_record_id": "id1"}, {"source_record_id": "id1"}, good=3)
     outcome = validate_batch(df)
