@@ -149,10 +149,13 @@ def import_csv(
 
     from flows.import_csv import import_csv as import_flow
     from models.db import upgrade_database
-    from tasks.csv_import import CsvFormatError
+    from tasks.csv_import import CsvFormatError, read_leads_csv
 
-    upgrade_database()
     try:
+        # A file that cannot be imported at all is refused here, in one line, before a flow
+        # run starts (the flow refuses it too, when run from a deployment).
+        next(read_leads_csv(path, chunk_rows=1))
+        upgrade_database()
         summary = import_flow(path=str(path.resolve()), chunk_rows=chunk_rows)
     except CsvFormatError as exc:
         err.print(f"[red]cannot import {escape(str(path))}:[/red] {escape(str(exc))}",

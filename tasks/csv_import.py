@@ -141,6 +141,32 @@ class CsvChunk:
 # --- encoding and dialect -------------------------------------------------------------------
 
 
+def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler for UTF-8 files: bytes that are not UTF-8 are read as cp1252 (a
+    row pasted from a Windows spreadsheet into a UTF-8 file: "Caf\xe9" is "Café"); only the
+    five bytes cp1252 leaves undefined become U+FFFD."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start : exc.end].decode("cp1252", errors="replace"), exc.end
+
+
+codecs.register_error("leadflow-cp1252", _cp1252_fallback)
+
+
+def decode_errors(encoding: str) -> str:
+    """The `errors=` to read a file of `encoding` with (detect_encoding's answer)."""
+    return "leadflow-cp1252" if encoding == "utf-8" else "replace"
+
+
+def looks_binary(sample: str) -> bool:
+    """Whether decoded text is a binary file's: NULs, or many control characters other than
+    tab, CR and LF (which no CSV export holds)."""
+    if not sample:
+        return False
+    controls = sum(1 for c in sample if (c < " " and c not in "\t\r\n") or "\x7f" <= c < "\xa0")
+    return controls > max(2, len(sample) // 100)
+
+
 def detect_encoding(path: Path) -> str:
     """The file's encoding: a BOM says so; else UTF-8 if the whole file decodes, else cp1252,
     else latin-1 (which decodes anything). Reads the file once in 1 MB blocks."""
@@ -405,21 +431,22 @@ def read_leads_csv(path: str | Path, chunk_rows: int = 5000) -> Iterator[CsvChun
         raise CsvFormatError(f"{path} is not a file")
     report = CsvImportReport(path=str(path))
     report.encoding = detect_encoding(path)
+    errors = decode_errors(report.encoding)
     if report.encoding == "utf-8" and not _decodes(path, "utf-8"):
         bad = utf8_damage(path)[1]
         report.warnings.append(
-            f"{bad} byte(s) are not valid UTF-8 in an otherwise UTF-8 file; they were replaced "
-            "by U+FFFD (check the rows with '\ufffd')"
+            f"{bad} byte(s) are not valid UTF-8 in an otherwise UTF-8 file; they were read as "
+            "cp1252 (a row pasted from a Windows export)"
         )
-    with path.open("r", encoding=report.encoding, errors="replace", newline="") as fh:
+    with path.open("r", encoding=report.encoding, errors=errors, newline="") as fh:
         sample = fh.read(SAMPLE_BYTES)
     if not sample.strip():
         raise CsvFormatError(f"{path.name} is empty")
-    if "\x00" in sample[:1000] and sample.count("\x00") > len(sample) // 10:
+    if looks_binary(sample):
         raise CsvFormatError(f"{path.name} looks like a binary file, not CSV")
     report.delimiter = sniff_delimiter(sample)
 
-    with path.open("r", encoding=report.encoding, errors="replace", newline="") as fh:
+    with path.open("r", encoding=report.encoding, errors=errors, newline="") as fh:
         reader = csv.reader(fh, delimiter=report.delimiter)
         header, header_line = _find_header(reader, report, path.name)
         mapping = map_columns(header)
@@ -428,6 +455,12 @@ def read_leads_csv(path: str | Path, chunk_rows: int = 5000) -> Iterator[CsvChun
         report.ignored_columns = [h for i, h in enumerate(header) if i not in mapping.values()]
         report.format, report.source = detect_format(header, mapping)
         yield from _chunks(reader, header, mapping, report, header_line, chunk_rows)
+
+
+def _listed(values: list[str], limit: int = 12, width: int = 40) -> str:
+    """Values for a message: at most `limit`, each cut to `width` characters."""
+    shown = [repr(v if len(v) <= width else v[:width] + "...") for v in values[:limit]]
+    return ", ".join(shown) + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
 def _find_header(reader: Any, report: CsvImportReport, name: str) -> tuple[list[str], int]:
@@ -452,7 +485,7 @@ def _find_header(reader: Any, report: CsvImportReport, name: str) -> tuple[list[
     expected = "a company name column (" + ", ".join(ALIASES["company_name"][:6]) + ", ...)"
     raise CsvFormatError(
         f"{name}: no usable header in the first {HEADER_SEARCH_ROWS} lines (read up to line "
-        f"{last_line}). Columns found: {', '.join(repr(c) for c in found) or 'none'}. "
+        f"{last_line}). Columns found: {_listed(found) or 'none'}. "
         f"Expected {expected} or an email column (email, e-mail, email address), "
         "plus at least one more known column (website, phone, city, first name, ...)."
     )

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Table, select, tuple_
 
 from leadflow.settings import get_settings
 from models import Lead
+from tasks.csv_import import decode_errors, detect_encoding, looks_binary
 from tasks.keys import KEY_COLUMNS, add_keys, address_key, is_webmail, name_block, name_key
 
 log = logging.getLogger(__name__)
@@ -616,7 +617,6 @@ def dedupe_frame(
 
 CSV_REQUIRED: tuple[str, ...] = ("id", "company_name", "address", "city", "phone")
 CSV_OPTIONAL: tuple[str, ...] = ("website", "email", "industry")
-CSV_ENCODINGS: tuple[str, ...] = ("utf-8-sig", "cp1252", "latin-1")
 
 
 class DedupeCsvError(ValueError):
@@ -632,24 +632,19 @@ class DedupeCsvReport:
     warnings: list[str] = field(default_factory=list)  # malformed rows, repaired and kept
 
 
-def _decode(data: bytes) -> tuple[str, str]:
-    for encoding in CSV_ENCODINGS:
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    raise DedupeCsvError("cannot decode the file")  # unreachable: latin-1 decodes any byte
-
-
 def read_companies_csv(path: str | Path) -> tuple[pd.DataFrame, str, list[str]]:
     """The companies of a dedupe-csv input as a staging frame (all text), the encoding it was
     read with, and warnings about rows that had to be repaired (short rows padded, long rows
     cut). Header names are matched case-insensitively; extra columns are ignored."""
     try:
-        data = Path(path).read_bytes()
+        # As import-csv reads files: a BOM (UTF-16 from Excel's "Unicode Text"), else UTF-8
+        # (stray bytes as cp1252), else cp1252, else latin-1.
+        encoding = detect_encoding(Path(path))
+        text = Path(path).read_bytes().decode(encoding, errors=decode_errors(encoding))
     except OSError as exc:
         raise DedupeCsvError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    text, encoding = _decode(data)
+    if looks_binary(text[:65536]):
+        raise DedupeCsvError(f"{path} looks like a binary file, not CSV")
     try:
         dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:

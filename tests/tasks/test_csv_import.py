@@ -5,6 +5,7 @@ delimiters, column aliases, and every per-row and file-level rejection, plus a s
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 
 import pytest
@@ -133,16 +134,20 @@ def test_latin1_fallback_when_bytes_are_not_cp1252(tmp_path: Path) -> None:
     assert leads[0].city == "Genève"
 
 
-def test_a_utf8_file_with_one_stray_byte_stays_utf8_and_says_so(tmp_path: Path) -> None:
+def test_a_utf8_file_with_a_cp1252_row_reads_that_row_as_cp1252_and_says_so(
+        tmp_path: Path) -> None:
     path = tmp_path / "mostly_utf8.csv"
     rows = "".join(f"Café Élan {i},Genève\n" for i in range(20)).encode("utf-8")
-    path.write_bytes(b"company,city\n" + rows + b"Bar \x92 Noir,Z\xc3\xbcrich\n")
+    pasted = "Bar ’ Noir,Zürich\nCafé Élan,Zürich\n".encode("cp1252")
+    path.write_bytes(b"company,city\n" + rows + pasted)
     leads, _, report = read_all(path)
     assert report.encoding == "utf-8"
     assert leads[0].company_name == "Café Élan 0"  # not "CafÃ© Ã‰lan 0" (cp1252)
-    assert leads[-1].company_name == "Bar \ufffd Noir" and leads[-1].city == "Zürich"
-    assert len(report.warnings) == 1 and "1 byte(s) are not valid UTF-8" in report.warnings[0]
-    assert "warning:" in report.describe()
+    assert [(lead.company_name, lead.city) for lead in leads[-2:]] == [
+        ("Bar ’ Noir", "Zürich"), ("Café Élan", "Zürich")]
+    assert not any("\ufffd" in (lead.company_name + (lead.city or "")) for lead in leads)
+    assert len(report.warnings) == 1 and "5 byte(s) are not valid UTF-8" in report.warnings[0]
+    assert "read as cp1252" in report.warnings[0] and "warning:" in report.describe()
 
 
 def test_a_missing_required_column_is_a_clear_file_level_error() -> None:
@@ -151,6 +156,26 @@ def test_a_missing_required_column_is_a_clear_file_level_error() -> None:
     message = str(info.value)
     assert "'Phone', 'City', 'Notes'" in message  # what was found
     assert "company name" in message and "email" in message  # what was expected
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 200, random.Random(7).randbytes(50_000)])
+def test_a_binary_file_is_named_as_such_in_one_short_message(tmp_path: Path,
+                                                              content: bytes) -> None:
+    path = tmp_path / "photo.csv"
+    path.write_bytes(content)
+    with pytest.raises(CsvFormatError) as info:
+        list(read_leads_csv(path))
+    assert str(info.value) == "photo.csv looks like a binary file, not CSV"
+
+
+def test_a_header_of_unknown_columns_is_listed_short(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"column number {i} " + "x" * 60 for i in range(40)) + "\n"
+                    + ",".join("v" for _ in range(40)) + "\n", encoding="utf-8")
+    with pytest.raises(CsvFormatError) as info:
+        list(read_leads_csv(path))
+    message = str(info.value)
+    assert "... (40 in all)" in message and len(message) < 1500
 
 
 @pytest.mark.parametrize("content", [b"", b"\n\n  \n"])

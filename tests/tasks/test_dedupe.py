@@ -434,6 +434,20 @@ def test_dedupe_csv_reads_utf8_with_bom_and_capitalised_headers(tmp_path):
     assert read_output(tmp_path / "out.csv") == [["id", "cluster_id"], ["7", "7"], ["8", "7"]]
 
 
+def test_dedupe_csv_reads_excels_unicode_text_and_refuses_binary(tmp_path):
+    src = tmp_path / "utf16.csv"
+    src.write_bytes("id\tcompany_name\taddress\tcity\tphone\n"
+                    "1\tZoë's Salon\t1 Elm Street\tZürich\t\n"
+                    "2\tZoës Salon LLC\t1 Elm St\tZürich\t\n".encode("utf-16"))
+    report = dedupe_csv(src, tmp_path / "out.csv", THRESHOLD)
+    assert report.encoding == "utf-16"
+    assert read_output(tmp_path / "out.csv") == [["id", "cluster_id"], ["1", "1"], ["2", "1"]]
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 50)
+    with pytest.raises(DedupeCsvError, match="looks like a binary file"):
+        dedupe_csv(binary, tmp_path / "out2.csv")
+
+
 def test_dedupe_csv_names_the_missing_required_column(tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("id,name,address,city,phone\n1,Bella,1 Main,Austin,\n", encoding="utf-8")
