@@ -231,7 +231,8 @@ def sandbox(
 
     err.print("point leadflow at it with:")
     for key, value in sandbox_env(host, port).items():
-        err.print(f"  export {key}='{value}'")
+        # One line each, whatever the terminal's width (they are copied into a shell).
+        err.print(f"  export {key}='{value}'", soft_wrap=True, markup=False, highlight=False)
     serve(host, port, businesses, seed, latency_ms, json.loads(faults) if faults else None)
 
 

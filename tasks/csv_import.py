@@ -262,6 +262,12 @@ def map_columns(header: list[str]) -> dict[str, int]:
             if alias in positions and positions[alias] not in mapping.values():
                 mapping[target] = positions[alias]
                 break
+    if ("company_name" not in mapping and mapping.get("full_name") == positions.get("name")
+            and ("website" in mapping or "address" in mapping)
+            and not {"contact_first_name", "contact_last_name", "contact_title"} & mapping.keys()):
+        # A bare "Name" beside a website or an address and no person columns names the
+        # business (Google Maps and Outscraper exports: Name, Website, Phone, Address, City).
+        mapping["company_name"] = mapping.pop("full_name")
     return mapping
 
 

@@ -660,6 +660,11 @@ def read_companies_csv(path: str | Path) -> tuple[pd.DataFrame, str, list[str]]:
             if header is None:
                 header = [h.strip().lstrip("\ufeff").lower() for h in line]
                 continue
+            if any("\n" in cell or "\r" in cell for cell in line):
+                # Legal in CSV, but in a company list it is almost always a quote left open,
+                # which swallows the lines after it into one field.
+                warnings.append(f"line {reader.line_num}: a quoted field runs over several "
+                                "lines (an unclosed quote?); the rows it spans are one row")
             if len(line) != len(header):
                 warnings.append(
                     f"line {reader.line_num}: {len(line)} fields, expected {len(header)}"

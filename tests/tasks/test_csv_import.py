@@ -88,6 +88,24 @@ def test_generic_companies_csv() -> None:
     assert leads[2].email is None and leads[2].website is None
 
 
+def test_a_bare_name_column_is_the_business_in_a_places_export_and_a_person_elsewhere(
+        tmp_path: Path) -> None:
+    places = tmp_path / "outscraper.csv"
+    places.write_text("Name,Website,Phone,Address,City\n"
+                      "Bella Salon,bellasalon.example,512-555-0180,1 Main St,Austin\n",
+                      encoding="utf-8")
+    leads, rejected, report = read_all(places)
+    assert rejected == [] and report.format == "generic_companies"
+    assert (leads[0].company_name, leads[0].website) == ("Bella Salon",
+                                                         "https://bellasalon.example")
+    people = tmp_path / "people.csv"
+    people.write_text("Name,Title,Email,Company\n"
+                      "Amy Chen,Owner,amy@bellasalon.example,Bella Salon\n", encoding="utf-8")
+    leads, _, report = read_all(people)
+    assert report.format == "generic_contacts"
+    assert (leads[0].company_name, leads[0].contact_first_name) == ("Bella Salon", "Amy")
+
+
 def test_renamed_columns_are_found_by_alias() -> None:
     leads, _, report = read_all("renamed_columns.csv")
     assert report.mapped_columns["company_name"] == "Business Name"

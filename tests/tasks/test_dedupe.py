@@ -448,6 +448,16 @@ def test_dedupe_csv_reads_excels_unicode_text_and_refuses_binary(tmp_path):
         dedupe_csv(binary, tmp_path / "out2.csv")
 
 
+def test_dedupe_csv_warns_of_a_quote_left_open(tmp_path):
+    src = tmp_path / "quote.csv"
+    src.write_text('id,company_name,address,city,phone\n'
+                   '3,"Open Quote Salon,1 Main,Austin,\n'
+                   '4,Next Salon,2 Main,Austin,\n'
+                   '5,Last Salon","3 Main",Austin,\n', encoding="utf-8")
+    report = dedupe_csv(src, tmp_path / "out.csv", THRESHOLD)
+    assert any("unclosed quote" in w for w in report.warnings), report.warnings
+
+
 def test_dedupe_csv_names_the_missing_required_column(tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("id,name,address,city,phone\n1,Bella,1 Main,Austin,\n", encoding="utf-8")
