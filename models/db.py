@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from leadflow.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a SQLite statement waits for another writer
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -25,7 +26,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.close()
 
 

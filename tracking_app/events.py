@@ -34,7 +34,8 @@ class WriterUnavailable(Exception):
 
 
 class Store(Protocol):
-    async def write(self, hits: Sequence[Hit], earlier: Earlier = None) -> BatchResult: ...
+    async def write(self, hits: Sequence[Hit], earlier: Earlier = None,
+                    timeout_s: float | None = None) -> BatchResult: ...
     def failure_kind(self, exc: BaseException) -> FailureKind | None: ...
     async def close(self) -> None: ...
 
@@ -101,9 +102,20 @@ class EventWriter(BackgroundLoop):
             raise WriterUnavailable("event queue full or closing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._queue.append((hit, future, loop.time()))
+        entry = (hit, future, loop.time())
+        self._queue.append(entry)
         self._wakeup.set()
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._commit_timeout_s)
+        except TimeoutError:
+            # Still queued (every batch slot is stuck on a slow database): it was never sent,
+            # so the request can be answered now, with nothing written.
+            for i, waiting in enumerate(self._queue):
+                if waiting is entry:
+                    del self._queue[i]
+                    future.cancel()
+                    raise WriterUnavailable("queued longer than a commit may take") from None
+            return await future  # in a batch being committed: its outcome decides
 
     async def stop(self) -> None:
         await super().stop()
@@ -156,6 +168,9 @@ class EventWriter(BackgroundLoop):
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         hits = [hit for hit, _, _ in batch]
+        # Every request is answered within a commit timeout of its arrival: the batch has
+        # until its oldest hit's deadline.
+        deadline = min(queued for _, _, queued in batch) + self._commit_timeout_s
         outcomes: list[Outcome | None] = [None] * len(hits)
         touched: set[int] = set()
         self.batches += 1
@@ -165,7 +180,7 @@ class EventWriter(BackgroundLoop):
         try:
             for store, indexes in self._route(hits):
                 part, part_touched = await self._write(
-                    store, [hits[i] for i in indexes], [earlier[i] for i in indexes])
+                    store, [hits[i] for i in indexes], [earlier[i] for i in indexes], deadline)
                 for i, outcome in zip(indexes, part, strict=True):
                     outcomes[i] = outcome
                 touched |= part_touched
@@ -194,14 +209,15 @@ class EventWriter(BackgroundLoop):
 
     async def _write(
         self, store: Store, hits: Sequence[Hit], earlier: Sequence[datetime | None],
-        part: bool = False,
+        deadline: float, part: bool = False,
     ) -> tuple[list[Outcome | None], set[int]]:
-        """Outcomes of a batch (None: not committed) and the emails it touched. `part`: the
-        batch is a half of a failed one."""
+        """Outcomes of a batch (None: not committed) and the emails it touched, committed by
+        `deadline` (loop time) or not at all. `part`: the batch is a half of a failed one."""
         try:
-            # One deadline per batch, not per request: a hung database answers 503.
-            async with asyncio.timeout(self._commit_timeout_s):
-                result = await store.write(hits, earlier)
+            # A hung database answers 503; the store makes sure nothing commits after it.
+            async with asyncio.timeout_at(deadline):
+                remaining = deadline - asyncio.get_running_loop().time()
+                result = await store.write(hits, earlier, remaining)
             self._last_committed = asyncio.get_running_loop().time()
             return list(result.outcomes), result.touched
         except Exception as exc:
@@ -221,6 +237,8 @@ class EventWriter(BackgroundLoop):
         # A row the database refuses (a constraint, a trigger) must not cost the other
         # requests of the batch their events: halve the batch until it is isolated.
         mid = len(hits) // 2
-        first, touched_first = await self._write(store, hits[:mid], earlier[:mid], True)
-        second, touched_second = await self._write(store, hits[mid:], earlier[mid:], True)
+        first, touched_first = await self._write(store, hits[:mid], earlier[:mid], deadline,
+                                                 True)
+        second, touched_second = await self._write(store, hits[mid:], earlier[mid:], deadline,
+                                                   True)
         return first + second, touched_first | touched_second

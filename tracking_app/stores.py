@@ -14,6 +14,7 @@ row ("data": worth retrying the rest without it) from an unreachable database ("
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -25,6 +26,7 @@ from psycopg import sql
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
+from models.db import SQLITE_BUSY_TIMEOUT_MS
 from tracking_app.bots import BotRules
 from tracking_app.hits import NOT_FOUND, Hit, Outcome
 from tracking_app.recording import (
@@ -42,24 +44,44 @@ Earlier = Sequence[datetime | None] | None
 
 
 class ThreadStore:
+    """`timeout_s` of a write: the writer's deadline for the batch. A batch still waiting for
+    the thread when it has passed is not started (its requests already got 503), and a
+    started one gives up at that point (PostgreSQL cancels the statement; SQLite stops waiting
+    for another writer) rather than commit after its requests were told it failed."""
+
     def __init__(self, engine: Engine, rules: BotRules) -> None:
         self._engine = engine
         self._rules = rules
         # One thread: batches commit in order, and a SQLite connection stays on one thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracking-writer")
 
-    async def write(self, hits: Sequence[Hit], earlier: Earlier = None) -> BatchResult:
+    async def write(self, hits: Sequence[Hit], earlier: Earlier = None,
+                    timeout_s: float | None = None) -> BatchResult:
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 3600.0)
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._write, hits, earlier
+            self._executor, self._write, hits, earlier, deadline
         )
 
-    def _write(self, hits: Sequence[Hit], earlier: Earlier) -> BatchResult:
-        with self._engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                # Take SQLite's write lock before the reads, so a writer in another process
-                # cannot make this transaction's later write fail as stale.
-                conn.execute(text("DELETE FROM email_events WHERE 0"))
-            return record_hits(conn, hits, self._rules, earlier)
+    def _write(self, hits: Sequence[Hit], earlier: Earlier, deadline: float) -> BatchResult:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            raise TimeoutError("the batch waited past its deadline; nothing was written")
+        with self._engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            try:
+                with conn.begin():
+                    if sqlite:
+                        # Wait for another writer only until the deadline, then give up.
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout = {remaining_ms}")
+                        # Take SQLite's write lock before the reads, so a writer in another
+                        # process cannot make this transaction's later write fail as stale.
+                        conn.execute(text("DELETE FROM email_events WHERE 0"))
+                    else:
+                        conn.execute(text(f"SET LOCAL statement_timeout = {remaining_ms}"))
+                    return record_hits(conn, hits, self._rules, earlier)
+            finally:
+                if sqlite:  # the pooled connection serves other callers too
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     def failure_kind(self, exc: BaseException) -> FailureKind | None:
         dbapi = self._engine.dialect.loaded_dbapi
@@ -160,7 +182,10 @@ class AsyncPgStore:
         return await psycopg.AsyncConnection.connect(self._dsn, connect_timeout=5,
                                                      autocommit=True)
 
-    async def write(self, hits: Sequence[Hit], earlier: Earlier = None) -> BatchResult:
+    async def write(self, hits: Sequence[Hit], earlier: Earlier = None,
+                    timeout_s: float | None = None) -> BatchResult:
+        """`timeout_s` is not needed here: the statement runs in autocommit, and a batch the
+        writer stops waiting for closes its connection, which cancels it."""
         if any(h.kind not in TRACKED_KINDS for h in hits):
             raise ValueError("unsubscribes go through the ThreadStore")
         pre = prejudge(hits, self._rules, earlier)

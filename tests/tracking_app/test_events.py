@@ -28,11 +28,12 @@ class TrippingStore(ThreadStore):
         self.email_id = email_id
         self.writes = 0
 
-    async def write(self, hits: Sequence[Hit], earlier: Earlier = None) -> BatchResult:
+    async def write(self, hits: Sequence[Hit], earlier: Earlier = None,
+                    timeout_s: float | None = None) -> BatchResult:
         self.writes += 1
         if any(h.email_id == self.email_id for h in hits):
             raise TypeError("can't compare offset-naive and offset-aware datetimes")
-        return await super().write(hits, earlier)
+        return await super().write(hits, earlier, timeout_s)
 
 
 def _hit(email_id: int, n: int) -> Hit:
@@ -66,3 +67,49 @@ def test_a_hit_that_trips_a_bug_costs_only_its_own_request(
     # One batch, then halves down to the lone failing hit; the bug is logged once.
     assert store.writes > 2
     assert [r.getMessage() for r in caplog.records] == ["tracking batch of 16 failed"]
+
+
+class StuckStore(ThreadStore):
+    """A database that never answers: every write hangs until it is cancelled."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.writes = 0
+
+    async def write(self, hits: Sequence[Hit], earlier: Earlier = None,
+                    timeout_s: float | None = None) -> BatchResult:
+        self.writes += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_every_request_is_answered_within_a_commit_timeout_of_its_arrival(
+        sqlite_url: str) -> None:
+    """The database hangs: hits that arrive while every batch slot is stuck are answered 503
+    by their own deadline (arrival + commit timeout), not a timeout after they got a slot."""
+    store = StuckStore(get_engine(sqlite_url), load_rules())
+
+    async def run() -> list[tuple[float, bool]]:
+        writer = EventWriter(store, store, max_in_flight=1, commit_timeout_s=0.6)
+        await writer.start()
+        loop = asyncio.get_running_loop()
+
+        async def one(n: int) -> tuple[float, bool]:
+            await asyncio.sleep(n * 0.2)  # the first takes the one slot; the others queue
+            started = loop.time()
+            try:
+                await writer.record(_hit(1, n))
+                return loop.time() - started, True
+            except WriterUnavailable:
+                return loop.time() - started, False
+
+        try:
+            return list(await asyncio.gather(*(one(n) for n in range(3))))
+        finally:
+            await writer.stop()
+
+    results = asyncio.run(run())
+    assert [ok for _, ok in results] == [False, False, False]
+    # Without a deadline per hit, the queued ones would wait for the slot, then a timeout more.
+    assert all(waited < 0.6 + 0.15 for waited, _ in results), results
+    assert store.writes == 2  # the first hit's batch, then the queued hits' one

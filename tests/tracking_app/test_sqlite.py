@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -26,13 +27,17 @@ from tests.tracking_app.conftest import (
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0"
 
 
-async def _opens(base_url: str, path: str, n: int) -> list[int]:
+async def _opens(base_url: str, path: str, n: int, spaced_s: float = 0.0) -> list[int]:
     limits = httpx.Limits(max_connections=n)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-        responses = await asyncio.gather(*(
-            client.get(path, headers={"user-agent": BROWSER, "x-forwarded-for": f"10.9.{i}.1"})
-            for i in range(n)))
-    return [r.status_code for r in responses]
+
+        async def one(i: int) -> int:
+            await asyncio.sleep(i * spaced_s)  # spaced: one batch each
+            r = await client.get(path, headers={"user-agent": BROWSER,
+                                                "x-forwarded-for": f"10.9.{i}.1"})
+            return r.status_code
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
 def test_the_app_records_and_derives_on_sqlite(sqlite_url: str, tracking_env: None) -> None:
@@ -111,9 +116,12 @@ def test_healthz_is_503_while_events_cannot_be_committed_and_ok_once_they_can(
         locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
         locker.execute("BEGIN IMMEDIATE")
         try:
-            r = httpx.get(app.base_url + path_of(tokens.open_url(o.email_ids[0])), headers=h,
-                          timeout=10)
-            assert r.status_code == 503
+            started = time.monotonic()
+            # More hits than the writer's batches in flight: some wait in its queue.
+            statuses = asyncio.run(_opens(app.base_url, path_of(tokens.open_url(o.email_ids[0])),
+                                          8, spaced_s=0.05))
+            assert statuses == [503] * 8
+            assert time.monotonic() - started < 4  # each answered within about a commit timeout
             health = httpx.get(app.base_url + "/healthz", timeout=10)
             assert (health.status_code, health.json()["status"]) == (
                 503, "events not being committed")
@@ -125,5 +133,8 @@ def test_healthz_is_503_while_events_cannot_be_committed_and_ok_once_they_can(
         assert r.status_code == 200
         health = httpx.get(app.base_url + "/healthz", timeout=10)
         assert (health.status_code, health.json()["status"]) == (200, "ok")
+        app.wait_idle()
+        # A 503 leaves nothing behind, even once the lock is gone: only the last hit is stored.
+        assert event_count(sqlite_url) == 1
     finally:
         stop_app(app, thread)

@@ -7,14 +7,26 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 
 import httpx
+import psycopg
+import pytest
 from sqlalchemy import select
 
 from leadflow import tokens
+from leadflow.settings import reset_settings_cache
 from models import CampaignLead, Email, Lead, Suppression
 from models.db import session_scope
-from tests.tracking_app.conftest import Outreach, RunningApp, event_count, events, path_of
+from tests.tracking_app.conftest import (
+    Outreach,
+    RunningApp,
+    event_count,
+    events,
+    path_of,
+    start_app,
+    stop_app,
+)
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -170,3 +182,29 @@ def test_a_client_that_leaves_before_its_body_arrives_changes_nothing_and_is_no_
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == []
     assert event_count(pg_clean) == 0
+
+
+def test_an_unsubscribe_that_times_out_on_a_stalled_database_leaves_nothing_behind(
+    app_pg: RunningApp, outreach: Outreach, pg_clean: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events table is locked by someone else: the unsubscribe gets 503 after the commit
+    timeout and is not applied later when the lock goes (the server cancels the statement);
+    once the database is free again it works."""
+    monkeypatch.setenv("LEADFLOW_TRACKING_COMMIT_TIMEOUT_S", "1")
+    reset_settings_cache()
+    app, thread = start_app(pg_clean)
+    try:
+        url = app.base_url + path_of(tokens.unsubscribe_url(outreach.email_ids[0]))
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        before = state(pg_clean, outreach)
+        with psycopg.connect(pg_clean.replace("postgresql+psycopg", "postgresql")) as locker:
+            locker.execute("LOCK TABLE email_events IN ACCESS EXCLUSIVE MODE")
+            r = httpx.post(url, content=ONE_CLICK, headers=headers, timeout=30)
+            assert r.status_code == 503
+            time.sleep(1.5)  # past the statement's deadline, still locked
+        app.wait_idle()
+        assert state(pg_clean, outreach) == before
+        assert httpx.post(url, content=ONE_CLICK, headers=headers, timeout=30).status_code == 200
+        assert len(state(pg_clean, outreach)["suppressions"]) == 1  # type: ignore[arg-type]
+    finally:
+        stop_app(app, thread)
