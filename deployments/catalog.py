@@ -58,7 +58,8 @@ JOBS: tuple[Job, ...] = (
         single_run=True),
     Job("refresh-engagement", "flows/refresh_engagement.py:refresh_engagement_figures",
         "Every hour at :30: recompute opens, clicks and replies of emails, leads and "
-        "campaigns from the tracking events (a repair; the tracking app keeps them current).",
+        "campaigns from the tracking events, after flagging the repeats two tracking-app "
+        "processes each stored as human (a repair; the tracking app keeps them current).",
         ("tracking", "scheduled"), cron="30 * * * *", schedule_slug="hourly-repair",
         single_run=True),
 )

@@ -91,7 +91,8 @@ def create_app(db_url: str | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         engine = get_engine(url)
-        refresher = EngagementRefresher(engine, interval_s=settings.tracking_refresh_interval_s)
+        refresher = EngagementRefresher(engine, rules,
+                                        interval_s=settings.tracking_refresh_interval_s)
         thread_store = ThreadStore(engine, rules)
         store: Store = (AsyncPgStore(url, rules) if engine.dialect.name == "postgresql"
                         else thread_store)

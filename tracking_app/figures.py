@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -33,8 +34,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from leadflow.settings import get_settings
 from models import Campaign, Email, EmailEvent, Lead
 from models.db import get_engine
+from tracking_app.bots import BotRules, load_rules
+from tracking_app.repeats import flag_repeats
 
 REFRESH_LOCK_KEY = 0x7AC4E5  # pg_advisory_xact_lock key: one refresh at a time
 _CHUNK = 1000
@@ -61,15 +65,20 @@ def seed_status() -> ColumnElement[str]:
 
 
 def refresh_engagement(
-    db_url: str | None = None, email_ids: Iterable[int] | None = None
+    db_url: str | None = None, email_ids: Iterable[int] | None = None,
+    repeats_since: datetime | None = None, rules: BotRules | None = None,
 ) -> RefreshResult:
     """Recompute the figures of these emails (all emails when None) and of their leads and
-    campaigns, in one transaction."""
+    campaigns, in one transaction. With `repeats_since`, first flag the repeats among the
+    events from then on that were stored as human (tracking_app/repeats.py; `rules`, default
+    the configured bot rules), and refresh their emails too."""
     with get_engine(db_url).begin() as conn:
-        return refresh_figures(conn, email_ids)
+        return refresh_figures(conn, email_ids, repeats_since, rules)
 
 
-def refresh_figures(conn: Connection, email_ids: Iterable[int] | None) -> RefreshResult:
+def refresh_figures(conn: Connection, email_ids: Iterable[int] | None,
+                    repeats_since: datetime | None = None,
+                    rules: BotRules | None = None) -> RefreshResult:
     """`refresh_engagement` inside the caller's transaction."""
     if conn.dialect.name == "postgresql":
         # Two refreshes computed from different snapshots could otherwise write an older
@@ -79,6 +88,12 @@ def refresh_figures(conn: Connection, email_ids: Iterable[int] | None) -> Refres
         # SQLite: take the write lock before reading, for the same reason.
         conn.execute(text("DELETE FROM email_events WHERE 0"))
     full = email_ids is None
+    if repeats_since is not None:
+        if rules is None:
+            rules = load_rules(get_settings().tracking_bot_rules_file)
+        flagged = flag_repeats(conn, rules, repeats_since)
+        if email_ids is not None:
+            email_ids = set(email_ids) | flagged
     ids = sorted(_all_engaged_emails(conn) if email_ids is None else set(email_ids))
     emails_changed = 0
     leads: set[int] = set()
