@@ -146,7 +146,7 @@ class Campaign(Base):
     )
     emails_sent: Mapped[int] = mapped_column(Integer, default=0, comment="Emails sent (recomputed)")
     emails_opened: Mapped[int] = mapped_column(Integer, default=0,
-                                               comment="Emails with a human open")
+                                               comment="Emails a human opened or clicked")
     emails_clicked: Mapped[int] = mapped_column(Integer, default=0,
                                                 comment="Emails with a human click")
     emails_replied: Mapped[int] = mapped_column(

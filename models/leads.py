@@ -153,7 +153,7 @@ class Lead(Base):
     # Engagement across all campaigns, recomputed from email_events (human events only).
     emails_opened: Mapped[int] = mapped_column(
         Integer, default=0, server_default="0",
-        comment="Emails to the lead with a human open, all campaigns"
+        comment="Emails to the lead a human opened or clicked, all campaigns"
     )
     emails_clicked: Mapped[int] = mapped_column(
         Integer, default=0, server_default="0",

@@ -15,7 +15,9 @@ DEFINITIONS = (
     "or `bounced` when the server refused it); it *bounced* when its status is `bounced` or a "
     "`bounce` event arrived; *delivered* = sent and not bounced. Opens and clicks count emails "
     "with at least one human event (`is_machine` false), never proxy, scanner or repeat "
-    "events. Days and months are UTC calendar days and months."
+    "events; an email a human clicked counts as opened too (its images may have been "
+    "blocked), as in the figures of `emails`, `leads` and `campaigns`. Days and months are "
+    "UTC calendar days and months."
 )
 
 
@@ -39,7 +41,7 @@ VIEWS: tuple[ViewDoc, ...] = (
             ("step_name", "Step name"),
             ("sent", "Emails sent: status sent or bounced"),
             ("delivered", "Sent emails that did not bounce"),
-            ("human_opens", "Sent emails opened at least once by a human"),
+            ("human_opens", "Sent emails a human opened or clicked (a click means it was read)"),
             ("human_clicks", "Sent emails with at least one human click"),
             ("replies", "Sent emails that got a reply"),
             ("unsubscribes", "Sent emails whose recipient unsubscribed through them"),
@@ -107,7 +109,7 @@ VIEWS: tuple[ViewDoc, ...] = (
             ("day", "UTC calendar day"),
             ("leads_created", "Leads first loaded that day"),
             ("emails_sent", "Emails sent that day (status sent or bounced)"),
-            ("human_opens", "Emails opened by a human that day"),
+            ("human_opens", "Emails a human opened or clicked that day"),
             ("human_clicks", "Emails clicked by a human that day"),
             ("replies", "Emails replied to that day"),
             ("unsubscribes", "Emails whose recipient unsubscribed that day"),

@@ -212,3 +212,26 @@ def test_email_engagement_gives_the_seed_status_from_human_figures(warehouse_url
     assert utc_minute(got[1]["first_clicked_at"]) == "2026-03-02 10:01"
     assert (got[3]["campaign_id"], got[3]["lead_id"], got[3]["step_number"],
             got[3]["to_email"]) == (1, 4, 1, "owner4@business4.example")
+
+
+def test_a_click_only_email_counts_as_opened_in_the_views_as_in_the_figures(
+    warehouse_url: str,
+) -> None:
+    """Email 2 had only machine events; a human now clicks it without loading its images."""
+    from models import Campaign, EmailEvent
+    from models.db import session_scope
+    from tests.models.conftest import at
+    from tracking_app.figures import refresh_engagement
+
+    with session_scope(warehouse_url) as s:
+        s.add(EmailEvent(email_id=2, kind="click", occurred_at=at(4, 9), is_machine=False))
+    refresh_engagement(warehouse_url)
+    funnel = rows(warehouse_url, "SELECT step_number, human_opens, human_clicks FROM "
+                                 "v_campaign_funnel WHERE campaign_id = 1 ORDER BY step_number")
+    assert [(r["step_number"], r["human_opens"], r["human_clicks"]) for r in funnel] == [
+        (1, 3, 2), (2, 1, 0), (3, 0, 0)]
+    day = rows(warehouse_url, "SELECT day, human_opens, human_clicks FROM v_daily_activity")
+    assert [(r["human_opens"], r["human_clicks"]) for r in day
+            if as_day(r["day"]) == "2026-03-04"] == [(1, 1)]
+    with session_scope(warehouse_url) as s:
+        assert s.get_one(Campaign, 1).emails_opened == sum(r["human_opens"] for r in funnel)
