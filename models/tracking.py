@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
@@ -17,6 +17,10 @@ class EmailEvent(Base):
         # email_id and kind for per-email reads; occurred_at for the repeat check (0004).
         Index("ix_email_events_email_id_kind_occurred_at", "email_id", "kind", "occurred_at"),
         Index("ix_email_events_occurred_at", "occurred_at"),
+        # One unsubscribe event per email, whichever app process records it (0008).
+        Index("uq_email_events_unsubscribe", "email_id", unique=True,
+              postgresql_where=text("kind = 'unsubscribe'"),
+              sqlite_where=text("kind = 'unsubscribe'")),
         {"comment": "Opens, clicks, unsubscribes, replies and bounces, one row per event."},
     )
 

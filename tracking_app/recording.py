@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from models import Email, EmailEvent, EmailLink
@@ -270,6 +272,15 @@ def _unsubscribed_emails(conn: Connection, email_ids: set[int]) -> set[int]:
 
 
 def _append_events(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    unsubscribes = [r for r in rows if r[1] == "unsubscribe"]
+    if unsubscribes:
+        # One per email (a unique partial index): another app process may have recorded the
+        # same unsubscribe a moment ago.
+        stmt = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(EmailEvent)
+        conn.execute(stmt.on_conflict_do_nothing(
+            index_elements=["email_id"], index_where=EmailEvent.kind == "unsubscribe"),
+            [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in unsubscribes])
+        rows = [r for r in rows if r[1] != "unsubscribe"]
     if not rows:
         return
     if conn.dialect.name == "postgresql":

@@ -208,3 +208,40 @@ def test_an_unsubscribe_that_times_out_on_a_stalled_database_leaves_nothing_behi
         assert len(state(pg_clean, outreach)["suppressions"]) == 1  # type: ignore[arg-type]
     finally:
         stop_app(app, thread)
+
+
+def test_one_unsubscribe_recorded_by_two_processes_at_once_is_one_event(
+    app_pg: RunningApp, outreach: Outreach, pg_clean: str
+) -> None:
+    """Two app processes each record the same unsubscribe, neither seeing the other's
+    uncommitted row: the second waits for the first and then adds nothing."""
+    import threading
+    from datetime import UTC, datetime
+
+    from models.db import get_engine
+    from tracking_app.bots import load_rules
+    from tracking_app.hits import Hit
+    from tracking_app.recording import record_hits
+
+    hit = Hit(kind="unsubscribe", email_id=outreach.email_ids[0], link_position=None,
+              method="POST", user_agent="Mozilla/5.0 (X11) Firefox/127.0", client_ip=None,
+              ip_network=None, occurred_at=datetime.now(UTC))
+    rules = load_rules()
+    engine = get_engine(pg_clean)
+    second_done = threading.Event()
+
+    def second() -> None:
+        with engine.begin() as conn:
+            record_hits(conn, [hit], rules)
+        second_done.set()
+
+    with engine.begin() as first:
+        assert record_hits(first, [hit], rules).outcomes[0].recorded
+        other = threading.Thread(target=second)
+        other.start()
+        assert not second_done.wait(1.0)  # it waits for the first's row
+    other.join(timeout=30)
+    assert second_done.is_set()
+    found = state(pg_clean, outreach)
+    assert found["events"] == [(outreach.email_ids[0], "unsubscribe")]
+    assert len(found["suppressions"]) == 1  # type: ignore[arg-type]
