@@ -102,20 +102,9 @@ class EventWriter(BackgroundLoop):
             raise WriterUnavailable("event queue full or closing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        entry = (hit, future, loop.time())
-        self._queue.append(entry)
+        self._queue.append((hit, future, loop.time()))
         self._wakeup.set()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self._commit_timeout_s)
-        except TimeoutError:
-            # Still queued (every batch slot is stuck on a slow database): it was never sent,
-            # so the request can be answered now, with nothing written.
-            for i, waiting in enumerate(self._queue):
-                if waiting is entry:
-                    del self._queue[i]
-                    future.cancel()
-                    raise WriterUnavailable("queued longer than a commit may take") from None
-            return await future  # in a batch being committed: its outcome decides
+        return await future
 
     async def stop(self) -> None:
         await super().stop()
@@ -138,7 +127,7 @@ class EventWriter(BackgroundLoop):
                 wait = self._queue[0][2] + self._window_s - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-            await self._slots.acquire()
+            await self._acquire_slot()
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
             if not batch:  # drained while waiting for a slot
@@ -148,6 +137,23 @@ class EventWriter(BackgroundLoop):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         await asyncio.gather(*self._tasks)
+
+    async def _acquire_slot(self) -> None:
+        """A batch slot. While every slot is taken (a slow database), the queued hits whose
+        deadline passes are answered 503 without being sent: nothing of them is written."""
+        loop = asyncio.get_running_loop()
+        acquire = asyncio.ensure_future(self._slots.acquire())  # one waiter: no lost permit
+        while True:
+            wait = (self._queue[0][2] + self._commit_timeout_s - loop.time() if self._queue
+                    else self._commit_timeout_s)
+            done, _ = await asyncio.wait({acquire}, timeout=max(wait, 0.0))
+            if done:
+                return
+            now = loop.time()
+            while self._queue and self._queue[0][2] + self._commit_timeout_s <= now:
+                _, future, _ = self._queue.pop(0)
+                if not future.done():
+                    future.set_exception(WriterUnavailable("queued longer than a commit may take"))
 
     def _register(self, hits: list[Hit], number: int) -> list[datetime | None]:
         """Note the batch's repeat keys as in flight; per hit, the latest earlier one."""
