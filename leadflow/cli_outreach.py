@@ -201,7 +201,7 @@ def deployments(
         path.write_text(text)
         console.print(f"wrote {path}")
     else:
-        console.print(text, markup=False, highlight=False)
+        typer.echo(text, nl=False)  # as is: YAML must not be wrapped to the terminal's width
 
 
 def deploy() -> None:

@@ -59,6 +59,7 @@ class Target:
     ip: str
     port: int
     connect_scheme: str  # http for overridden (sandbox) hosts, else the URL's scheme
+    overridden: bool = False  # reached through site_host_overrides (the sandbox)
 
 
 def _networks(settings: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -124,8 +125,9 @@ async def resolve_target(url: str, settings: Any) -> Target:
         # Literal IPs never go through the host overrides: no way to reach the metadata
         # service by writing its address, sandbox or not.
         check_ip(literal, allow)
-        allowed_net = any(ipaddress.ip_address(literal) in net for net in allow)
-        if port not in (None, 80, 443) and not allowed_net:
+        # The allow-list admits an address, never every service on it: a website is on 80
+        # or 443 (the sandbox is reached by name, through site_host_overrides).
+        if port not in (None, 80, 443):
             raise FetchRefused(f"refused: port {port} (only 80 and 443)")
         return Target(url, host, literal, port or (443 if scheme == "https" else 80), scheme)
     if host in BLOCKED_NAMES or host.endswith(BLOCKED_SUFFIXES):
@@ -138,7 +140,7 @@ async def resolve_target(url: str, settings: Any) -> Target:
     if override is not None:
         ip, oport = override
         check_ip(ip, allow)
-        return Target(url, host, ip, oport, "http")
+        return Target(url, host, ip, oport, "http", overridden=True)
     default_port = 443 if scheme == "https" else 80
     if port not in (None, 80, 443):
         raise FetchRefused(f"refused: port {port} (only 80 and 443)")
@@ -169,9 +171,9 @@ def _request(client: httpx.AsyncClient, target: Target) -> httpx.Request:
     extensions: dict[str, Any] = {}
     if target.connect_scheme == "https":
         extensions["sni_hostname"] = target.host
-    if target.connect_scheme != parts.scheme:
-        # Overridden hosts are reached over plain HTTP; tell the server what was asked for,
-        # as a TLS-terminating proxy would.
+    if target.overridden or target.connect_scheme != parts.scheme:
+        # Overridden hosts are reached over plain HTTP; tell the server what was asked for
+        # (http too, so that it can redirect to https), as a TLS-terminating proxy would.
         headers["X-Forwarded-Proto"] = parts.scheme
     return client.build_request("GET", wire, headers=headers, extensions=extensions)
 

@@ -4,6 +4,7 @@ zone, sending jobs never overlap themselves, and every entrypoint is a typed flo
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,3 +68,16 @@ def test_every_deployment_has_a_typed_parameter_form() -> None:
     execute = schemas["execute-campaign"]
     assert execute.required == ["campaign_id"]
     assert execute.properties["campaign_id"]["type"] == "integer"
+
+
+def test_leadflow_deployments_prints_prefect_yaml_unwrapped_when_piped() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "60"}
+    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "deployments"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == render_prefect_yaml(os.environ.get("LEADFLOW_SCHEDULE_TIMEZONE",
+                                                              "UTC"))
+    yaml.safe_load(done.stdout)

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from leadflow.settings import Settings
-from tasks.website.fetch import fetch_site, make_client, resolve_target
+from tasks.website.fetch import _request, fetch_site, make_client, resolve_target
 from tests.conftest import free_port
 
 PAGE = b"<!DOCTYPE html><html><head><title>ok</title></head><body><p>Book now</p></body></html>"
@@ -178,6 +178,31 @@ def test_literal_ip_urls_bypass_the_host_overrides() -> None:
         asyncio.run(run("http://169.254.169.254/"))
     public = asyncio.run(run("http://93.184.216.34/"))  # no connection made: resolution only
     assert (public.ip, public.port) == ("93.184.216.34", 80)  # type: ignore[attr-defined]
+
+
+def test_the_allow_list_admits_an_address_not_every_port_on_it(server_port: int) -> None:
+    """With loopback allowed (the sandbox set-up), a URL naming a loopback port directly, in
+    any spelling, is still refused: only the host overrides reach the sandbox's port."""
+    settings = settings_for(server_port)
+    for url in (f"http://127.0.0.1:{server_port}/page", "http://127.0.0.1:5432/",
+                f"http://2130706433:{server_port}/page", f"http://127.1:{server_port}/page"):
+        result = fetch(url, settings)
+        assert result.error == f"refused: port {url.split(':')[2].split('/')[0]} (only 80 and " \
+            "443)", url  # type: ignore[attr-defined]
+
+
+def test_an_overridden_host_is_told_the_scheme_asked_for_http_too(server_port: int) -> None:
+    """The sandbox speaks plain HTTP: X-Forwarded-Proto tells it the scheme of the URL, so
+    that it can redirect http to https as the real site would."""
+    async def proto_seen(url: str, settings: Settings) -> str:
+        async with make_client(settings) as client:
+            target = await resolve_target(url, settings)
+            response = await client.send(_request(client, target))
+            return response.headers["x-proto-seen"]
+
+    for scheme in ("http", "https"):
+        assert asyncio.run(proto_seen(f"{scheme}://www.shop.test/page",
+                                      settings_for(server_port))) == scheme
 
 
 def test_sandbox_address_refused_when_allow_list_is_empty(server_port: int) -> None:
