@@ -78,7 +78,9 @@ class ApiError(Exception):
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
-        return f"{self.source} {self.endpoint}{status}: {self.message}"
+        # "-": no endpoint was called (a missing key, a spent quota).
+        where = f" {self.endpoint}" if self.endpoint and self.endpoint != "-" else ""
+        return f"{self.source}{where}{status}: {self.message}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"

@@ -63,6 +63,7 @@ def generate_leads(
     analyse: bool = True,
 ) -> dict[str, Any]:
     """Generate up to `max_results` leads for `industry` in `location`, starting with `source`."""
+    from clients.http import QuotaExceededError
     from tasks.sources import PAGE_SIZE, NoSourceAvailable, SourceFetchError, fallback_order
 
     log = get_run_logger()
@@ -138,7 +139,9 @@ def generate_leads(
                 except SourceFetchError as exc:
                     then = ("falling back to the next source" if current != order[-1]
                             else "no source left to try")
-                    note = f"{current} failed ({exc.error}); {then}"
+                    what = ("is at its monthly limit" if isinstance(exc.error, QuotaExceededError)
+                            else "failed")
+                    note = f"{current} {what} ({exc.error}); {then}"
                     notes.append(note)
                     log.warning(note)
                     failed = True
@@ -181,7 +184,8 @@ def generate_leads(
                     [*notes, f"run failed: {exc}"], status="failed")
         raise
     if fetched < max_results:
-        notes.append(f"only {fetched} of {max_results} candidates found across {', '.join(order)}")
+        searched = ", ".join(sources_used)
+        notes.append(f"only {fetched} of {max_results} candidates found (searched: {searched})")
     if enrich_failures[0]:
         notes.append(f"email enrichment failed for {enrich_failures[0]} leads (see the run logs)")
 

@@ -131,7 +131,9 @@ def test_falls_back_to_the_next_source_when_one_is_at_its_monthly_limit(env: str
 
     assert "apollo" not in summary["sources_used"]
     assert summary["sources_used"][0] == "google_places"
-    assert any("apollo" in note and "monthly limit" in note for note in summary["notes"])
+    note = next(n for n in summary["notes"] if n.startswith("apollo"))
+    assert note.startswith("apollo is at its monthly limit (apollo: ") and " - " not in note
+    assert note.endswith("falling back to the next source")
     assert scalar(env, select(func.count()).select_from(Lead)) > 0
     assert scalar(env, select(func.count()).where(ApiUsage.source == "apollo")) == 0
 
