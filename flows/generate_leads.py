@@ -75,6 +75,7 @@ def generate_leads(
     sources_used: list[str] = []
     validation: dict[str, Any] = {}
     rows_loaded = fetched = 0
+    touched: set[int] = set()  # leads the loads created or merged into
     enrich_failures = [0]  # a cell finish() can update
     pending: deque[tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None]] = deque()
 
@@ -88,6 +89,7 @@ def generate_leads(
     def loaded(chunk: Chunk, outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded
         rows_loaded += outcome["rows"]
+        touched.update(outcome.get("lead_ids", ()))
         log.info(
             "chunk of %d from %s: %d new, %d merged, %d quarantined",
             len(chunk.candidates), chunk.source, outcome["inserted"], outcome["merged"],
@@ -181,7 +183,7 @@ def generate_leads(
         loads.abandon()
         log.error("lead generation failed: %s", exc)
         close_batch(batch_id, rows_loaded, sources_used, validation,
-                    [*notes, f"run failed: {exc}"], status="failed")
+                    [*notes, f"run failed: {exc}"], status="failed", lead_ids=touched)
         raise
     if fetched < max_results:
         searched = ", ".join(sources_used)
@@ -189,7 +191,8 @@ def generate_leads(
     if enrich_failures[0]:
         notes.append(f"email enrichment failed for {enrich_failures[0]} leads (see the run logs)")
 
-    summary = close_batch(batch_id, rows_loaded, sources_used, validation, notes).as_dict()
+    summary = close_batch(batch_id, rows_loaded, sources_used, validation, notes,
+                          lead_ids=touched).as_dict()
     summary["stage_seconds"] = stage_report(batch_id)
     _publish(summary, validation)
     log.info("batch %s done: %s", batch_id, {k: summary[k] for k in

@@ -46,6 +46,7 @@ def import_csv(
     batch_id = open_batch(run_key, "import_csv", BATCH_SOURCE, None, None, None)
     validation: dict[str, Any] = {}
     rows_loaded = 0
+    touched: set[int] = set()  # leads the loads created or merged into
     report: CsvImportReport | None = None
 
     def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
@@ -58,6 +59,7 @@ def import_csv(
     def loaded(lines: tuple[int, int], outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded
         rows_loaded += outcome["rows"]
+        touched.update(outcome.get("lead_ids", ()))
         log.info("lines %d-%d: %d new, %d merged, %d quarantined", lines[0], lines[1],
                  outcome["inserted"], outcome["merged"], outcome["quarantined"])
 
@@ -88,12 +90,12 @@ def import_csv(
         loads.abandon()
         log.error("import of %s failed: %s", path, exc)
         close_batch(batch_id, rows_loaded, [report.source] if report else [], validation,
-                    [f"import failed: {exc}"], status="failed")
+                    [f"import failed: {exc}"], status="failed", lead_ids=touched)
         raise
     assert report is not None  # read_leads_csv always yields at least one chunk
 
     summary = close_batch(batch_id, rows_loaded, [report.source], validation,
-                          [report.describe()]).as_dict()
+                          [report.describe()], lead_ids=touched).as_dict()
     summary["csv"] = report.as_dict()
     summary["stage_seconds"] = stage_report(batch_id)
     _publish(summary, validation, report)

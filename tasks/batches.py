@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,20 +101,21 @@ def quarantine(session: Session, batch_id: int | None, rows: list[Rejected]) -> 
 def finish_batch(
     session: Session, batch_id: int, rows_loaded: int, sources_used: list[str],
     validation: dict[str, Any], notes: list[str], status: str = "done",
+    lead_ids: Iterable[int] | None = None,
 ) -> BatchSummary:
-    """Write the batch's summary, derived from the database (exact under retries)."""
+    """Write the batch's summary, derived from the database (exact under retries). Scores and
+    tiers cover every lead the batch contributed to, new or merged into: `lead_ids`, what its
+    loads reported (a record seen again keeps its first batch in lead_source_records), else
+    the leads of the records it added."""
     batch = session.get_one(LeadBatch, batch_id)
     generated = leads_created_by_batch(session, batch_id)
     rejected = int(session.scalar(
         select(func.count()).where(QuarantinedRow.batch_id == batch_id)) or 0)
-    # Scores and tiers cover every lead the batch contributed to, new or merged into.
-    touched = Lead.id.in_(
-        select(LeadSourceRecord.lead_id).where(LeadSourceRecord.batch_id == batch_id)
-    )
-    tiers = dict(session.execute(
-        select(Lead.tier, func.count()).where(touched).group_by(Lead.tier)
-    ).all())
-    avg = session.scalar(select(func.avg(Lead.quality_score)).where(touched))
+    if lead_ids is None:
+        ids = select(LeadSourceRecord.lead_id).where(LeadSourceRecord.batch_id == batch_id)
+        tiers, avg = _scores(session, [Lead.id.in_(ids)])
+    else:
+        tiers, avg = _scores(session, [Lead.id.in_(chunk) for chunk in _chunked(lead_ids)])
     batch.leads_generated = generated
     batch.leads_merged = max(rows_loaded - generated, 0)
     batch.rows_rejected = rejected
@@ -129,6 +131,29 @@ def finish_batch(
         leads_generated=generated, leads_merged=batch.leads_merged, rows_rejected=rejected,
         avg_score=batch.avg_score, tier_distribution=batch.tier_distribution, notes=notes,
     )
+
+
+def _chunked(ids: Iterable[int], size: int = 10_000) -> Iterator[list[int]]:
+    values = sorted(set(ids))
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _scores(session: Session,
+            conditions: list[Any]) -> tuple[dict[str | None, int], float | None]:
+    """Tier counts and average score of the leads the conditions (ORed in chunks) select."""
+    tiers: dict[str | None, int] = {}
+    total = count = 0.0
+    for condition in conditions:
+        for tier, n in session.execute(
+                select(Lead.tier, func.count()).where(condition).group_by(Lead.tier)).all():
+            tiers[tier] = tiers.get(tier, 0) + int(n)
+        chunk_sum, chunk_count = session.execute(
+            select(func.sum(Lead.quality_score), func.count(Lead.quality_score))
+            .where(condition)).one()
+        total += float(chunk_sum or 0)
+        count += int(chunk_count or 0)
+    return tiers, (total / count if count else None)
 
 
 def merge_validation(total: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:

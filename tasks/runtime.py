@@ -60,7 +60,8 @@ def load_rows(url: str, batch_id: int | None, frame: pd.DataFrame, rejected: lis
                             seen_max_lead_id=seen_max_lead_id,
                             rekeyed_lead_ids=rekeyed_lead_ids)
     return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined,
-            "rows": len(frame), "rekeyed_lead_ids": result.rekeyed_lead_ids}
+            "rows": len(frame), "rekeyed_lead_ids": result.rekeyed_lead_ids,
+            "lead_ids": sorted(set(result.lead_ids))}
 
 
 _worker: ProcessPoolExecutor | None = None

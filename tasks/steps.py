@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -164,9 +164,11 @@ def open_batch(run_key: str, kind: str, source: str, industry: str | None,
 
 @task(name="close-batch", **DB_TASK)
 def close_batch(batch_id: int, rows_loaded: int, sources_used: list[str],
-                validation: dict[str, Any], notes: list[str], status: str = "done") -> BatchSummary:
+                validation: dict[str, Any], notes: list[str], status: str = "done",
+                lead_ids: Iterable[int] | None = None) -> BatchSummary:
     with session_scope() as session:
-        return finish_batch(session, batch_id, rows_loaded, sources_used, validation, notes, status)
+        return finish_batch(session, batch_id, rows_loaded, sources_used, validation, notes,
+                            status, lead_ids)
 
 
 # --- network stages -------------------------------------------------------------------------------

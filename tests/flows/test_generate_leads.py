@@ -103,6 +103,10 @@ def test_a_rerun_of_the_same_search_creates_no_new_lead(env: str) -> None:
     assert second["leads_generated"] == 0
     assert second["leads_merged"] == 40
     assert scalar(env, select(func.count()).select_from(Lead)) == first["leads_generated"]
+    # The re-run merged into every lead of the first: its scores and tiers are theirs (its
+    # records were all seen before, so none of them names the second batch).
+    assert second["tier_distribution"] == first["tier_distribution"]
+    assert second["avg_score"] == first["avg_score"] is not None
 
 
 def test_batch_scores_and_tiers_cover_the_leads_it_merged_into(env: str) -> None:
