@@ -311,11 +311,14 @@ class ApiTransport:
                 retry_after = parse_retry_after(resp.headers.get("retry-after"))
                 rate_limited = kind == "rate_limited"
                 last_status, last_reason, last_retry_after = status, message, retry_after
-                if rate_limited and retry_after is not None and retry_after > self.policy.max_s:
-                    # Told to come back later than we are willing to wait: give up now so the
-                    # caller can fall back to another source instead of sleeping.
-                    raise RateLimitedError(
-                        f"rate limited; server asks to wait {retry_after:.0f}s: {message}",
+                if retry_after is not None and retry_after > self.policy.max_s:
+                    # Told to come back later than we are willing to wait (a 429, or a 503 for
+                    # maintenance): give up now so the caller can fall back to another source
+                    # instead of sleeping, or coming back too soon.
+                    error_cls = RateLimitedError if rate_limited else TransientApiError
+                    what = "rate limited" if rate_limited else f"HTTP {status}"
+                    raise error_cls(
+                        f"{what}; server asks to wait {retry_after:.0f}s: {message}",
                         source=self.source, endpoint=endpoint, status_code=status,
                         calls=calls, retry_after=retry_after,
                     )

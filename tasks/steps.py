@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
-from clients.http import PermanentApiError, QuotaExceededError
+from clients.http import ApiError, PermanentApiError, QuotaExceededError
 from leadflow.settings import get_settings
 from models.db import session_scope
 from tasks.batches import BatchSummary, Rejected, finish_batch, start_batch
@@ -105,12 +105,22 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except SourceFetchError as exc:
-        return not isinstance(exc.error, PermanentApiError | QuotaExceededError)
-    except (PermanentApiError, QuotaExceededError, ValueError):
+        return _worth_retrying(exc.error)
+    except ApiError as exc:
+        return _worth_retrying(exc)
+    except ValueError:
         return False
     except Exception:
         return True
     return True
+
+
+def _worth_retrying(error: ApiError) -> bool:
+    """Not a refused request, not a spent quota, and not a server that asked us to wait
+    longer than the clients would (a task retry seconds later would ignore its Retry-After)."""
+    if isinstance(error, PermanentApiError | QuotaExceededError):
+        return False
+    return error.retry_after is None or error.retry_after <= get_settings().http_backoff_max_s
 
 
 # The clients already retry each request (backoff, jitter, Retry-After); task retries cover a

@@ -128,6 +128,19 @@ def test_retry_after_longer_than_we_may_wait_gives_up_at_once(scripted: Scripted
     assert info.value.retry_after == 3600
 
 
+def test_a_503_asking_for_a_long_wait_gives_up_at_once_and_is_not_retried_as_a_task(
+        scripted: ScriptedServer) -> None:
+    from tasks.steps import _worth_retrying
+
+    scripted.script(SEARCH, Reply(503, {"error": "maintenance"}, {"Retry-After": "600"}))
+    with pytest.raises(TransientApiError) as info:
+        asyncio.run(_search(fast_settings(scripted.base_url)))
+    assert len(scripted.hits(SEARCH)) == 1
+    assert info.value.retry_after == 600 and "server asks to wait 600s" in str(info.value)
+    assert not _worth_retrying(info.value)  # Prefect must not come back seconds later
+    assert _worth_retrying(TransientApiError("down", source="apollo", endpoint="search"))
+
+
 def test_5xx_storm_ends_in_transient_error_after_max_attempts(scripted: ScriptedServer) -> None:
     scripted.script(SEARCH, Reply(503, {"error": "down"}), Reply(500, b"oops"))
     with pytest.raises(TransientApiError) as info:

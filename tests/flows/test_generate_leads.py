@@ -202,6 +202,19 @@ def test_a_burst_of_429_and_malformed_responses_is_retried_through(
     assert statuses.get("429") == 1 and statuses.get("503") == 1
 
 
+def test_a_source_asking_for_a_long_wait_is_left_at_once_not_retried(
+    env: str, sandbox_env: Sandbox
+) -> None:
+    sandbox_env.set_faults({"apollo": {"rate": 1.0, "kinds": ["429"], "retry_after": 120}})
+
+    summary = run(max_results=20)
+
+    # One request: neither the client nor a Prefect task retry comes back before 120 s.
+    assert sandbox_env.stats()["targets"]["apollo"]["statuses"] == {"429": 1}
+    assert summary["sources_used"][0] == "google_places"
+    assert any("server asks to wait 120s" in note for note in summary["notes"])
+
+
 def test_a_source_that_keeps_failing_is_replaced_by_the_next(
     env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
