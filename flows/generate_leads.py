@@ -165,6 +165,15 @@ def generate_leads(
                 pending.append((chunk, enriched, analysed))
                 while len(pending) >= max(1, settings.pipeline_depth):
                     finish(*pending.popleft())  # overlaps the network stages still in flight
+                if got.error is not None:  # after some pages: those are loaded, then fall back
+                    then = ("falling back to the next source" if current != order[-1]
+                            else "no source left to try")
+                    note = (f"{current} failed after {len(got.candidates) + len(got.rejected)} "
+                            f"records of a chunk ({got.error}); they are kept; {then}")
+                    notes.append(note)
+                    log.warning(note)
+                    failed = True
+                    break
                 cursor = got.next_cursor
                 if cursor is None or not got.candidates and not got.rejected:
                     break

@@ -30,6 +30,9 @@ class SourceChunk:
     calls: list[ApiCall] = field(default_factory=list)
     next_cursor: str | None = None  # None: this query has nothing more
     total: int | None = None
+    # The source failed after some pages came in: those are kept (they are paid for), and
+    # the caller treats the source as failed after loading them.
+    error: str | None = None
 
 
 class SourceFetchError(Exception):
@@ -82,7 +85,9 @@ def _pages(source: str, http: Any, settings: Settings, industry: str | None, loc
 async def fetch_chunk(source: str, industry: str | None, location: str, cursor: str | None,
                       want: int, settings: Settings) -> SourceChunk:
     """Up to `want` candidates of `source` from `cursor` on, normalised into the staging shape;
-    records that cannot become leads come back as `rejected` (to quarantine), never dropped."""
+    records that cannot become leads come back as `rejected` (to quarantine), never dropped.
+    A failure before any page raises SourceFetchError; after some pages, the chunk comes back
+    with them and `error` set (a retry would pay for them again)."""
     chunk = SourceChunk(source=source)
     async with make_async_client(settings) as http:
         try:  # a missing key fails here, before any page: the flow falls back all the same
@@ -101,7 +106,11 @@ async def fetch_chunk(source: str, industry: str | None, location: str, cursor: 
                 if len(chunk.candidates) + len(chunk.rejected) >= want:
                     break
         except ApiError as exc:
-            raise SourceFetchError(exc, [*chunk.calls, *exc.calls]) from None
+            if not chunk.candidates and not chunk.rejected:
+                raise SourceFetchError(exc, [*chunk.calls, *exc.calls]) from None
+            chunk.calls.extend(exc.calls)
+            chunk.error = str(exc)
+            chunk.next_cursor = None
         finally:
             await pages.aclose()
     return chunk

@@ -12,7 +12,15 @@ import pytest
 from prefect import flow, task
 from sqlalchemy import func, select, update
 
-from models import ApiConfig, ApiUsage, Lead, LeadBatch, LeadSourceRecord, WebsiteAnalysis
+from models import (
+    ApiConfig,
+    ApiUsage,
+    Lead,
+    LeadBatch,
+    LeadSourceRecord,
+    QuarantinedRow,
+    WebsiteAnalysis,
+)
 from models.db import session_scope
 from tests.conftest import Sandbox
 
@@ -213,6 +221,34 @@ def test_a_source_asking_for_a_long_wait_is_left_at_once_not_retried(
     assert sandbox_env.stats()["targets"]["apollo"]["statuses"] == {"429": 1}
     assert summary["sources_used"][0] == "google_places"
     assert any("server asks to wait 120s" in note for note in summary["notes"])
+
+
+def test_pages_received_before_a_source_fails_are_kept_and_not_fetched_again(
+    env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadflow.settings import reset_settings_cache
+
+    monkeypatch.setenv("LEADFLOW_BATCH_SIZE", "300")  # three Apollo pages per chunk
+    reset_settings_cache()
+    sandbox_env.set_faults({"apollo": {"sequence": ["ok", "ok"], "rate": 1.0,
+                                       "kinds": ["503"], "retry_after": 0}})
+
+    summary = run(location="United States", max_results=300, enrich=False, analyse=False)
+
+    statuses = sandbox_env.stats()["targets"]["apollo"]["statuses"]
+    assert statuses.get("200") == 2  # the two good pages were paid for once, not re-fetched
+    with session_scope(env) as s:
+        kept = s.scalar(select(func.count()).select_from(LeadSourceRecord).where(
+            LeadSourceRecord.batch_id == summary["batch_id"],
+            LeadSourceRecord.source == "apollo")) + s.scalar(
+            select(func.count()).select_from(QuarantinedRow).where(
+                QuarantinedRow.batch_id == summary["batch_id"],
+                QuarantinedRow.source == "apollo"))
+        billed = s.scalar(select(func.sum(ApiUsage.units)).where(
+            ApiUsage.source == "apollo", ApiUsage.batch_id == summary["batch_id"]))
+    assert kept == billed == 200
+    assert any(n.startswith("apollo failed after 200 records of a chunk") for n in summary["notes"])
+    assert summary["sources_used"][:2] == ["apollo", "google_places"]
 
 
 def test_a_source_that_keeps_failing_is_replaced_by_the_next(
