@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from clients.http import ApiCall, ApiError, QuotaExceededError
 from clients.hunter import VERIFY_STATUSES, HunterClient, HunterEmail, VerificationPendingError
@@ -85,12 +89,29 @@ class _Run:
         self.hunter = hunter
         self.result = result
         self.quota_error: str | None = None
+        # One request per domain and per address in a run, however many candidates share it
+        # (a chain's branches, one business listed twice): the others await the same answer.
+        self._searches: dict[str, asyncio.Future[Any]] = {}
+        self._verifications: dict[str, asyncio.Future[Any]] = {}
+
+    @staticmethod
+    def _shared(memo: dict[str, asyncio.Future[Any]], key: str,
+                call: Callable[[], Awaitable[Any]]) -> tuple[asyncio.Future[Any], bool]:
+        """The one call for `key` in this run, and whether this caller started it (it alone
+        meters the call)."""
+        future = memo.get(key)
+        if future is None:
+            memo[key] = future = asyncio.ensure_future(call())
+            return future, True
+        return future, False
 
     def fail(self, candidate: CandidateLead, reason: str) -> None:
         self.result.failures.append(EnrichFailure(candidate_id(candidate), reason))
 
-    def api_failed(self, candidate: CandidateLead, step: str, exc: ApiError) -> None:
-        self.result.calls.extend(exc.calls)
+    def api_failed(self, candidate: CandidateLead, step: str, exc: ApiError,
+                   metered: bool = True) -> None:
+        if metered:
+            self.result.calls.extend(exc.calls)
         if isinstance(exc, QuotaExceededError):
             # Hunter's monthly usage is gone: stop calling it for the rest of the batch.
             self.quota_error = str(exc)
@@ -120,12 +141,16 @@ class _Run:
                 return
             if self.quota_error:
                 return
+        search, first = self._shared(
+            self._searches, domain,
+            lambda: self.hunter.domain_search(domain, limit=DOMAIN_SEARCH_LIMIT))
         try:
-            resp = await self.hunter.domain_search(domain, limit=DOMAIN_SEARCH_LIMIT)
+            resp = await asyncio.shield(search)
         except ApiError as exc:
-            self.api_failed(candidate, "domain-search", exc)
+            self.api_failed(candidate, "domain-search", exc, metered=first)
             return
-        self.result.calls.extend(resp.calls)
+        if first:
+            self.result.calls.extend(resp.calls)
         best = pick_best_email(resp.data.parsed_emails())
         if best is None or best.value is None:
             return
@@ -161,17 +186,22 @@ class _Run:
         if self.quota_error:
             self.fail(candidate, f"email-verifier skipped: {self.quota_error}")
             return
+        address = candidate.email
+        check, first = self._shared(self._verifications, address.lower(),
+                                    lambda: self.hunter.email_verifier(address))
         try:
-            resp = await self.hunter.email_verifier(candidate.email)
+            resp = await asyncio.shield(check)
         except VerificationPendingError as exc:
-            self.result.calls.extend(exc.calls)
+            if first:
+                self.result.calls.extend(exc.calls)
             candidate.email_status = "unknown"
             self.fail(candidate, f"email-verifier: {exc}")
             return
         except ApiError as exc:
-            self.api_failed(candidate, "email-verifier", exc)
+            self.api_failed(candidate, "email-verifier", exc, metered=first)
             return
-        self.result.calls.extend(resp.calls)
+        if first:
+            self.result.calls.extend(resp.calls)
         status = resp.data.status
         candidate.email_status = status if status in VERIFY_STATUSES else "unknown"
         if candidate.email_confidence is None and resp.data.score is not None:
@@ -201,3 +231,46 @@ async def enrich_candidates(
     workers = min(max(1, concurrency), len(candidates))
     await asyncio.gather(*(worker() for _ in range(workers)))
     return result
+
+
+# Statuses of a stored address worth reusing instead of asking Hunter again.
+REUSABLE_STATUSES = ("valid", "accept_all")
+
+
+def reuse_known_emails(session: Session, candidates: list[CandidateLead]
+                       ) -> list[CandidateLead]:
+    """Give candidates what the database already knows, instead of asking Hunter again (a
+    re-run, a business found by another source): an address without a verification gets the
+    stored status of the same address, and a candidate without an address gets the best
+    verified one of a lead with its domain. The candidates still to enrich, in order."""
+    from models import Lead
+
+    domains = {c.source_record_id: registrable_domain(c.website) for c in candidates
+               if not c.email and c.website}
+    addresses = {c.email.strip().lower() for c in candidates if c.email}
+    wanted = {d for d in domains.values() if d}
+    if not wanted and not addresses:
+        return candidates
+    rows = session.execute(
+        select(Lead.domain, Lead.email_norm, Lead.email, Lead.email_status,
+               Lead.email_confidence)
+        .where(Lead.email_status.in_(REUSABLE_STATUSES), Lead.email.is_not(None),
+               or_(Lead.domain.in_(sorted(wanted)), Lead.email_norm.in_(sorted(addresses))))
+    ).all()
+    by_address = {r.email_norm: r for r in rows if r.email_norm}
+    by_domain: dict[str, Any] = {}
+    for r in sorted(rows, key=lambda r: (r.email_status != "valid", -(r.email_confidence or 0))):
+        if r.domain:
+            by_domain.setdefault(r.domain, r)
+    todo: list[CandidateLead] = []
+    for c in candidates:
+        known = (by_address.get(c.email.strip().lower()) if c.email
+                 else by_domain.get(domains.get(c.source_record_id) or ""))
+        if known is None:
+            todo.append(c)
+            continue
+        if not c.email:
+            c.email = known.email
+        c.email_status = known.email_status
+        c.email_confidence = c.email_confidence or known.email_confidence
+    return todo

@@ -233,11 +233,18 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
     requests: domain search and verification). Failures per lead are reported, leads kept."""
     from clients.http import make_async_client
     from clients.hunter import HunterClient
-    from tasks.enrich import enrich_candidates
+    from tasks.enrich import enrich_candidates, reuse_known_emails
     from tasks.usage import reserve_quota, settle_quota
 
     settings = get_settings()
     with timed(batch_id, "enrich"):
+        with session_scope() as session:
+            # Addresses the database already holds verified cost no Hunter request.
+            asked = len(candidates)
+            candidates = reuse_known_emails(session, candidates)
+            reused = asked - len(candidates)
+        if not candidates:
+            return {"skipped": None, "failures": 0, "reused": reused}
         try:
             with session_scope() as session:
                 reservation = reserve_quota(session, "hunter", 2 * len(candidates))
@@ -266,7 +273,8 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
                 settle_quota(session, reservation, calls, batch_id)
     return {"skipped": partly, "failures": len(result.failures),
             "first_failure": result.failures[0].reason if result.failures else None,
-            "emails_found": result.emails_found, "emails_verified": result.emails_verified}
+            "emails_found": result.emails_found, "emails_verified": result.emails_verified,
+            "reused": reused}
 
 
 @task(name="analyse-websites", **NETWORK_TASK)

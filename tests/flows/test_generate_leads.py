@@ -117,6 +117,32 @@ def test_a_rerun_of_the_same_search_creates_no_new_lead(env: str) -> None:
     assert second["avg_score"] == first["avg_score"] is not None
 
 
+def test_a_rerun_asks_hunter_only_about_what_is_not_verified_yet(
+    env: str, sandbox_env: Sandbox
+) -> None:
+    def hunter_requests() -> int:
+        stats = sandbox_env.stats()["targets"].get("hunter", {}).get("statuses", {})
+        return sum(stats.values())
+
+    run(max_results=40, analyse=False)
+    first = hunter_requests()
+    with session_scope(env) as s:
+        statuses = dict(s.execute(select(Lead.email_status, func.count())
+                                  .group_by(Lead.email_status)).all())
+    reusable = statuses.get("valid", 0) + statuses.get("accept_all", 0)
+    sandbox_env.reset_stats()
+
+    run(max_results=40, analyse=False)
+
+    assert first > 0 and reusable > 0
+    # Leads whose address is verified cost nothing the second time.
+    assert hunter_requests() <= first - reusable
+    with session_scope(env) as s:
+        again = dict(s.execute(select(Lead.email_status, func.count())
+                               .group_by(Lead.email_status)).all())
+    assert again == statuses
+
+
 def test_batch_scores_and_tiers_cover_the_leads_it_merged_into(env: str) -> None:
     run(source="apollo", max_results=40)
     second = run(source="google_places", max_results=40)

@@ -138,6 +138,26 @@ def test_unknown_verifier_status_is_recorded_as_unknown(scripted: ScriptedServer
     assert c.email_status == "unknown"
 
 
+def test_a_domain_and_an_address_are_asked_about_once_per_run(scripted: ScriptedServer) -> None:
+    """Three branches of one business (one domain) and two listings with one address: one
+    domain search, one verification per address, every candidate gets the answer, and the
+    calls are metered once."""
+    scripted.script(DOMAIN, Reply(200, payload("hunter_domain_search.json")))
+    scripted.script(VERIFY, verified("valid"))
+    branches = [lead(i, website=f"https://northwind-robotics.example/{i}") for i in range(3)]
+    listed_twice = [lead(10 + i, email="Owner@Bella.example") for i in range(2)]
+    candidates = [*branches, *listed_twice]
+    result = asyncio.run(_enrich(fast_settings(scripted.base_url), candidates, concurrency=5))
+    assert len(scripted.hits(DOMAIN)) == 1
+    assert sorted(h.query["email"][0].lower() for h in scripted.hits(VERIFY)) == [
+        "dana.whitfield@northwind-robotics.example", "owner@bella.example"]
+    assert {c.email for c in branches} == {"dana.whitfield@northwind-robotics.example"}
+    assert {c.email_status for c in candidates} == {"valid"}
+    assert [(x.endpoint, x.units) for x in result.calls].count(("domain-search", 1)) == 1
+    assert sum(1 for x in result.calls if x.endpoint == "email-verifier") == 2
+    assert result.failures == []
+
+
 def test_api_failures_are_recorded_per_candidate_and_nobody_is_dropped(
     scripted: ScriptedServer,
 ) -> None:
