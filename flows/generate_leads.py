@@ -126,6 +126,13 @@ def generate_leads(
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
         loads.add(checked.valid, rejected, seen, chunk)
 
+    def give_up(source: str, why: str) -> None:
+        """Note and log that `source` is left, and for what."""
+        then = "falling back to the next source" if source != order[-1] else "no source left to try"
+        note = f"{source} {why}; {then}"
+        notes.append(note)
+        log.warning(note)
+
     try:
         for current in order:
             cursor: str | None = None
@@ -139,13 +146,9 @@ def generate_leads(
                         got = fetch_source_chunk(batch_id, current, industry, location,
                                                  cursor, want)
                 except SourceFetchError as exc:
-                    then = ("falling back to the next source" if current != order[-1]
-                            else "no source left to try")
                     what = ("is at its monthly limit" if isinstance(exc.error, QuotaExceededError)
                             else "failed")
-                    note = f"{current} {what} ({exc.error}); {then}"
-                    notes.append(note)
-                    log.warning(note)
+                    give_up(current, f"{what} ({exc.error})")
                     failed = True
                     break
                 if current not in sources_used:
@@ -166,12 +169,8 @@ def generate_leads(
                 while len(pending) >= max(1, settings.pipeline_depth):
                     finish(*pending.popleft())  # overlaps the network stages still in flight
                 if got.error is not None:  # after some pages: those are loaded, then fall back
-                    then = ("falling back to the next source" if current != order[-1]
-                            else "no source left to try")
-                    note = (f"{current} failed after {len(got.candidates) + len(got.rejected)} "
-                            f"records of a chunk ({got.error}); they are kept; {then}")
-                    notes.append(note)
-                    log.warning(note)
+                    give_up(current, f"failed after {len(got.candidates) + len(got.rejected)} "
+                                     f"records of a chunk ({got.error}); they are kept")
                     failed = True
                     break
                 cursor = got.next_cursor

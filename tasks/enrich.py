@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from clients.http import ApiCall, ApiError, QuotaExceededError
 from clients.hunter import VERIFY_STATUSES, HunterClient, HunterEmail, VerificationPendingError
-from tasks.keys import registrable_domain
+from tasks.keys import normalise_email, registrable_domain
 from tasks.staging import CandidateLead
 
 # Titles of the people a cold email to a local business should reach.
@@ -247,7 +247,7 @@ def reuse_known_emails(session: Session, candidates: list[CandidateLead]
 
     domains = {c.source_record_id: registrable_domain(c.website) for c in candidates
                if not c.email and c.website}
-    addresses = {c.email.strip().lower() for c in candidates if c.email}
+    addresses = {a for c in candidates if c.email and (a := normalise_email(c.email))}
     wanted = {d for d in domains.values() if d}
     if not wanted and not addresses:
         return candidates
@@ -264,7 +264,7 @@ def reuse_known_emails(session: Session, candidates: list[CandidateLead]
             by_domain.setdefault(r.domain, r)
     todo: list[CandidateLead] = []
     for c in candidates:
-        known = (by_address.get(c.email.strip().lower()) if c.email
+        known = (by_address.get(normalise_email(c.email) or "") if c.email
                  else by_domain.get(domains.get(c.source_record_id) or ""))
         if known is None:
             todo.append(c)
