@@ -170,8 +170,11 @@ def analyse_site(
     html: bool = typer.Option(False, "--html", help="The arguments are local HTML files."),
     as_url: str = typer.Option("https://example.com/", "--url", help="URL the files came from."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Fetch URLs again even if the 30-day cache has them."),
 ) -> None:
-    """Detect booking tools, contact forms, booking keywords, analytics and digital maturity."""
+    """Detect booking tools, contact forms, booking keywords, analytics and digital maturity.
+    URLs are served from the per-domain cache (website_analyses) when fresh, and stored there."""
     from tasks.website.analyse import analyse_files, analyse_url
 
     if not targets:
@@ -184,7 +187,10 @@ def analyse_site(
             raise typer.Exit(2)
         results = analyse_files([Path(t) for t in targets], url=as_url)
     else:
-        results = [analyse_url(t) for t in targets]
+        from models.db import upgrade_database
+
+        upgrade_database()
+        results = [analyse_url(t, refresh=refresh) for t in targets]
     for result in results:
         if as_json:
             print(json.dumps(result))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, Sandbox
 from tests.flows.conftest import prefect_server  # noqa: F401  (one Prefect server per session)
 
 SITES = FIXTURES / "sites"
@@ -100,6 +100,31 @@ def test_analyse_site_refuses_a_missing_file(cli_env: dict[str, str], tmp_path: 
     assert result.returncode == 2
     assert "not a file: nope.html" in result.stderr
     assert result.stdout == ""
+
+
+def test_analyse_site_url_uses_the_30_day_cache_unless_refresh(
+    cli_env: dict[str, str], tmp_path: Path, sandbox: Sandbox
+) -> None:
+    import httpx
+
+    env = {**cli_env, **sandbox.env()}
+    with httpx.Client(base_url=sandbox.base_url, timeout=5) as client:
+        business = next(b for b in (client.get(f"/_sandbox/businesses/{i}").json()
+                                    for i in range(50))
+                        if b.get("site") and not b["site"]["fault"])
+    url = f"http://{business['domain']}/"
+
+    runs = [leadflow(env, tmp_path, "analyse-site", url, "--json", *extra)
+            for extra in ((), (), ("--refresh",))]
+
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    first, second, third = (json.loads(r.stdout) for r in runs)
+    assert list(first)[:len(ACCEPTANCE_KEYS)] == ACCEPTANCE_KEYS
+    assert (first["cached"], second["cached"], third["cached"]) == (False, True, False)
+    assert first["truncated"] is False
+    assert {k: first[k] for k in ACCEPTANCE_KEYS} == {k: second[k] for k in ACCEPTANCE_KEYS}
+    with sqlite3.connect(tmp_path / "leadflow.db") as db:  # the table analysts query
+        assert db.execute("SELECT count(*) FROM website_analyses").fetchone() == (1,)
 
 
 def test_dedupe_csv_writes_a_cluster_id_for_every_row_and_groups_known_duplicates(

@@ -290,18 +290,43 @@ def analyse_files(paths: Sequence[Path | str], url: str = "https://example.com/"
     return results
 
 
-def analyse_url(url: str, settings: Any = None) -> dict:
-    """Fetch and analyse one live URL (same safety rules as the pipeline)."""
+def _url_summary(url: str, analysis: SiteAnalysis, cached: bool) -> dict[str, Any]:
+    """The acceptance object for a live URL, plus `truncated` (the page was cut at
+    `site_max_bytes` and only its head analysed) and `cached` (served from the cache)."""
+    out: dict[str, Any] = {
+        "file": url,
+        "booking_tools": list(analysis.booking_tools or []),
+        "has_contact_form": bool(analysis.has_contact_form),
+        "booking_keyword_count": analysis.booking_keyword_count or 0,
+        "has_analytics": bool(analysis.has_analytics),
+        "digital_maturity": analysis.digital_maturity or 0,
+        "truncated": bool((analysis.signals or {}).get("truncated", False)),
+        "cached": cached,
+    }
+    if analysis.error is not None:
+        out["error"] = analysis.error
+    return out
+
+
+def analyse_url(url: str, settings: Any = None, refresh: bool = False) -> dict:
+    """Fetch and analyse one live URL (same safety rules as the pipeline), through the same
+    per-domain cache: an unexpired `website_analyses` row is returned unless `refresh`, and what
+    is fetched is stored (the schema must exist: `leadflow migrate`)."""
+    from models.db import session_scope
+
     if settings is None:
         from leadflow.settings import get_settings
 
         settings = get_settings()
-
-    async def run() -> FetchResult:
-        async with make_client(settings) as client:
-            return await fetch_site(normalise_site_url(url), client, settings)
-
-    fetched = asyncio.run(run())
-    if fetched.error is not None:
-        return _summary(url, None, fetched.error)
-    return _summary(url, analyse_html(fetched.body, fetched.final_url, fetched.content_type))
+    domain = site_key(url)
+    if domain and not refresh:
+        with session_scope(settings.database_url) as session:
+            hit = load_cached(session, [domain]).get(domain)
+        if hit is not None:
+            return _url_summary(url, hit, cached=True)
+    items = [(domain, normalise_site_url(url))]
+    analysis = asyncio.run(_fetch_and_parse(items, settings, 1))[0]
+    if domain:
+        with session_scope(settings.database_url) as session:
+            store_analyses(session, [analysis])
+    return _url_summary(url, analysis, cached=False)

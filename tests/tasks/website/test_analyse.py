@@ -15,6 +15,7 @@ from tasks.website.analyse import (
     SiteAnalysis,
     analyse_files,
     analyse_sites,
+    analyse_url,
     load_cached,
     site_key,
     store_analyses,
@@ -132,3 +133,57 @@ def test_analyse_files_returns_exactly_the_acceptance_objects() -> None:
     assert results[0]["booking_tools"] == ["mindbody"] and results[0]["digital_maturity"] == 100
     assert results[1]["booking_tools"] == [] and results[1]["has_contact_form"] is False
     json.dumps(results)  # plain JSON types only
+
+
+def _sandbox_settings(sandbox: Sandbox, database_url: str) -> object:
+    from leadflow.settings import Settings
+
+    return Settings(database_url=database_url, parse_workers=1, site_timeout_s=5,
+                    site_host_overrides={"*": f"127.0.0.1:{sandbox.port}"},
+                    site_allow_networks=["127.0.0.1/32"])
+
+
+def test_analyse_url_reads_a_fresh_cached_analysis_and_stores_what_it_fetched(
+    sandbox: Sandbox, sqlite_url: str
+) -> None:
+    settings = _sandbox_settings(sandbox, sqlite_url)
+    business = next(b for b in _businesses(sandbox, 100)
+                    if not b["site"]["fault"] and not b["site"]["redirect"])
+    url = f"http://{business['domain']}/"
+
+    first = analyse_url(url, settings)
+    assert first["cached"] is False and "error" not in first
+    expected = [business["site"]["booking_tool"]] if business["site"]["booking_tool"] else []
+    assert first["booking_tools"] == expected
+    with session_scope(sqlite_url) as session:
+        row = load_cached(session, [site_key(url)])[site_key(url)]
+        assert row.digital_maturity == first["digital_maturity"]
+        row.digital_maturity = 1  # mark the cached row: the next answer must be this one
+        store_analyses(session, [row])
+
+    second = analyse_url(url, settings)
+    assert second["cached"] is True and second["digital_maturity"] == 1
+    assert second["booking_tools"] == first["booking_tools"]
+
+    refreshed = analyse_url(url, settings, refresh=True)
+    assert refreshed == first
+    with session_scope(sqlite_url) as session:
+        stored = load_cached(session, [site_key(url)])[site_key(url)]
+    assert stored.digital_maturity == first["digital_maturity"]
+
+
+def test_analyse_url_flags_a_page_truncated_at_the_size_cap(
+    sandbox: Sandbox, sqlite_url: str
+) -> None:
+    settings = _sandbox_settings(sandbox, sqlite_url)
+    businesses = _businesses(sandbox, 400)
+    huge = next(b for b in businesses if b["site"]["fault"] == "huge")
+    plain = next(b for b in businesses if not b["site"]["fault"])
+
+    cut = analyse_url(f"http://{huge['domain']}/", settings)
+    whole = analyse_url(f"http://{plain['domain']}/", settings)
+
+    assert cut["truncated"] is True and "error" not in cut
+    assert whole["truncated"] is False
+    assert set(cut) >= ACCEPTANCE_KEYS and set(whole) >= ACCEPTANCE_KEYS
+    assert analyse_url(f"http://{huge['domain']}/", settings)["truncated"] is True  # cached too
