@@ -230,6 +230,9 @@ _X_TEL = etree.XPath("count(//a[starts-with(normalize-space(@href), 'tel:')])")
 _X_FORMS = etree.XPath("//form")
 _X_FIELDS = etree.XPath(".//input | .//textarea | .//select")
 _PARSER = etree.HTMLParser(recover=True, no_network=True, remove_blank_text=False)
+# lxml refuses a str that opens with an XML declaration naming an encoding (XHTML pages do); the
+# text is decoded already, so the declaration has nothing left to say.
+_XML_DECL_RE = re.compile(r"\A<\?xml[^>]*>")
 
 
 def _attr_text(values: list[str | None]) -> str:
@@ -240,6 +243,8 @@ def _extract_fast(text: str) -> PageFeatures:
     f = PageFeatures()
     if not text.strip():
         return f
+    if text.startswith("<?xml"):
+        text = _XML_DECL_RE.sub("", text)
     try:
         root = etree.fromstring(text, _PARSER)
     except (etree.ParserError, ValueError):

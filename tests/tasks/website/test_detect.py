@@ -127,6 +127,19 @@ def test_empty_and_garbage_input_give_empty_facts() -> None:
         assert facts.booking_tools == [] and facts.digital_maturity == 15  # https only
 
 
+@pytest.mark.filterwarnings("ignore:.*XML:UserWarning")  # bs4: "this looks like XML"
+@pytest.mark.parametrize("engine", ["fast", "bs4"])
+def test_xhtml_page_opening_with_an_xml_declaration_is_analysed(engine: str) -> None:
+    page = TEMPLATE.replace("{embed}", "<p>Book now</p>" + EMBEDS["calendly"]["script"])
+    xhtml = '<?xml version="1.0" encoding="UTF-8"?>\n' + page
+    expected = analyse_html(page.encode(), URL, "text/html; charset=utf-8", engine=engine)  # type: ignore[arg-type]
+    for body in (xhtml.encode(), xhtml):
+        facts = analyse_html(body, URL, "application/xhtml+xml", engine=engine)  # type: ignore[arg-type]
+        assert facts.booking_tools == ["calendly"]
+        assert facts.booking_keyword_count == expected.booking_keyword_count > 0
+        assert facts.digital_maturity == expected.digital_maturity
+
+
 def test_unknown_engine_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="engine"):
         analyse_html("<html></html>", URL, engine="regex")  # type: ignore[arg-type]
