@@ -156,15 +156,27 @@ _CHARSET_ALIASES = {
 }
 
 
+# Python codecs no browser knows as a charset: some raise on bytes.decode ("undefined", "idna"
+# with errors="replace"), the others turn a page into something no browser would show.
+_NOT_CHARSETS = frozenset(
+    {"undefined", "idna", "punycode", "unicode-escape", "raw-unicode-escape", "utf-7"}
+)
+
+
 def _codec(label: str | None) -> str | None:
+    """The Python codec for a charset label; None for unknown labels and for codecs that are not
+    text encodings (hex, base64, zlib, rot13 ... would make bytes.decode raise)."""
     if not label:
         return None
     label = label.strip().strip("\"'").lower()
     label = _CHARSET_ALIASES.get(label, label)
     try:
-        return codecs.lookup(label).name
+        info = codecs.lookup(label)
     except LookupError:
         return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
 
 
 def charset_from_content_type(content_type: str | None) -> str | None:

@@ -103,6 +103,19 @@ def test_header_charset_wins_and_undecodable_bytes_never_crash() -> None:
     assert facts.booking_keyword_count == 1
 
 
+@pytest.mark.parametrize(
+    "label", ["hex", "base64", "zlib", "rot13", "undefined", "idna", "punycode",
+              "unicode_escape", "utf-7"],
+)
+def test_charset_labels_that_are_python_codecs_but_not_charsets_are_ignored(label: str) -> None:
+    body = "<html><body><p>Caf\u00e9 \\x41 +AGE- book now</p></body></html>".encode()
+    meta = f'<html><head><meta charset="{label}"></head>'.encode() + body[6:]
+    for page, content_type in ((body, f"text/html; charset={label}"), (meta, "text/html")):
+        text, used = decode_html(page, content_type)
+        assert used == "utf-8" and "Caf\u00e9 \\x41 +AGE- book now" in text
+        assert analyse_html(page, URL, content_type).booking_keyword_count == 1
+
+
 def test_shift_jis_page_counts_japanese_booking_keywords() -> None:
     facts = analyse_html((SITES / "charset_shift_jis.html").read_bytes(), URL)
     assert facts.booking_keyword_count == 2  # ご予約, 予約
