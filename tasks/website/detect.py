@@ -263,6 +263,10 @@ def _extract_fast(text: str) -> PageFeatures:
         root = None
     if root is None:
         return f
+    if _PARSER.error_log.filter_types([etree.ErrorTypes.ERR_RESOURCE_LIMIT]):
+        # libxml2 stops building the tree past 256 levels of nesting (unclosed tags do that) and
+        # drops the rest of the page; the BeautifulSoup path has no such limit.
+        return _extract_bs4(text)
     f.text_parts = _X_TEXT(root)
     f.urls = {u.strip() for u in _X_URLS(root) if u and u.strip()}
     for script in _X_SCRIPTS(root):

@@ -153,6 +153,17 @@ def test_xhtml_page_opening_with_an_xml_declaration_is_analysed(engine: str) -> 
         assert facts.digital_maturity == expected.digital_maturity
 
 
+@pytest.mark.parametrize("depth", [300, 5000])
+def test_what_follows_deeply_nested_markup_is_still_analysed(depth: int) -> None:
+    """Unclosed tags nest without bound; libxml2 gives up building its tree at 256 levels."""
+    embed = "<p>Book now</p>" + EMBEDS["calendly"]["script"]
+    for nest in ("<span>x" * depth, "<div>" * depth + "x" + "</div>" * depth):
+        page = TEMPLATE.replace("{embed}", nest + embed).encode()
+        fast = analyse_html(page, URL)
+        assert fast.booking_tools == ["calendly"] and fast.booking_keyword_count >= 1
+        assert fast == analyse_html(page, URL, engine="bs4")
+
+
 def test_unknown_engine_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="engine"):
         analyse_html("<html></html>", URL, engine="regex")  # type: ignore[arg-type]
