@@ -119,6 +119,12 @@ async def resolve_target(url: str, settings: Any) -> Target:
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise FetchRefused("invalid_url: no host")
+    # The ASCII form first: IDNA maps fullwidth letters, digits and dots to ASCII, and that is the
+    # name resolved and sent, so the literal-IP and local-name rules must see it.
+    try:
+        host = host.encode("idna").decode("ascii").rstrip(".").lower()
+    except UnicodeError:
+        raise FetchRefused(f"invalid_url: bad host name {host!r}") from None
     allow = _networks(settings)
     literal = _literal_ip(host)
     if literal is not None:
@@ -132,10 +138,6 @@ async def resolve_target(url: str, settings: Any) -> Target:
         return Target(url, host, literal, port or (443 if scheme == "https" else 80), scheme)
     if host in BLOCKED_NAMES or host.endswith(BLOCKED_SUFFIXES):
         raise FetchRefused(f"refused: {host} is a local name")
-    try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise FetchRefused(f"invalid_url: bad host name {host!r}") from None
     override = _override(host, settings)
     if override is not None:
         ip, oport = override

@@ -168,6 +168,36 @@ def test_forbidden_urls_are_refused_without_any_connection_attempt(url: str) -> 
     assert calls == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/",  # fullwidth localhost
+     "http://shop\uff0e\uff4c\uff4f\uff43\uff41\uff4c/",  # shop．ｌｏｃａｌ
+     "http://\uff11\uff16\uff19\uff0e\uff12\uff15\uff14\uff0e\uff11\uff16\uff19\uff0e"
+     "\uff12\uff15\uff14/"],  # １６９．２５４．１６９．２５４
+)
+@pytest.mark.parametrize("overrides", [{}, {"*": "127.0.0.1:9"}])
+def test_names_and_ips_in_unicode_lookalike_forms_are_checked_as_what_they_resolve_to(
+    url: str, overrides: dict[str, str]
+) -> None:
+    """IDNA maps fullwidth letters, digits and dots to ASCII: the local-name and literal-IP rules
+    apply to the name that is looked up and sent, not to how the URL spelled it."""
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, html="<html></html>")
+
+    settings = Settings(site_host_overrides=overrides, site_allow_networks=["127.0.0.1/32"])
+
+    async def run() -> object:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await fetch_site(url, client, settings)
+
+    result = asyncio.run(run())
+    assert result.error and result.error.startswith("refused:")  # type: ignore[attr-defined]
+    assert calls == []
+
+
 def test_literal_ip_urls_bypass_the_host_overrides() -> None:
     settings = Settings(site_host_overrides={"*": "127.0.0.1:9"}, site_allow_networks=[])
 
