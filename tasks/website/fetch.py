@@ -16,10 +16,13 @@ import httpx
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-# Networks that are globally routable on paper but reach private space by translation.
+# Networks that are globally routable on paper but reach private space by translation, and
+# IPv6 site-local (deprecated, but still routed inside networks that used it; Python counts it
+# as global).
 EXTRA_BLOCKED = tuple(
     ipaddress.ip_network(n)
-    for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "100.64.0.0/10")
+    for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "100.64.0.0/10",
+              "fec0::/10")
 )
 BLOCKED_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")

@@ -144,7 +144,7 @@ def test_too_many_redirects_is_an_error(server_port: int) -> None:
         "http://0x7f.2/", "http://012.1/", "http://192.168.1.1/", "http://[fe80::1]/", "http://0.0.0.0/",
         "http://224.0.0.1/", "http://foo.localhost/", "ftp://shop.test/", "file:///etc/passwd",
         "http://user:pw@www.shop.test/", "http://www.example.com:8080/",
-        "http://93.184.216.34:22/",
+        "http://93.184.216.34:22/", "http://[fec0::1]/",
     ],
 )
 def test_forbidden_urls_are_refused_without_any_connection_attempt(url: str) -> None:
