@@ -4,6 +4,7 @@ every hop, internal addresses refused, deadline, byte cap and content-type rules
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -48,6 +49,19 @@ async def huge(request: Request) -> Response:
     return StreamingResponse(body(), media_type="text/html")
 
 
+# 64 MB of HTML that gzips to about 64 KB: one network read for the client.
+BOMB = gzip.compress(b"<html><body>" + b" " * 64_000_000, compresslevel=9)
+
+
+async def gzip_bomb(request: Request) -> Response:
+    return Response(BOMB, headers={"content-type": "text/html", "content-encoding": "gzip"})
+
+
+async def gzipped(request: Request) -> Response:
+    return Response(gzip.compress(PAGE), headers={"content-type": "text/html",
+                                                  "content-encoding": "gzip"})
+
+
 def routes() -> list[Route]:
     return [
         Route("/page", page),
@@ -59,6 +73,8 @@ def routes() -> list[Route]:
         Route("/to-localhost", lambda r: RedirectResponse("http://localhost/page", 302)),
         Route("/never-ends", never_ends),
         Route("/huge", huge),
+        Route("/gzip-bomb", gzip_bomb),
+        Route("/gzipped", gzipped),
         Route("/pdf", lambda r: Response(b"%PDF-1.4", media_type="application/pdf")),
         Route("/error", lambda r: HTMLResponse("<h1>boom</h1>", 500)),
     ]
@@ -250,6 +266,25 @@ def test_huge_body_is_truncated_at_the_cap(server_port: int) -> None:
     result = fetch("http://www.shop.test/huge", settings_for(server_port, site_max_bytes=50_000))
     assert result.error is None and result.truncated  # type: ignore[attr-defined]
     assert len(result.body) == 50_000  # type: ignore[attr-defined]
+
+
+def test_compressed_body_is_capped_as_it_is_decompressed(server_port: int) -> None:
+    """A server may gzip despite Accept-Encoding: identity; the byte cap must bound what is
+    inflated in memory, not only what is kept (64 KB on the wire is 64 MB inflated)."""
+    import tracemalloc
+
+    settings = settings_for(server_port, site_max_bytes=1_000_000)
+    plain = fetch("http://www.shop.test/gzipped", settings)
+    assert plain.error is None and plain.body == PAGE  # type: ignore[attr-defined]
+    tracemalloc.start()
+    try:
+        result = fetch("http://www.shop.test/gzip-bomb", settings)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.error is None and result.truncated  # type: ignore[attr-defined]
+    assert len(result.body) == 1_000_000  # type: ignore[attr-defined]
+    assert peak < 16_000_000, f"{peak:,} bytes allocated for a 1 MB cap"
 
 
 def test_non_html_is_refused(server_port: int) -> None:
