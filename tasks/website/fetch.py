@@ -184,13 +184,44 @@ def _request(client: httpx.AsyncClient, target: Target) -> httpx.Request:
     return client.build_request("GET", wire, headers=headers, extensions=extensions)
 
 
-def _inflater(content_encoding: str | None) -> Any:
-    """A zlib decompressor for a gzip/deflate body, None for identity (or an encoding httpx
-    would not decode either). The body is read raw and inflated here, a bounded amount at a
-    time: httpx's own decoding inflates whole network reads, whatever the byte cap."""
+class _Inflater:
+    """A gzip/deflate body inflated a bounded amount at a time (httpx's own decoding inflates
+    whole network reads, whatever the byte cap). `deflate` is zlib-wrapped by the standard,
+    but some servers send it raw: told apart by the zlib header, as browsers and httpx do."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding != "deflate"
+        self._obj: Any = None
+        self._head = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._obj is None:
+            data = self._head + data
+            if not self._gzip and len(data) < 2:  # too little to tell the two apart yet
+                self._head = data
+                return b""
+            wbits = zlib.MAX_WBITS | 32  # gzip or zlib header, detected
+            if not self._gzip and not _zlib_header(data):
+                wbits = -zlib.MAX_WBITS  # raw deflate
+            self._obj = zlib.decompressobj(wbits)
+        return bytes(self._obj.decompress(data, max_length))
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return bytes(self._obj.unconsumed_tail) if self._obj is not None else b""
+
+
+def _zlib_header(data: bytes) -> bool:
+    """RFC 1950: compression method 8 and a header checksum divisible by 31."""
+    return data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+
+
+def _inflater(content_encoding: str | None) -> _Inflater | None:
+    """The inflater of a gzip/deflate body, None for identity (or an encoding httpx would not
+    decode either)."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
-        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+        return _Inflater(encoding)
     return None
 
 
@@ -259,8 +290,10 @@ async def _fetch(url: str, client: httpx.AsyncClient, settings: Any, result: Fet
                             break
                         chunks.append(chunk)
                         size += len(chunk)
-                        tail = inflate.unconsumed_tail if inflate is not None else b""
-                        chunk = inflate.decompress(tail, room - len(chunk) + 1) if tail else b""
+                        if inflate is None or not inflate.unconsumed_tail:
+                            break
+                        # What the last call held back for want of room: inflate some more.
+                        chunk = inflate.decompress(inflate.unconsumed_tail, room - len(chunk) + 1)
                     if result.truncated:
                         break
             except httpx.HTTPError as exc:  # the server dropped the connection mid-body

@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -62,6 +63,14 @@ async def gzipped(request: Request) -> Response:
                                                   "content-encoding": "gzip"})
 
 
+def deflated(request: Request) -> Response:
+    """`deflate` as the standard has it (zlib-wrapped) or as some servers send it (raw)."""
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS if request.query_params.get("raw")
+                              else zlib.MAX_WBITS)
+    return Response(packer.compress(PAGE) + packer.flush(),
+                    headers={"content-type": "text/html", "content-encoding": "deflate"})
+
+
 def routes() -> list[Route]:
     return [
         Route("/page", page),
@@ -75,6 +84,7 @@ def routes() -> list[Route]:
         Route("/huge", huge),
         Route("/gzip-bomb", gzip_bomb),
         Route("/gzipped", gzipped),
+        Route("/deflated", deflated),
         Route("/pdf", lambda r: Response(b"%PDF-1.4", media_type="application/pdf")),
         Route("/error", lambda r: HTMLResponse("<h1>boom</h1>", 500)),
     ]
@@ -285,6 +295,12 @@ def test_compressed_body_is_capped_as_it_is_decompressed(server_port: int) -> No
     assert result.error is None and result.truncated  # type: ignore[attr-defined]
     assert len(result.body) == 1_000_000  # type: ignore[attr-defined]
     assert peak < 16_000_000, f"{peak:,} bytes allocated for a 1 MB cap"
+
+
+@pytest.mark.parametrize("query", ["", "?raw=1"], ids=["zlib", "raw"])
+def test_deflate_body_is_read_zlib_wrapped_or_raw(server_port: int, query: str) -> None:
+    result = fetch(f"http://www.shop.test/deflated{query}", settings_for(server_port))
+    assert result.error is None and result.body == PAGE  # type: ignore[attr-defined]
 
 
 def test_non_html_is_refused(server_port: int) -> None:
