@@ -162,6 +162,10 @@ class SmtpSender:
         if _UNSAFE_ADDRESS.search(envelope_from) or _UNSAFE_ADDRESS.search(recipient):
             # A CR/LF would end the SMTP command and start another.
             return Delivery("failed", None, "control character or angle bracket in an address")
+        if not (envelope_from.isascii() and recipient.isascii()):
+            # Commands go out as ASCII (no SMTPUTF8): encoding one would raise out of the
+            # batch, losing the record of the messages already handed over.
+            return Delivery("failed", None, "non-ASCII address (SMTPUTF8 is not supported)")
         for attempt in (1, 2):
             if self._conn is None:
                 self.connect()

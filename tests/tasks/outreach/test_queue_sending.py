@@ -12,7 +12,7 @@ import sys
 import threading
 from collections import Counter
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from leadflow.tokens import verify
 from models import Campaign, CampaignLead, Lead, SmtpSendCount, Suppression
@@ -212,6 +212,34 @@ def test_other_5xx_fails_without_suppressing(outreach_pg, smtp_servers, send_clo
     assert drain_queue(outreach_pg.db_url, "w", now_fn=send_clock()).failed == 1
     assert _status(outreach_pg, ids) == {"failed": 1}
     with session_scope(outreach_pg.db_url) as s:
+        assert s.scalars(select(Suppression)).all() == []
+
+
+def test_a_non_ascii_address_fails_alone_and_the_rest_of_the_batch_is_recorded(
+    outreach_pg, smtp_servers, send_clock
+):
+    # smtplib encodes commands as ASCII: "RCPT TO:<josé@...>" raised out of the batch, and the
+    # messages already handed over stayed `sending` (then review), their follow-ups cancelled.
+    db = outreach_pg.db_url
+    server = smtp_servers()
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign(steps=(0, 3))
+    leads = outreach_pg.leads(3)
+    with session_scope(db) as s:
+        s.execute(update(Lead).where(Lead.id == leads[1]).values(email="josé@café.example"))
+    ids = outreach_pg.queue(cid, leads)
+
+    report = drain_queue(db, "w", now_fn=send_clock())
+
+    assert (report.sent, report.failed) == (2, 1)
+    rows = outreach_pg.emails(ids)
+    assert {r.to_email: r.status for r in rows.values()} == {
+        "lead0@dest0.example": "sent", "josé@café.example": "failed",
+        "lead2@dest2.example": "sent"}
+    assert "non-ASCII" in next(r.last_error for r in rows.values() if r.status == "failed")
+    assert sorted(r.rcpt_tos[0] for r in server.received) == [
+        "lead0@dest0.example", "lead2@dest2.example"]
+    with session_scope(db) as s:
         assert s.scalars(select(Suppression)).all() == []
 
 
