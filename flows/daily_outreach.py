@@ -1,5 +1,8 @@
 """The seed's hourly "Daily Outreach" job: every active daily campaign whose scheduled hour has
-come in its own time zone contacts its new leads (route, schedule the sequence, send step 1)."""
+come in its own time zone contacts its new leads (route, schedule the sequence, send step 1).
+
+One campaign that cannot be enqueued (a sequence without steps, ...) is recorded and does not
+stop the others, nor the sending of what is due; the run then ends failed, naming it."""
 
 from __future__ import annotations
 
@@ -24,10 +27,20 @@ def daily_outreach() -> dict[str, Any]:
     due = campaigns_due(get_settings().database_url, now)
     if not due:
         log.info("no campaign has its outreach hour now")
-    enqueued = [enqueue_campaign(campaign_id) for campaign_id in due]
+    enqueued = []
+    failed: dict[int, str] = {}
+    for campaign_id in due:
+        try:
+            enqueued.append(enqueue_campaign(campaign_id))
+        except Exception as exc:  # one campaign's failure must not starve the others
+            failed[campaign_id] = f"{type(exc).__name__}: {exc}"[:300]
+            log.error("campaign %s: enqueueing failed: %s", campaign_id, failed[campaign_id])
     composed = compose_due()
     sent = send_due()  # everything due, these campaigns' first emails included
     log.info("campaigns %s: composed %s, sent %s", due, composed, sent)
     funnel = publish_funnel(due, key="daily-outreach-funnel") if due else []
+    if failed:
+        raise RuntimeError(f"enqueueing failed for campaigns {sorted(failed)} (the others ran): "
+                           + "; ".join(failed.values()))
     return {"campaigns": due, "enqueued": enqueued, "composed": composed, "sent": sent,
             "funnel": funnel}

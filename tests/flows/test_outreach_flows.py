@@ -185,6 +185,32 @@ def test_hourly_outreach_contacts_only_campaigns_whose_local_hour_has_come(
     assert emails(env, later) == []
 
 
+def test_one_campaign_failing_to_enqueue_does_not_stop_the_others_outreach(
+    env: str, relay: SmtpServer,
+) -> None:
+    from flows.daily_outreach import daily_outreach
+    from models import Sequence
+
+    wait_past_the_hour_boundary()
+    hour = datetime.now(UTC).hour
+    with session_scope(env) as session:  # a sequence whose steps were never added
+        empty = Sequence(name="no steps yet")
+        session.add(empty)
+        session.flush()
+        empty_id = empty.id
+    broken = campaign(env, name="broken", schedule_hour=hour, sequence_id=empty_id)
+    fine = campaign(env, name="fine", schedule_hour=hour)
+    link_leads(env, broken, leads(env, 2, "broken"))
+    link_leads(env, fine, leads(env, 3, "fine"))
+
+    with pytest.raises(RuntimeError, match=f"campaigns \\[{broken}\\]"):
+        daily_outreach()  # the run is marked failed, but only after the others went out
+
+    assert sorted(r.rcpt_tos[0].split("@")[0] for r in relay.received) == [
+        "fine0", "fine1", "fine2"]
+    assert emails(env, broken) == []
+
+
 def wait_past_the_hour_boundary() -> None:
     """The test reads the hour and the flow reads it again: not across a boundary."""
     import time
