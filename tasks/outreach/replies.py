@@ -20,10 +20,17 @@ class ReplyRecorded:
     steps_cancelled: int
 
 
+def _bracketed(message_id: str) -> str:
+    """`<id@host>`, as Message-IDs are stored, whether given with its angle brackets (the
+    In-Reply-To header) or without them (as many mail clients and CRMs show it)."""
+    return f"<{message_id.strip().strip('<>').strip()}>"
+
+
 def record_reply(db_url: str, *, address: str | None = None,
                  message_id: str | None = None) -> ReplyRecorded | None:
-    """Find the email replied to (by its Message-ID, the `In-Reply-To` of the reply, or else the
-    latest email sent to the address), add a `reply` event and stop the lead's sequence.
+    """Find the email replied to (by its Message-ID, the `In-Reply-To` of the reply, with or
+    without its angle brackets, or else the latest email sent to the address), add a `reply`
+    event and stop the lead's sequence.
     Returns None when no sent email matches. Recording the same reply twice adds no event."""
     if not address and not message_id:
         raise ValueError("give the replying address or the Message-ID replied to")
@@ -32,7 +39,7 @@ def record_reply(db_url: str, *, address: str | None = None,
         take_write_lock(session)
         query = select(Email).where(Email.sent_at.is_not(None))
         if message_id:
-            query = query.where(Email.message_id == message_id.strip())
+            query = query.where(Email.message_id == _bracketed(message_id))
         else:
             query = query.where(func.lower(Email.to_email) == normalise_address(address or ""))
         email = session.scalars(query.order_by(Email.sent_at.desc()).limit(1)).first()
