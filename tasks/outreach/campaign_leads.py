@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select, update
@@ -74,22 +74,34 @@ def pending_lead_ids(db_url: str, campaign_id: int) -> list[int]:
 
 def campaigns_due(db_url: str, now: datetime) -> list[int]:
     """Active daily campaigns whose scheduled local hour is the hour of `now` in their own time
-    zone (the seed's hourly check `currentHour == campaign.scheduleTime`). Pass the run's
-    scheduled time, not the clock: a run that starts late still serves its own hour. A campaign
-    with an unknown time zone is skipped (and logged), never the others."""
+    zone (the seed's hourly check `currentHour == campaign.scheduleTime`; on a daylight saving
+    change, an hour the clocks skip is served by the next run, one they repeat only once).
+    Pass the run's scheduled time, not the clock: a run that starts late still serves its own
+    hour. A campaign with an unknown time zone is skipped (and logged), never the others."""
     due = []
     with session_scope(db_url) as session:
         query = select(Campaign).where(Campaign.status == "active",
                                        Campaign.schedule_type == "daily")
         for c in session.scalars(query.order_by(Campaign.id)):
             try:
-                local = now.astimezone(ZoneInfo(c.timezone))
+                zone = ZoneInfo(c.timezone)
             except (ZoneInfoNotFoundError, ValueError):
                 log.warning("campaign %s: unknown time zone %r, skipped", c.id, c.timezone)
                 continue
-            if local.hour == c.schedule_hour:
+            if _outreach_hour_has_come(now, zone, c.schedule_hour):
                 due.append(c.id)
     return due
+
+
+def _outreach_hour_has_come(now: datetime, zone: ZoneInfo, hour: int) -> bool:
+    """Whether the hourly run at `now` serves a campaign scheduled at local `hour`, once per
+    local day: the local hour is that hour (its first pass when clocks go back), or clocks went
+    forward over it since the previous hourly run (02:00 does not exist that day)."""
+    local = now.astimezone(zone)
+    if local.hour == hour:
+        return local.fold == 0
+    before = (now - timedelta(hours=1)).astimezone(zone)
+    return before.date() == local.date() and before.hour < hour < local.hour
 
 
 def linked_since_local_midnight(db_url: str, campaign_id: int, now: datetime) -> int:
