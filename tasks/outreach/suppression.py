@@ -32,6 +32,12 @@ def normalise_address(address: str) -> str:
     return address.strip().lower()
 
 
+def normalise_domain(value: str) -> str:
+    """A domain as the list stores it, written as people do: `@Acme.Example.` -> `acme.example`
+    (stored as given, it would never equal an address's domain and so block nothing)."""
+    return normalise_address(value).removeprefix("@").rstrip(".")
+
+
 def address_domain(address: str) -> str:
     return normalise_address(address).rpartition("@")[2]
 
@@ -73,7 +79,12 @@ def suppress(
         raise ValueError(f"unknown suppression reason {reason!r}")
     if kind not in ("address", "domain"):
         raise ValueError(f"unknown suppression kind {kind!r}")
-    row = {"kind": kind, "value": normalise_address(value), "reason": reason,
+    normalised = normalise_address(value)
+    if kind == "domain":
+        normalised = normalise_domain(value)
+        if not normalised or "@" in normalised:
+            raise ValueError(f"not a domain to suppress: {value!r}")
+    row = {"kind": kind, "value": normalised, "reason": reason,
            "email_id": email_id, "details": details or {}}
     insert_ignore(session, Suppression.__table__, [row], ["kind", "value"])
 
