@@ -4,13 +4,15 @@ provider that cannot be reached (or refuses message after message for policy rea
 for the rest of the batch, and one result per message.
 
 What the results mean for the queue (sent, retry, bounce, review...) is recorded elsewhere
-(tasks/outreach/outcomes.py); nothing here writes an email's row."""
+(tasks/outreach/outcomes.py); nothing here writes an email's row. An unexpected error mid-batch
+(the database, the outbox folder, the SMTP library) raises DeliveryInterrupted, which still
+carries one result per message, so the messages already handed over are recorded sent."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from leadflow.settings import Settings
@@ -59,6 +61,30 @@ class Result:
     at: datetime
 
 
+class DeliveryInterrupted(Exception):
+    """An unexpected error stopped the batch. `results` still has one result per message: what
+    happened to those handled before the error; `unknown` (review) for an SMTP message in flight,
+    which the server may have taken; `temporary` (retried later) for those never handed over."""
+
+    def __init__(self, cause: Exception, results: list[Result]) -> None:
+        super().__init__(f"delivery stopped: {_why(cause)}")
+        self.cause = cause
+        self.results = results
+
+
+@dataclass
+class _Progress:
+    """What the batch has done so far, kept for DeliveryInterrupted."""
+
+    results: dict[int, Result] = field(default_factory=dict)  # by email id
+    # The message being handed over: what it means if that raises, and to which provider.
+    in_flight: tuple[Parcel, str, int | None] | None = None
+
+    def done(self, result: Result) -> None:
+        self.results[result.email_id] = result
+        self.in_flight = None
+
+
 def smtp_endpoint(provider: ProviderConfig, settings: Settings) -> SmtpEndpoint:
     return SmtpEndpoint(
         host=provider.host, port=provider.port, security=provider.security,
@@ -74,25 +100,66 @@ def deliver(
     pool: SenderPool,
     now_fn: Callable[[], datetime],
 ) -> list[Result]:
+    """One result per parcel. Raises DeliveryInterrupted (with one result per parcel all the
+    same) when an unexpected error stops the batch."""
+    progress = _Progress()
+    try:
+        return _deliver(db_url, parcels, settings, pool, now_fn, progress)
+    except Exception as exc:
+        raise DeliveryInterrupted(exc, _interrupted(parcels, progress, exc, now_fn())) from exc
+
+
+def _deliver(
+    db_url: str,
+    parcels: list[Parcel],
+    settings: Settings,
+    pool: SenderPool,
+    now_fn: Callable[[], datetime],
+    progress: _Progress,
+) -> list[Result]:
     with session_scope(db_url) as session:
         providers = active_providers(session)
         configured = providers or has_providers(session)
     if not configured:
-        return [_to_outbox(parcel, settings, now_fn) for parcel in parcels]
+        for parcel in parcels:
+            # Written whole or not at all, and never twice: a retry is safe.
+            progress.in_flight = (parcel, "temporary", None)
+            progress.done(_to_outbox(parcel, settings, now_fn))
+        return list(progress.results.values())
     if not providers:
         at = now_fn()
         return [Result(p.email_id, "unavailable", None, "no active SMTP provider", at)
                 for p in parcels]
-    results: list[Result] = []
     down: dict[int, str] = {}  # providers unusable during this batch, and why
     for avoid, group in _by_avoided_provider(parcels).items():
-        results += _deliver_group(db_url, group, avoid, settings, pool, now_fn, down)
+        _deliver_group(db_url, group, avoid, settings, pool, now_fn, down, progress)
+    results = list(progress.results.values())
     if not down:
         return results  # left over only for want of capacity: `wait` for the next hour
     # A provider that may come back soon holds messages too: wait with backoff, not an hour.
     why = "no SMTP provider reachable: " + "; ".join(down.values())
     return [Result(r.email_id, "unavailable", None, why[:500], r.at) if r.outcome == "wait"
             else r for r in results]
+
+
+def _interrupted(parcels: list[Parcel], progress: _Progress, exc: Exception, at: datetime
+                 ) -> list[Result]:
+    why = f"delivery stopped by an unexpected error: {_why(exc)}"[:500]
+    results = dict(progress.results)
+    if progress.in_flight is not None:
+        parcel, outcome, provider_id = progress.in_flight
+        results[parcel.email_id] = Result(parcel.email_id, outcome, provider_id, why, at)
+    for parcel in parcels:
+        if parcel.email_id not in results:
+            results[parcel.email_id] = Result(parcel.email_id, "temporary", None, why, at)
+    return list(results.values())
+
+
+def _why(exc: BaseException) -> str:
+    """The error's type and the first line of its text (not a database error's SQL and
+    parameters)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def _by_avoided_provider(parcels: list[Parcel]) -> dict[int | None, list[Parcel]]:
@@ -110,8 +177,8 @@ def _deliver_group(
     pool: SenderPool,
     now_fn: Callable[[], datetime],
     down: dict[int, str],
-) -> list[Result]:
-    results: list[Result] = []
+    progress: _Progress,
+) -> None:
     remaining = list(parcels)
     while remaining:
         reservation = select_provider(db_url, len(remaining), now_fn(), exclude=down.keys(),
@@ -122,7 +189,8 @@ def _deliver_group(
         window = (reservation.hour_start, reservation.day_start)
         batch, remaining = remaining[: reservation.count], remaining[reservation.count :]
         used = 0
-        refused: list[tuple[Parcel, Delivery, datetime]] = []  # 5.7.x in a row, undecided
+        # 5.7.x in a row: their results stand unless the provider turns out to refuse everything.
+        refused: list[Parcel] = []
         try:
             sender = _sender(pool, provider, settings)
             for parcel in batch:
@@ -130,32 +198,35 @@ def _deliver_group(
                     # A new hour (or day): what is left is reserved again in the new window, so
                     # each send counts in the window it happens in.
                     break
+                # The server may take the message even if sending it raises unexpectedly.
+                progress.in_flight = (parcel, "unknown", provider.id)
                 delivery = sender.send(provider.from_email or parcel.envelope_from,
                                        parcel.recipient, parcel.message)
                 used += 1
+                progress.done(_result(parcel, delivery, provider, now_fn()))
                 if delivery.policy_refusal:
-                    refused.append((parcel, delivery, now_fn()))
+                    refused.append(parcel)
                     if len(refused) >= POLICY_REFUSALS_IN_A_ROW:
                         raise ProviderUnavailable(
                             f"{len(refused)} messages in a row refused: {delivery.summary}")
                     continue
-                results += [_result(p, d, provider, at) for p, d, at in refused]
                 refused = []
-                results.append(_result(parcel, delivery, provider, now_fn()))
-            results += [_result(p, d, provider, at) for p, d, at in refused]
             remaining = batch[used:] + remaining
         except ProviderUnavailable as exc:
             # Nothing of the current message was accepted (nor of the refused ones): they and
             # the rest of the batch go to the next provider with capacity.
+            progress.in_flight = None
+            for parcel in refused:
+                del progress.results[parcel.email_id]
             down[provider.id] = f"{provider.name}: {exc}"[:300]
             log.warning("SMTP provider %s unavailable: %s", provider.name, exc)
-            remaining = [p for p, _, _ in refused] + batch[used:] + remaining
+            remaining = refused + batch[used:] + remaining
         finally:
             release(db_url, reservation, reservation.count - used)
     at = now_fn()
-    results += [Result(p.email_id, "wait", None, "no SMTP provider has capacity left", at)
-                for p in remaining]
-    return results
+    for parcel in remaining:
+        progress.done(Result(parcel.email_id, "wait", None, "no SMTP provider has capacity left",
+                             at))
 
 
 def _result(parcel: Parcel, delivery: Delivery, provider: ProviderConfig, at: datetime

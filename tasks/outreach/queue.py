@@ -30,7 +30,7 @@ from leadflow.settings import Settings, get_settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
 from models.db import session_scope
 from tasks.outreach.bulk_rows import insert_rows
-from tasks.outreach.delivery import Parcel, deliver
+from tasks.outreach.delivery import DeliveryInterrupted, Parcel, deliver
 from tasks.outreach.locks import is_sqlite, take_write_lock
 from tasks.outreach.message import OutgoingEmail, render_message
 from tasks.outreach.outcomes import (
@@ -384,7 +384,8 @@ def send_claimed_emails(
 ) -> SendReport:
     """Send the emails this worker claimed and record each outcome. `senders` keeps SMTP
     connections open across calls (drain_queue passes one); without it they close at the
-    end."""
+    end. An unexpected error during delivery is raised again once the outcomes known by then
+    are recorded (see DeliveryInterrupted)."""
     settings = settings or get_settings()
     report = SendReport(claimed=len(email_ids))
     if not email_ids:
@@ -395,15 +396,21 @@ def send_claimed_emails(
         suppressed = suppressed_addresses(session, {r.to_email for r in rows})
     parcels, outcomes = _prepare(rows, suppressed, now)
     pool = senders or SenderPool()
+    interrupted: DeliveryInterrupted | None = None
     try:
         results = deliver(db_url, parcels, settings, pool, now_fn) if parcels else []
+    except DeliveryInterrupted as exc:
+        results, interrupted = exc.results, exc
     finally:
         if senders is None:
             pool.close()
-    names = _provider_names(db_url, {r.provider_id for r in results if r.outcome == "sent"})
     outcomes += [Outcome(r.email_id, r.outcome, r.at, r.provider_id, r.response)
                  for r in results]
     counts = record_outcomes(db_url, worker_id, outcomes, settings)
+    if interrupted is not None:
+        log.error("%s: %s; the outcomes known were recorded", worker_id, interrupted)
+        raise interrupted.cause
+    names = _provider_names(db_url, {r.provider_id for r in results if r.outcome == "sent"})
     for name in ("sent", "retried", "waiting", "failed", "bounced", "cancelled", "review",
                  "lost"):
         setattr(report, name, counts.get(name, 0))

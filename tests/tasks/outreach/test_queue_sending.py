@@ -574,3 +574,80 @@ def test_an_hour_boundary_mid_batch_counts_each_send_in_its_own_hour(
     assert dict(sent_in_hour) == counts
     assert all(n <= 5 for n in counts.values())
     assert (report.sent, report.waiting, len(server.received)) == (8, 1, 8)  # 3 + 5
+
+
+def test_a_database_error_mid_batch_records_what_was_sent_then_fails_the_run(
+    outreach_pg, smtp_servers, send_clock
+):
+    # The provider's hourly limit ends the first reservation after 3 sends; choosing a provider
+    # for the other 2 then hits a database error. The 3 messages the server took are recorded
+    # sent (not left `sending`, later review, follow-ups cancelled), the 2 others wait for a
+    # retry, and the error still fails the run.
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import ProgrammingError
+
+    from models.db import get_engine
+
+    db = outreach_pg.db_url
+    broken = {"done": False}
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 2 and not broken["done"]:
+            with get_engine(db).begin() as conn:
+                conn.execute(text("ALTER TABLE smtp_send_counts RENAME TO smtp_send_counts_x"))
+            broken["done"] = True
+        return None
+
+    server = smtp_servers(script=script)
+    pid = outreach_pg.provider("relay", server.port, hourly=3)
+    cid = outreach_pg.campaign(steps=(0, 3))
+    ids = outreach_pg.queue(cid, outreach_pg.leads(5))
+    now = send_clock()
+    try:
+        with pytest.raises(ProgrammingError, match="smtp_send_counts"):
+            drain_queue(db, "w", now_fn=now)
+    finally:
+        with get_engine(db).begin() as conn:
+            conn.execute(text("ALTER TABLE smtp_send_counts_x RENAME TO smtp_send_counts"))
+
+    rows = outreach_pg.emails(ids).values()
+    delivered = {r.message_id for r in server.received}
+    assert len(delivered) == 3
+    assert {(r.status, r.provider_id, r.sent_at) for r in rows if r.message_id in delivered} == {
+        ("sent", pid, now.now)}
+    waiting = [r for r in rows if r.message_id not in delivered]
+    assert len(waiting) == 2 and all(
+        r.status == "queued" and r.claimed_by is None and r.scheduled_at > now.now
+        and "ProgrammingError" in r.last_error for r in waiting)
+    follow_ups = [e for e in outreach_pg.emails().values() if e.step_number == 2]
+    assert {e.status for e in follow_ups} == {"scheduled"}
+    with session_scope(db) as s:
+        assert s.get_one(Campaign, cid).emails_sent == 3
+
+    now.advance(minutes=5)
+    assert drain_queue(db, "w", now_fn=now).sent == 0  # the hour's limit is used up
+    now.advance(hours=1)
+    assert drain_queue(db, "w", now_fn=now).sent == 2
+    assert Counter(server.message_ids()) == Counter({m: 1 for m in server.message_ids()})
+
+
+def test_an_outbox_write_failing_mid_batch_records_the_messages_written(
+    outreach_pg, send_env, send_clock
+):
+    import pytest
+
+    db = outreach_pg.db_url
+    cid = outreach_pg.campaign(steps=(0, 3))
+    ids = outreach_pg.queue(cid, outreach_pg.leads(3))
+    with session_scope(db) as s:  # a Message-ID the outbox cannot name a file after
+        from models import Email
+        s.execute(update(Email).where(Email.id == ids[1]).values(message_id="<>"))
+
+    with pytest.raises(ValueError, match="empty Message-ID"):
+        drain_queue(db, "w", now_fn=send_clock())
+
+    rows = outreach_pg.emails(ids)
+    assert [rows[i].status for i in ids] == ["sent", "queued", "queued"]
+    assert len(list(send_env.glob("*.eml"))) == 1
+    assert all("empty Message-ID" in rows[i].last_error for i in ids[1:])
