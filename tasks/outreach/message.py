@@ -3,8 +3,12 @@ the sender's identity and RFC 8058 one-click unsubscribe headers.
 
 `render_message` writes the bytes directly (the send path); `build_message` builds the same
 message with the standard library and is the reference the tests compare against, and the
-fallback for internationalised addresses. Neither lets a CR or LF in any lead field start a
-new header: display names and subjects are cleaned, addresses and Message-IDs refused."""
+fallback for addresses with a non-ASCII local part. Neither lets a CR or LF in any lead field
+start a new header: display names and subjects are cleaned, addresses and Message-IDs refused.
+
+An internationalised domain is written as IDNA (`jo@café.example` -> `jo@xn--caf-dma.example`),
+in the headers as on the envelope (`idna_address`). A non-ASCII local part cannot be written in
+ASCII at all: such a message has UTF-8 headers (RFC 6532) and needs a server with SMTPUTF8."""
 
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from datetime import datetime
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, formataddr
+
+import idna
 
 from leadflow.tokens import tracking_key, unsubscribe_url
 
@@ -56,6 +62,21 @@ def make_message_id(campaign_id: int, lead_id: int, step_number: int, sender_ema
     return f"<lf.{digest}@{domain}>"
 
 
+def idna_address(address: str) -> str:
+    """The address with an internationalised domain in its ASCII form (IDNA 2008 with UTS #46
+    mapping, as browsers and mail servers resolve it): `jo@café.example` ->
+    `jo@xn--caf-dma.example`. The local part is kept as it is; an ASCII domain is left alone.
+    Raises ValueError when the domain is not a valid IDNA name."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        ascii_domain = idna.encode(domain.strip(), uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"the domain is not a valid internationalised name ({exc})") from None
+    return f"{local}@{ascii_domain}"
+
+
 def _address(name: str | None, email: str) -> Address:
     local, _, domain = email.strip().rpartition("@")
     if not local or not domain:
@@ -64,11 +85,15 @@ def _address(name: str | None, email: str) -> Address:
 
 
 def build_message(email: OutgoingEmail) -> EmailMessage:
-    msg = EmailMessage(policy=SMTP)
+    from_email, to_email = idna_address(email.from_email), idna_address(email.to_email)
+    # A non-ASCII local part has no ASCII form (an encoded word inside an address is invalid):
+    # the headers are then UTF-8, for a server with SMTPUTF8.
+    utf8 = not (from_email.isascii() and to_email.isascii())
+    msg = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
     msg["Message-ID"] = email.message_id
     msg["Date"] = format_datetime(email.date)
-    msg["From"] = _address(email.from_name, email.from_email)
-    msg["To"] = _address(email.to_name, email.to_email)
+    msg["From"] = _address(email.from_name, from_email)
+    msg["To"] = _address(email.to_name, to_email)
     msg["Subject"] = clean_header_text(email.subject)
     unsubscribe = unsubscribe_url(email.email_id)
     msg["List-Unsubscribe"] = f"<{unsubscribe}>"
@@ -88,15 +113,16 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
 
 def render_message(email: OutgoingEmail) -> bytes:
     """The message as SMTP-ready bytes (CRLF line ends), equivalent to
-    `build_message(email).as_bytes()`; falls back to it for internationalised addresses."""
-    if not (email.from_email.isascii() and email.to_email.isascii()):
+    `build_message(email).as_bytes()`; falls back to it for a non-ASCII local part."""
+    from_email, to_email = idna_address(email.from_email), idna_address(email.to_email)
+    if not (from_email.isascii() and to_email.isascii()):
         return build_message(email).as_bytes()
     boundary = "==lf_" + hashlib.sha256(email.message_id.encode()).hexdigest()[:24] + "=="
     headers = [
         f"Message-ID: {_checked(email.message_id)}",
         f"Date: {format_datetime(email.date)}",
-        f"From: {_formatted_address(email.from_name, email.from_email)}",
-        f"To: {_formatted_address(email.to_name, email.to_email)}",
+        f"From: {_formatted_address(email.from_name, from_email)}",
+        f"To: {_formatted_address(email.to_name, to_email)}",
         f"Subject: {_subject(clean_header_text(email.subject))}",
         f"List-Unsubscribe: <{unsubscribe_url(email.email_id)}>",
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click",

@@ -9,7 +9,10 @@ the server answered, so it may have been accepted. `unknown` is never retried bl
 A 5xx reply with an enhanced status code (RFC 3463) is judged by that code: only 5.1.x (bad
 destination address, except 5.1.7/5.1.8 about the sender) and 5.2.1 (mailbox disabled) are
 bounces; 5.7.x (policy: relaying denied, sender rejected, spam) and the rest are failures that
-say nothing about the recipient's address."""
+say nothing about the recipient's address.
+
+An internationalised domain goes on the envelope as IDNA (ASCII). A non-ASCII local part needs
+SMTPUTF8 (RFC 6531): used when the server offers it, else that email alone fails."""
 
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 
 from pydantic import SecretStr
+
+from tasks.outreach.message import idna_address
 
 # Basic codes that refuse the recipient's address at RCPT when the reply has no enhanced code
 # (RFC 5321 4.2.3).
@@ -162,29 +167,38 @@ class SmtpSender:
         if _UNSAFE_ADDRESS.search(envelope_from) or _UNSAFE_ADDRESS.search(recipient):
             # A CR/LF would end the SMTP command and start another.
             return Delivery("failed", None, "control character or angle bracket in an address")
-        if not (envelope_from.isascii() and recipient.isascii()):
-            # Commands go out as ASCII (no SMTPUTF8): encoding one would raise out of the
-            # batch, losing the record of the messages already handed over.
-            return Delivery("failed", None, "non-ASCII address (SMTPUTF8 is not supported)")
+        try:
+            envelope_from, recipient = idna_address(envelope_from), idna_address(recipient)
+        except ValueError as exc:
+            return Delivery("failed", None, f"bad address: {exc}"[:300])
+        utf8 = not (envelope_from.isascii() and recipient.isascii())
         for attempt in (1, 2):
             if self._conn is None:
                 self.connect()
+            if utf8 and not self._conn.has_extn("smtputf8"):  # type: ignore[union-attr]
+                # Without it the address cannot be sent at all (nor encoded as ASCII).
+                return Delivery("failed", None, "non-ASCII local part in an address and the "
+                                                "server does not offer SMTPUTF8")
             try:
-                return self._transaction(envelope_from, recipient, message)
+                return self._transaction(envelope_from, recipient, message, utf8)
             except _Dropped as exc:
                 self._discard()
                 if attempt == 2:
                     return Delivery("temporary", None, f"connection dropped: {exc}")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transaction(self, envelope_from: str, recipient: str, message: bytes) -> Delivery:
+    def _transaction(self, envelope_from: str, recipient: str, message: bytes,
+                     utf8: bool = False) -> Delivery:
         conn = self._conn
         assert conn is not None
+        # With SMTPUTF8 the commands carry UTF-8 (as smtplib's mail() sets it; rset() resets it).
+        conn.command_encoding = "utf-8" if utf8 else "ascii"
+        mail = f"FROM:<{envelope_from}>" + (" SMTPUTF8" if utf8 else "")
         try:
             # docmd with the address in angle brackets, as mail()/rcpt() send it, without
             # their address re-parsing (a tenth of a millisecond per message); the addresses
             # were checked for control characters when the message was rendered.
-            for stage, command in (("mail", lambda: conn.docmd("mail", f"FROM:<{envelope_from}>")),
+            for stage, command in (("mail", lambda: conn.docmd("mail", mail)),
                                    ("rcpt", lambda: conn.docmd("rcpt", f"TO:<{recipient}>")),
                                    ("data", lambda: conn.docmd("data"))):
                 code, reply = command()

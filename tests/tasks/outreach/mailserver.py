@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email import message_from_bytes
+from email import message_from_bytes, message_from_string
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,12 @@ class Received:
     data: bytes
     auth_user: str | None
     tls: bool
+    smtp_utf8: bool = False  # MAIL FROM had the SMTPUTF8 parameter
 
     @property
     def message(self) -> Any:
+        if self.smtp_utf8:  # headers may hold UTF-8 (RFC 6532)
+            return message_from_string(self.data.decode("utf-8"), policy=default_policy)
         return message_from_bytes(self.data, policy=default_policy)
 
     @property
@@ -99,7 +102,7 @@ class RecordingHandler:
         with self.lock:
             self.received.append(Received(
                 envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content),
-                user, tls))
+                user, tls, bool(envelope.smtp_utf8)))
             n = len(self.received)
         if reply == ACCEPT_AND_DROP:
             # Taken, but the client never hears so: it cannot know the message went through.

@@ -34,17 +34,18 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 @pytest.fixture()
 def smtp_servers(tls_files: TlsFiles) -> Iterator[Callable[..., SmtpServer]]:
     """Start aiosmtpd servers: `start(security="starttls"|"tls"|"none", auth=True,
-    script=None)`; all are stopped after the test."""
+    script=None, smtputf8=False)`; all are stopped after the test."""
     from tests.conftest import free_port
 
     started: list[Controller] = []
 
     def start(security: str = "starttls", auth: bool = True,
-              script: Script | None = None) -> SmtpServer:
+              script: Script | None = None, smtputf8: bool = False) -> SmtpServer:
         handler = RecordingHandler(script)
         port = free_port()
         kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": port,
-                                  "server_hostname": "localhost", "ident": "leadflow-test"}
+                                  "server_hostname": "localhost", "ident": "leadflow-test",
+                                  "enable_SMTPUTF8": smtputf8}
         if auth:
             kwargs.update(authenticator=authenticator, auth_required=True)
         if security == "starttls":

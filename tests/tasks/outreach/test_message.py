@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from email import message_from_string
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
@@ -142,3 +143,25 @@ def test_message_ids_are_stable_per_email_and_differ_between_installations(
         assert make_message_id(3, 17, 2, "sam@booknex.example") != first
     finally:
         reset_settings_cache()
+
+
+@pytest.mark.parametrize(("to_email", "addr_spec"), [
+    ("jo@café.example", "jo@xn--caf-dma.example"),
+    ("josé@Café.Example", "josé@xn--caf-dma.example"),
+])
+def test_an_internationalised_domain_is_written_as_idna(
+    render: str, to_email: str, addr_spec: str
+) -> None:
+    email = OutgoingEmail(
+        email_id=7, message_id="<lf.abc@booknex.example>", subject="Réservez", body_text="b",
+        body_html=None, from_name="Zoë", from_email="zoë@booknex.example", to_email=to_email,
+        to_name="José Núñez", date=datetime(2025, 3, 3, 10, 0, tzinfo=UTC))
+    raw = RENDERERS[render](email)
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8")
+    to_line = next(h for h in headers.replace("\r\n ", " ").split("\r\n")
+                   if h.startswith("To:"))
+    assert f"<{addr_spec}>" in to_line  # the address itself never encoded (RFC 2047 5)
+    parsed = message_from_string(raw.decode("utf-8"), policy=default)
+    assert [a.addr_spec for a in parsed["To"].addresses] == [addr_spec]
+    assert [a.display_name for a in parsed["To"].addresses] == ["José Núñez"]
+    assert [a.addr_spec for a in parsed["From"].addresses] == ["zoë@booknex.example"]

@@ -215,11 +215,12 @@ def test_other_5xx_fails_without_suppressing(outreach_pg, smtp_servers, send_clo
         assert s.scalars(select(Suppression)).all() == []
 
 
-def test_a_non_ascii_address_fails_alone_and_the_rest_of_the_batch_is_recorded(
+def test_a_non_ascii_local_part_without_smtputf8_fails_alone_and_the_rest_is_recorded(
     outreach_pg, smtp_servers, send_clock
 ):
     # smtplib encodes commands as ASCII: "RCPT TO:<josé@...>" raised out of the batch, and the
     # messages already handed over stayed `sending` (then review), their follow-ups cancelled.
+    # A server without SMTPUTF8 cannot take the address at all: that email alone fails.
     db = outreach_pg.db_url
     server = smtp_servers()
     outreach_pg.provider("relay", server.port)
@@ -236,11 +237,43 @@ def test_a_non_ascii_address_fails_alone_and_the_rest_of_the_batch_is_recorded(
     assert {r.to_email: r.status for r in rows.values()} == {
         "lead0@dest0.example": "sent", "josé@café.example": "failed",
         "lead2@dest2.example": "sent"}
-    assert "non-ASCII" in next(r.last_error for r in rows.values() if r.status == "failed")
+    error = next(r.last_error for r in rows.values() if r.status == "failed")
+    assert "non-ASCII" in error and "SMTPUTF8" in error
     assert sorted(r.rcpt_tos[0] for r in server.received) == [
         "lead0@dest0.example", "lead2@dest2.example"]
     with session_scope(db) as s:
         assert s.scalars(select(Suppression)).all() == []
+
+
+def test_internationalised_addresses_are_sent_with_idna_domains_and_smtputf8(
+    outreach_pg, smtp_servers, send_clock
+):
+    # An internationalised domain goes as IDNA (ASCII) in the envelope and the To: header; a
+    # non-ASCII local part goes with SMTPUTF8, which this server offers, as UTF-8 (RFC 6532).
+    db = outreach_pg.db_url
+    server = smtp_servers(smtputf8=True)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign()
+    leads = outreach_pg.leads(3)
+    with session_scope(db) as s:
+        s.execute(update(Lead).where(Lead.id == leads[0]).values(email="jo@café.example"))
+        s.execute(update(Lead).where(Lead.id == leads[1]).values(email="josé@café.example"))
+    ids = outreach_pg.queue(cid, leads)
+
+    report = drain_queue(db, "w", now_fn=send_clock())
+
+    assert report.sent == 3 and _status(outreach_pg, ids) == {"sent": 3}
+    by_rcpt = {r.rcpt_tos[0]: r for r in server.received}
+    assert set(by_rcpt) == {"jo@xn--caf-dma.example", "josé@xn--caf-dma.example",
+                            "lead2@dest2.example"}
+    assert {rcpt: r.smtp_utf8 for rcpt, r in by_rcpt.items()} == {
+        "jo@xn--caf-dma.example": False, "josé@xn--caf-dma.example": True,
+        "lead2@dest2.example": False}
+    for rcpt, received in by_rcpt.items():
+        raw_to = next(line for line in received.data.split(b"\r\n") if line.startswith(b"To:"))
+        assert b"=?" not in raw_to.split(b"<")[-1]  # no encoded word inside the address
+        assert [a.addr_spec for a in received.message["To"].addresses] == [rcpt]
+        assert received.message["Subject"].startswith("Bookings for")
 
 
 def test_hourly_limit_reached_mid_run_moves_on_then_waits(outreach_pg, smtp_servers, send_clock):

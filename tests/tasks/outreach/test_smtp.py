@@ -78,6 +78,40 @@ def test_an_address_that_could_smuggle_an_smtp_command_is_refused(smtp_servers, 
     assert [r.rcpt_tos for r in server.received] == [["to@dest.example"]]
 
 
+
+def test_an_internationalised_domain_goes_as_idna_without_smtputf8(smtp_servers, tls_files):
+    server = smtp_servers(security="starttls")
+    with SmtpSender(_endpoint(server.port, "starttls", tls_files)) as sender:
+        result = sender.send("sam@sender.example", "jo@café.example", _message(1))
+    assert result.outcome == "sent"
+    assert [(r.rcpt_tos, r.smtp_utf8) for r in server.received] == [
+        (["jo@xn--caf-dma.example"], False)]
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_a_non_ascii_local_part_needs_smtputf8(smtp_servers, tls_files, smtputf8):
+    server = smtp_servers(security="starttls", smtputf8=smtputf8)
+    with SmtpSender(_endpoint(server.port, "starttls", tls_files)) as sender:
+        result = sender.send("sam@sender.example", "josé@café.example", _message(1))
+        after = sender.send("sam@sender.example", "to2@dest.example", _message(2))
+    assert after.outcome == "sent"
+    if smtputf8:
+        assert result.outcome == "sent"
+        assert [(r.rcpt_tos, r.smtp_utf8) for r in server.received] == [
+            (["josé@xn--caf-dma.example"], True), (["to2@dest.example"], False)]
+    else:
+        assert (result.outcome, result.code) == ("failed", None)
+        assert "SMTPUTF8" in result.response and "non-ASCII" in result.response
+        assert [r.rcpt_tos for r in server.received] == [["to2@dest.example"]]
+
+
+def test_a_domain_that_is_not_a_valid_idna_name_fails_that_email(smtp_servers, tls_files):
+    server = smtp_servers(security="starttls")
+    with SmtpSender(_endpoint(server.port, "starttls", tls_files)) as sender:
+        result = sender.send("sam@sender.example", "jo@caf\u00e9..example", _message(1))
+    assert result.outcome == "failed" and "domain" in result.response
+    assert server.received == []
+
 def test_wrong_password_is_provider_unavailable_without_the_password(smtp_servers, tls_files):
     server = smtp_servers(security="starttls")
     sender = SmtpSender(_endpoint(server.port, "starttls", tls_files, password="wrong-pass-xyz"))
