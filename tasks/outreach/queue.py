@@ -34,6 +34,7 @@ from tasks.outreach.delivery import DeliveryInterrupted, Parcel, deliver
 from tasks.outreach.locks import is_sqlite, take_write_lock
 from tasks.outreach.message import OutgoingEmail, render_message
 from tasks.outreach.outcomes import (
+    FINAL_LEAD_STATUSES,
     Outcome,
     mark_reviewed_sent,
     record_outcomes,
@@ -73,8 +74,9 @@ def enqueue_sequences(
 ) -> EnqueueReport:
     """Link each lead to the campaign, route it, and schedule every step of the campaign's
     sequence (step 1 due `now`, later steps provisionally after their delays; a send dates the
-    next step again). Leads without an email or suppressed are stopped instead. Re-running it
-    adds nothing."""
+    next step again), to the lead's cleaned address (`email_norm`, else the address as found).
+    Leads without an email, suppressed, or whose outreach ended (replied, unsubscribed,
+    bounced) are stopped instead. Re-running it adds nothing."""
     now = as_utc(now)
     with session_scope(db_url) as session:
         sequence_id = session.get_one(Campaign, campaign_id).sequence_id
@@ -106,7 +108,8 @@ def _enqueue_chunk(session: Session, campaign_id: int, steps: list[tuple[int, in
     # in between.
     take_write_lock(session)
     leads = session.execute(
-        select(Lead.id, Lead.email, Lead.contact_name).where(Lead.id.in_(lead_ids))
+        select(Lead.id, Lead.email, Lead.email_norm, Lead.contact_name, Lead.status)
+        .where(Lead.id.in_(lead_ids))
         .order_by(Lead.id)
     ).all()
     report.skipped += len(lead_ids) - len(leads)
@@ -128,13 +131,19 @@ def _enqueue_chunk(session: Session, campaign_id: int, steps: list[tuple[int, in
         select(CampaignLead.lead_id, CampaignLead.status).where(
             CampaignLead.campaign_id == campaign_id, CampaignLead.lead_id.in_(lead_ids))
     ).all())
-    addresses = {lead.id: lead.email.strip() for lead in leads if (lead.email or "").strip()}
+    # The cleaned address ("mailto:", brackets and case gone); the one as found only when the
+    # pipeline could not clean it (e.g. an internationalised address).
+    addresses = {lead.id: address for lead in leads
+                 if (address := (lead.email_norm or lead.email or "").strip())}
     suppressed = suppressed_addresses(session, addresses.values())
     stop: dict[int, str] = {}
     queue = []
     for lead in leads:
         if link_status.get(lead.id) in ("stopped", "completed"):
             report.skipped += 1
+        elif lead.status in FINAL_LEAD_STATUSES:
+            # A reply suppresses nothing: only this keeps a new campaign from writing again.
+            stop[lead.id] = lead.status
         elif lead.id not in addresses:
             stop[lead.id] = "no_email"
         elif addresses[lead.id] in suppressed:

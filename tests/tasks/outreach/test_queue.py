@@ -291,3 +291,37 @@ def test_send_due_sends_only_the_named_campaigns_drafts_included(outreach_pg: Ou
     assert (result["claimed"], result["sent"]) == (2, 2)
     assert {e.status for e in outreach_pg.emails(mine).values()} == {"sent"}
     assert {e.status for e in outreach_pg.emails(theirs).values()} == {"queued"}
+
+
+def test_enqueue_uses_the_cleaned_address_and_skips_leads_whose_outreach_ended(
+    outreach_pg: Outreach,
+):
+    # The address as found ("mailto:", angle brackets, capitals) is not what is sent to: the
+    # cleaned one is. A lead that replied (which suppresses nothing), unsubscribed or bounced
+    # elsewhere is not contacted again by a new campaign.
+    from sqlalchemy import update
+
+    db = outreach_pg.db_url
+    cid = outreach_pg.campaign(steps=(0, 3))
+    messy, replied, unsubscribed, bounced, fresh = outreach_pg.leads(5)
+    with session_scope(db) as s:
+        s.execute(update(Lead).where(Lead.id == messy).values(
+            email=" <mailto:Jo.Owner@Bella.Example> ", email_norm="jo.owner@bella.example"))
+        for lead_id, status in ((replied, "replied"), (unsubscribed, "unsubscribed"),
+                                (bounced, "bounced")):
+            s.execute(update(Lead).where(Lead.id == lead_id).values(status=status))
+
+    report = enqueue_sequences(db, cid, [messy, replied, unsubscribed, bounced, fresh], T0)
+
+    assert (report.queued_leads, report.emails_created) == (2, 4)
+    assert report.stopped == {"replied": 1, "unsubscribed": 1, "bounced": 1}
+    emails = outreach_pg.emails().values()
+    assert {e.lead_id: e.to_email for e in emails} == {
+        messy: "jo.owner@bella.example", fresh: "lead4@dest4.example"}
+    links = _links(db, cid)
+    assert {lead: (links[lead].status, links[lead].stop_reason)
+            for lead in (replied, unsubscribed, bounced)} == {
+        replied: ("stopped", "replied"), unsubscribed: ("stopped", "unsubscribed"),
+        bounced: ("stopped", "bounced")}
+    with session_scope(db) as s:  # their status is left as it was
+        assert s.get_one(Lead, replied).status == "replied"
