@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(".leadflow")
@@ -149,6 +149,17 @@ class Settings(BaseSettings):
     score_hot_threshold: int = 70
     score_warm_threshold: int = 40
     dedupe_name_threshold: float = Field(default=88.0, ge=0, le=100)
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        """Refused here, as Prefect refuses it (an IANA name of the tz database), rather than
+        by `leadflow serve` with a traceback or by the server on `leadflow deploy`."""
+        from zoneinfo import available_timezones
+
+        if value not in available_timezones():
+            raise ValueError("not an IANA time zone name (e.g. UTC, America/New_York)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

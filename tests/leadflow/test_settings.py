@@ -54,3 +54,19 @@ def test_every_command_refuses_invalid_settings_with_exit_2() -> None:
         assert done.returncode == 2, command
         assert "invalid settings:" in done.stderr and "THRESHOLD" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_schedule_timezone_must_be_one_prefect_accepts() -> None:
+    for zone in ("Mars/Olympus", "", "EST5EDT6"):
+        assert errors(schedule_timezone=zone) == [
+            "LEADFLOW_SCHEDULE_TIMEZONE: not an IANA time zone name (e.g. UTC, America/New_York)"]
+    assert Settings(schedule_timezone="America/Chicago").schedule_timezone == "America/Chicago"
+
+
+def test_deployments_refuse_an_unknown_schedule_timezone() -> None:
+    env = {**os.environ, "LEADFLOW_SCHEDULE_TIMEZONE": "Mars/Olympus"}
+    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "deployments"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "LEADFLOW_SCHEDULE_TIMEZONE: not an IANA time zone name" in done.stderr
+    assert "Traceback" not in done.stderr and "Mars/Olympus" not in done.stdout
