@@ -22,6 +22,19 @@ def _db() -> str:
     return get_settings().database_url
 
 
+def _campaign_db(campaign_id: int) -> str:
+    """The migrated database, once it is known to hold this campaign (else exit 1, saying so)."""
+    from models import Campaign
+    from models.db import session_scope
+
+    db = _db()
+    with session_scope(db) as session:
+        if session.get(Campaign, campaign_id) is None:
+            err.print(f"no campaign {campaign_id} (see `leadflow campaign list`)")
+            raise typer.Exit(1)
+    return db
+
+
 def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print(f"{title}: nothing yet")
@@ -76,7 +89,7 @@ def campaign_link(
     """Link the best new leads that match the campaign's industry and location."""
     from tasks.outreach.campaign_leads import link_leads, matching_lead_ids
 
-    db = _db()
+    db = _campaign_db(campaign_id)
     linked = link_leads(db, campaign_id, matching_lead_ids(db, campaign_id, limit))
     console.print(f"{linked} leads linked to campaign {campaign_id}")
 
@@ -89,7 +102,7 @@ def campaign_execute(
     """Run the execute-campaign flow: route, schedule the sequence, send the first emails."""
     from flows.execute_campaign import execute_campaign
 
-    _db()
+    _campaign_db(campaign_id)
     result = execute_campaign(campaign_id=campaign_id, max_leads=max_leads)
     _print_rows(f"campaign {campaign_id}", result["funnel"])
 

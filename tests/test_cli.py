@@ -221,6 +221,16 @@ def test_campaign_commands_create_link_and_list_on_sqlite(cli_env: dict[str, str
     assert review.returncode == 0 and "nothing yet" in review.stdout
 
 
+def test_campaign_link_and_execute_of_an_unknown_campaign_exit_1_with_a_message(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    for command in (["campaign", "link", "42"], ["campaign", "execute", "42"]):
+        done = leadflow(cli_env, tmp_path, *command)
+        assert done.returncode == 1, command
+        assert "no campaign 42" in done.stderr, command
+        assert "Traceback" not in done.stderr and "NoResultFound" not in done.stderr
+
+
 def test_generate_accepts_as_many_leads_as_the_flow_does() -> None:
     from typer.testing import CliRunner
 
