@@ -97,7 +97,9 @@ def campaign_link(
 @campaign_app.command("execute")
 def campaign_execute(
     campaign_id: int = typer.Argument(...),
-    max_leads: int = typer.Option(None, min=1, help="Contact at most this many leads."),
+    # max: the flow's bound on max_leads (flows/execute_campaign.py), written out.
+    max_leads: int = typer.Option(None, min=1, max=100_000,
+                                  help="Contact at most this many leads."),
 ) -> None:
     """Run the execute-campaign flow: route, schedule the sequence, send the first emails."""
     from flows.execute_campaign import execute_campaign

@@ -231,6 +231,28 @@ def test_campaign_link_and_execute_of_an_unknown_campaign_exit_1_with_a_message(
         assert "Traceback" not in done.stderr and "NoResultFound" not in done.stderr
 
 
+def test_campaign_execute_accepts_as_many_leads_as_the_flow_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # were the bound missing, the default database lands here
+    import typing
+
+    from typer.testing import CliRunner
+
+    from flows.execute_campaign import execute_campaign
+    from leadflow.cli import app
+
+    hint = typing.get_type_hints(execute_campaign.fn, include_extras=True)["max_leads"]
+    (field,) = hint.__metadata__
+    flow_max = next(m.le for m in field.metadata if hasattr(m, "le"))
+    # Refused by the CLI, as a usage error, before any database or Prefect server is touched.
+    result = CliRunner().invoke(app, ["campaign", "execute", "1", "--max-leads",
+                                      str(flow_max + 1)])
+    assert result.exit_code == 2
+    text = "".join(c for c in result.output if c.isalnum())  # the message, without its box
+    assert f"lessthanorequalto{flow_max}" in text
+
+
 def test_generate_accepts_as_many_leads_as_the_flow_does() -> None:
     from typer.testing import CliRunner
 
