@@ -45,11 +45,10 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic) for LEADFLOW_DATABASE_URL."""
-    from leadflow.settings import get_settings
-    from models.db import safe_url, upgrade_database
+    from leadflow.cli_outreach import migrated_database
+    from models.db import safe_url
 
-    upgrade_database()
-    console.print(f"schema at head: {safe_url(get_settings().database_url)}")
+    console.print(f"schema at head: {safe_url(migrated_database())}")
 
 
 @app.command("warehouse-doc")
@@ -120,14 +119,14 @@ def generate(
     from rich.markup import escape
 
     from flows.generate_leads import generate_leads
-    from models.db import upgrade_database
+    from leadflow.cli_outreach import migrated_database
     from tasks.sources import NoSourceAvailable
 
     for name, value in (("--industry", industry), ("--location", location)):
         if not value.strip():
             err.print(f"{name} must not be blank")
             raise typer.Exit(2)
-    upgrade_database()
+    migrated_database()
     try:
         summary = generate_leads(
             source=source.value, industry=industry, location=location,
@@ -148,14 +147,14 @@ def import_csv(
     from rich.markup import escape
 
     from flows.import_csv import import_csv as import_flow
-    from models.db import upgrade_database
+    from leadflow.cli_outreach import migrated_database
     from tasks.csv_import import CsvFormatError, read_leads_csv
 
     try:
         # A file that cannot be imported at all is refused here, in one line, before a flow
         # run starts (the flow refuses it too, when run from a deployment).
         next(read_leads_csv(path, chunk_rows=1))
-        upgrade_database()
+        migrated_database()
         summary = import_flow(path=str(path.resolve()), chunk_rows=chunk_rows)
     except CsvFormatError as exc:
         err.print(f"[red]cannot import {escape(str(path))}:[/red] {escape(str(exc))}",
@@ -187,9 +186,9 @@ def analyse_site(
             raise typer.Exit(2)
         results = analyse_files([Path(t) for t in targets], url=as_url)
     else:
-        from models.db import upgrade_database
+        from leadflow.cli_outreach import migrated_database
 
-        upgrade_database()
+        migrated_database()
         results = [analyse_url(t, refresh=refresh) for t in targets]
     for result in results:
         if as_json:

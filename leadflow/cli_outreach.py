@@ -14,12 +14,38 @@ err = Console(stderr=True)
 campaign_app = typer.Typer(help="Create, fill and run outreach campaigns.", no_args_is_help=True)
 
 
-def _db() -> str:
-    from leadflow.settings import get_settings
-    from models.db import upgrade_database
+def migrated_database() -> str:
+    """Migrate the configured database to head and return its URL. A database that cannot be
+    used exits with one line saying why, never its password: a malformed URL or unknown driver
+    exits 2, a server that is down or refuses the login exits 1."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
 
-    upgrade_database()
-    return get_settings().database_url
+    from leadflow.settings import get_settings
+    from models.db import safe_url, upgrade_database
+
+    url = get_settings().database_url
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except (ArgumentError, ValueError, ImportError):
+        # The value itself may hold a password: not shown.
+        err.print("LEADFLOW_DATABASE_URL is not a database URL leadflow can use: set it like "
+                  "postgresql+psycopg://user:password@host:5432/leadflow or "
+                  "sqlite:///path/to/leadflow.db", soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+    try:
+        upgrade_database(url)
+    except (OperationalError, OSError) as exc:  # OSError: a SQLite folder it cannot create
+        orig = exc.orig if isinstance(exc, OperationalError) else None
+        reason = str(orig or exc).strip().splitlines()[0]
+        if parsed.password:
+            reason = reason.replace(str(parsed.password), "***")
+        err.print(f"cannot use the database {safe_url(url)}: {reason}\n"
+                  "start it or correct LEADFLOW_DATABASE_URL (`leadflow doctor` checks it)",
+                  soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
+    return url
 
 
 def _campaign_db(campaign_id: int) -> str:
@@ -27,7 +53,7 @@ def _campaign_db(campaign_id: int) -> str:
     from models import Campaign
     from models.db import session_scope
 
-    db = _db()
+    db = migrated_database()
     with session_scope(db) as session:
         if session.get(Campaign, campaign_id) is None:
             err.print(f"no campaign {campaign_id} (see `leadflow campaign list`)")
@@ -70,7 +96,7 @@ def campaign_create(
     except (ZoneInfoNotFoundError, ValueError) as exc:
         err.print(f"unknown time zone {timezone!r}")
         raise typer.Exit(2) from exc
-    db = _db()
+    db = migrated_database()
     with session_scope(db) as session:
         campaign_id = create_campaign(
             session, name=name, target_industry=industry, target_location=location,
@@ -117,7 +143,7 @@ def campaign_list() -> None:
     from models import Campaign
     from models.db import session_scope
 
-    with session_scope(_db()) as session:
+    with session_scope(migrated_database()) as session:
         rows = [
             {"id": c.id, "name": c.name, "status": c.status, "type": c.campaign_type,
              "hour": f"{c.schedule_hour}:00 {c.timezone}", "leads": c.leads_generated,
@@ -132,7 +158,7 @@ def outreach() -> None:
     """Run the daily-outreach flow once (campaigns whose local hour has come)."""
     from flows.daily_outreach import daily_outreach
 
-    _db()
+    migrated_database()
     _print_rows("outreach", daily_outreach()["funnel"])
 
 
@@ -140,7 +166,7 @@ def follow_ups() -> None:
     """Run the follow-up checker once: compose and send every due follow-up."""
     from flows.follow_up_checker import follow_up_checker
 
-    _db()
+    migrated_database()
     _print_rows("follow-ups", follow_up_checker()["funnel"])
 
 
@@ -154,7 +180,7 @@ def reply(
     if not address and not message_id:
         err.print("give --address or --message-id")
         raise typer.Exit(2)
-    recorded = record_reply(_db(), address=address, message_id=message_id)
+    recorded = record_reply(migrated_database(), address=address, message_id=message_id)
     if recorded is None:
         err.print("no sent email matches")
         raise typer.Exit(1)
@@ -172,7 +198,7 @@ def tracking(
     from tracking_app.serve import serve
 
     settings = get_settings()
-    _db()
+    migrated_database()
     try:
         tracking_key()  # refused before the server starts, with a message instead of a trace
     except TrackingSecretError as exc:
@@ -191,7 +217,7 @@ def serve(
     from deployments.catalog import runner_deployments
     from leadflow.settings import get_settings
 
-    _db()
+    migrated_database()
     prefect_serve(*runner_deployments(get_settings().schedule_timezone), limit=limit)
 
 
@@ -253,7 +279,7 @@ def review_list() -> None:
     from models import Email
     from models.db import session_scope
 
-    with session_scope(_db()) as session:
+    with session_scope(migrated_database()) as session:
         rows = [
             {"email": e.id, "campaign": e.campaign_id, "step": e.step_number, "to": e.to_email,
              "message_id": e.message_id, "claimed_at": e.claimed_at, "by": e.claimed_by,
@@ -269,7 +295,7 @@ def review_requeue(email_ids: list[int] = typer.Argument(..., help="Email ids.")
     """The server does not have them: send them again."""
     from tasks.outreach.queue import requeue_review
 
-    console.print(f"{requeue_review(_db(), email_ids)} emails back in the queue")
+    console.print(f"{requeue_review(migrated_database(), email_ids)} emails back in the queue")
 
 
 @review_app.command("mark-sent")
@@ -277,7 +303,7 @@ def review_mark_sent(email_ids: list[int] = typer.Argument(..., help="Email ids.
     """The server did take them: record them as sent (the sequence goes on)."""
     from tasks.outreach.queue import mark_review_sent
 
-    console.print(f"{mark_review_sent(_db(), email_ids)} emails recorded as sent")
+    console.print(f"{mark_review_sent(migrated_database(), email_ids)} emails recorded as sent")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, Sandbox
+from tests.conftest import FIXTURES, Sandbox, free_port
 from tests.flows.conftest import prefect_server  # noqa: F401  (one Prefect server per session)
 
 SITES = FIXTURES / "sites"
@@ -251,6 +251,24 @@ def test_campaign_execute_accepts_as_many_leads_as_the_flow_does(
     assert result.exit_code == 2
     text = "".join(c for c in result.output if c.isalnum())  # the message, without its box
     assert f"lessthanorequalto{flow_max}" in text
+
+
+def test_a_database_that_cannot_be_used_is_one_line_without_its_password(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    secret = "pw-7c1e9b"
+    down = f"postgresql+psycopg://leadflow:{secret}@127.0.0.1:{free_port()}/leadflow"
+    malformed = f"postgresql+psycopg://leadflow:{secret}@127.0.0.1:port/leadflow"
+    cases = [(down, 1, "cannot use the database postgresql+psycopg://leadflow:***@127.0.0.1:"),
+             (malformed, 2, "LEADFLOW_DATABASE_URL is not a database URL leadflow can use")]
+    for url, code, message in cases:
+        env = {**cli_env, "LEADFLOW_DATABASE_URL": url}
+        for command in (["migrate"], ["campaign", "list"], ["review", "list"]):
+            done = leadflow(env, tmp_path, *command)
+            assert done.returncode == code, (url, command, done.stderr)
+            assert message in done.stderr, command
+            assert "Traceback" not in done.stderr and secret not in done.stderr + done.stdout
+            assert len(done.stderr.splitlines()) <= 2, done.stderr
 
 
 def test_generate_accepts_as_many_leads_as_the_flow_does() -> None:
