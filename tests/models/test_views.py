@@ -235,3 +235,23 @@ def test_a_click_only_email_counts_as_opened_in_the_views_as_in_the_figures(
             if as_day(r["day"]) == "2026-03-04"] == [(1, 1)]
     with session_scope(warehouse_url) as s:
         assert s.get_one(Campaign, 1).emails_opened == sum(r["human_opens"] for r in funnel)
+
+
+def test_an_email_the_server_refused_is_sent_on_its_day_as_in_the_funnel(
+    warehouse_url: str,
+) -> None:
+    """Email 8 is recorded as the sender records a refusal: status bounced, no sent_at."""
+    from models import Email
+    from models.db import session_scope
+    from tests.models.conftest import at
+
+    with session_scope(warehouse_url) as s:
+        s.add(Email(id=8, campaign_id=1, lead_id=3, step_id=1, step_number=1, status="bounced",
+                    scheduled_at=at(7, 9), to_email="owner3@business3.example", sent_at=None,
+                    smtp_response="550 5.1.1 no such user", updated_at=at(7, 9, 1)))
+    day = {as_day(r.pop("day")): r for r in rows(warehouse_url, "SELECT * FROM v_daily_activity")}
+    assert day["2026-03-07"] == dict(leads_created=0, emails_sent=1, human_opens=0,
+                                     human_clicks=0, replies=0, unsubscribes=0, bounces=1)
+    funnel = rows(warehouse_url, "SELECT sent, bounces FROM v_campaign_funnel")
+    assert sum(r["emails_sent"] for r in day.values()) == sum(r["sent"] for r in funnel) == 7
+    assert sum(r["bounces"] for r in day.values()) == sum(r["bounces"] for r in funnel) == 3
