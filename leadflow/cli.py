@@ -232,13 +232,21 @@ def sandbox(
 ) -> None:
     """Serve the local stand-in for Apollo, Google Places, PDL, Hunter, OpenAI and the websites."""
     from sandbox.environment import sandbox_env
+    from sandbox.faults import FaultConfigError, parse_faults
     from sandbox.server import serve
 
+    fault_config = None
+    if faults:
+        try:  # checked before anything starts, as `python -m sandbox` does
+            fault_config = json.loads(faults)
+            parse_faults(fault_config)
+        except (json.JSONDecodeError, FaultConfigError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--faults") from None
     err.print("point leadflow at it with:")
     for key, value in sandbox_env(host, port).items():
         # One line each, whatever the terminal's width (they are copied into a shell).
         err.print(f"  export {key}='{value}'", soft_wrap=True, markup=False, highlight=False)
-    serve(host, port, businesses, seed, latency_ms, json.loads(faults) if faults else None)
+    serve(host, port, businesses, seed, latency_ms, fault_config)
 
 
 @app.command()

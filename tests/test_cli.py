@@ -283,6 +283,21 @@ def test_generate_accepts_as_many_leads_as_the_flow_does() -> None:
     assert f"lessthanorequalto{MAX_RESULTS}" in text
 
 
+@pytest.mark.parametrize("faults, message", [
+    ('{"apollo": ', "Expecting value"),
+    ('{"nowhere": {"rate": 0.5}}', "unknown target 'nowhere'"),
+])
+def test_sandbox_refuses_a_bad_fault_config_before_serving(faults: str, message: str) -> None:
+    from typer.testing import CliRunner
+
+    from leadflow.cli import app
+
+    result = CliRunner().invoke(app, ["sandbox", "--port", "1", "--faults", faults])
+    assert result.exit_code == 2
+    assert "--faults" in result.output
+    assert message in " ".join(result.output.split()).replace("│", "")
+
+
 def test_generate_refuses_a_blank_search() -> None:
     from typer.testing import CliRunner
 
