@@ -453,14 +453,33 @@ def read_leads_csv(path: str | Path, chunk_rows: int = 5000) -> Iterator[CsvChun
     report.delimiter = sniff_delimiter(sample)
 
     with path.open("r", encoding=report.encoding, errors=errors, newline="") as fh:
-        reader = csv.reader(fh, delimiter=report.delimiter)
+        tap = _LineTap(fh)
+        reader = csv.reader(tap, delimiter=report.delimiter)
         header, header_line = _find_header(reader, report, path.name)
         mapping = map_columns(header)
         report.columns = header
         report.mapped_columns = {k: header[v] for k, v in mapping.items()}
         report.ignored_columns = [h for i, h in enumerate(header) if i not in mapping.values()]
         report.format, report.source = detect_format(header, mapping)
-        yield from _chunks(reader, header, mapping, report, header_line, chunk_rows)
+        yield from _chunks(reader, tap, header, mapping, report, header_line, chunk_rows)
+
+
+class _LineTap:
+    """The file's lines as the csv reader takes them, kept until the next record starts: a
+    record the csv module cannot parse is lost to it (a quote left open swallows every line up
+    to the field limit), so its text is quarantined from here."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.taken.append(line)
+        return line
 
 
 def _listed(values: list[str], limit: int = 12, width: int = 40) -> str:
@@ -499,6 +518,7 @@ def _find_header(reader: Any, report: CsvImportReport, name: str) -> tuple[list[
 
 def _chunks(
     reader: Any,
+    tap: _LineTap,
     header: list[str],
     mapping: dict[str, int],
     report: CsvImportReport,
@@ -511,18 +531,25 @@ def _chunks(
     previous_end = header_line
     yielded = False
     while True:
+        tap.taken.clear()
         try:
             cells = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            # The csv module recovers on the next line, so one bad row does not end the file.
+            # The csv module recovers on the next line, so one bad row does not end the file;
+            # the lines it read for the record (all of them, up to the one it stopped on) are
+            # kept as text in the quarantine payload.
             line = previous_end + 1
             previous_end = reader.line_num
             report.rows_read += 1
-            reason = f"line {line} cannot be parsed as CSV: {exc}"
+            span = f"line {line}" if previous_end == line else f"lines {line}-{previous_end}"
+            reason = f"{span} cannot be parsed as CSV: {exc}"
+            if previous_end > line:
+                reason += " (a quote left open?); the text of those lines is in the payload"
             rule = "field_too_long" if "field larger" in str(exc) else "malformed_row"
-            rejected.append(RejectedCsvRow(line, rule, reason, {"_line": line}))
+            text = "".join(tap.taken).replace("\x00", "\\x00")
+            rejected.append(RejectedCsvRow(line, rule, reason, {"_line": line, "_text": text}))
             _count_reject(report, rule)
         else:
             line = previous_end + 1

@@ -161,3 +161,21 @@ def test_formula_injection_cells_never_reach_the_leads_table() -> None:
     assert rules == {"formula_injection"}
     assert summary["rows_rejected"] == 5
     assert accounted(summary) == data_lines(path)
+
+
+def test_lines_swallowed_by_a_quote_left_open_are_kept_in_the_quarantine(tmp_path: Path) -> None:
+    path = tmp_path / "open_quote.csv"
+    notes = "n" * 1000
+    lines = ["company,notes,city", f'Open Quote Salon,"{notes},Austin']
+    lines += [f"Salon {i},{notes},Austin" for i in range(150)]
+    path.write_text("\n".join(lines) + "\n")
+
+    summary = import_csv(str(path))
+
+    with session_scope() as session:
+        payload = session.scalars(select(QuarantinedRow.payload).where(
+            QuarantinedRow.batch_id == summary["batch_id"])).one()
+    names = set(lead_names())
+    for text in lines[1:]:
+        name = text.split(",")[0]
+        assert name in names or f"{text}\n" in payload["_text"], name

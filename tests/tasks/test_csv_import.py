@@ -343,3 +343,20 @@ def test_a_100k_row_file_streams_in_bounded_chunks(tmp_path: Path) -> None:
     assert len(ids) == accepted  # every distinct row has its own id
     assert (report.rows_read, report.empty_lines) == (rows, 100)
     assert report.rejected_by_rule == {"formula_injection": 100}
+
+
+def test_a_quote_left_open_past_the_csv_field_limit_loses_no_line(tmp_path: Path) -> None:
+    # The open quote swallows the lines after it until the csv module's field limit (128 KiB)
+    # stops it; those lines were neither loaded nor kept: their text must be in the quarantine.
+    path = tmp_path / "open_quote.csv"
+    lines = ["Company,Email", "Acme,a@acme.example", 'Beta,"b@beta.example']
+    lines += [f"Co {i},c{i}@co{i}.example" for i in range(10_000)]
+    path.write_text("\n".join(lines) + "\n")
+    leads, rejected, report = read_all(path)
+    assert [r.rule for r in rejected] == ["field_too_long"]
+    assert rejected[0].line_number == 3
+    kept = "".join(str(v) for r in rejected for v in r.raw_row.values())
+    loaded = {lead.raw["_line"] for lead in leads}
+    for number, text in enumerate(lines[2:], start=3):
+        assert number in loaded or f"{text}\n" in kept, number
+    assert report.accepted == len(leads)
