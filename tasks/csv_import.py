@@ -248,6 +248,21 @@ def normalise_header(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", " ", name.replace("\ufeff", "").lower()).strip()
 
 
+def unique_names(header: list[str]) -> list[str]:
+    """The header with a repeated name (two "Notes", blanks after trailing delimiters), or one
+    the raw payload reserves (_line, _text), followed by its column number: "Notes (3)". A row's
+    raw payload is header -> cell, so a repeated name would overwrite the cell before it."""
+    used = {"_line", "_text"}
+    names: list[str] = []
+    for number, name in enumerate(header, start=1):
+        unique = name
+        while unique in used:
+            unique = f"{unique} ({number})"
+        used.add(unique)
+        names.append(unique)
+    return names
+
+
 def map_columns(header: list[str]) -> dict[str, int]:
     """Staging field (or location/full_name) -> column position, by alias."""
     positions = {normalise_header(h): i for i, h in reversed(list(enumerate(header)))}
@@ -456,6 +471,7 @@ def read_leads_csv(path: str | Path, chunk_rows: int = 5000) -> Iterator[CsvChun
         tap = _LineTap(fh)
         reader = csv.reader(tap, delimiter=report.delimiter)
         header, header_line = _find_header(reader, report, path.name)
+        header = unique_names(header)
         mapping = map_columns(header)
         report.columns = header
         report.mapped_columns = {k: header[v] for k, v in mapping.items()}

@@ -360,3 +360,22 @@ def test_a_quote_left_open_past_the_csv_field_limit_loses_no_line(tmp_path: Path
     for number, text in enumerate(lines[2:], start=3):
         assert number in loaded or f"{text}\n" in kept, number
     assert report.accepted == len(leads)
+
+
+def test_repeated_header_names_keep_every_cell(tmp_path: Path) -> None:
+    # Spreadsheet exports repeat headers (two "Notes", blank names after a trailing delimiter);
+    # the raw payload is header -> cell, so a repeated name overwrote the cell before it.
+    path = tmp_path / "repeated_headers.csv"
+    path.write_text(
+        "Company,Notes,Notes,Email,,,_line\n"
+        "Acme,first note,second note,a@acme.example,x,y,z\n"
+        "Beta,=HYPERLINK(\"http://evil.example\"),ok,b@beta.example,,,\n"
+    )
+    leads, rejected, report = read_all(path)
+    assert list(leads[0].raw.values()).count("first note") == 1
+    assert {"second note", "x", "y", "z"} <= set(leads[0].raw.values())
+    assert leads[0].raw["_line"] == 2
+    assert [r.rule for r in rejected] == ["formula_injection"]
+    assert '=HYPERLINK("http://evil.example")' in rejected[0].raw_row.values()
+    assert "ok" in rejected[0].raw_row.values()
+    assert len(report.columns) == len(set(report.columns)) == 7
