@@ -327,6 +327,14 @@ def _normalise_website(value: str) -> str:
     return url
 
 
+def _email_address(value: str) -> str:
+    """The normalised address of an email cell: "Jo Bloggs <jo@x.com>" (Outlook and CRM
+    exports) and "mailto:jo@x.com?subject=..." (a copied link) give "jo@x.com"."""
+    if value[:7].lower() == "mailto:":
+        value = value[7:].split("?", 1)[0]
+    return validate_email(value, check_deliverability=False, allow_display_name=True).normalized
+
+
 def _to_int(value: str | None) -> int | None:
     """'11-50' -> 11, '1,200' -> 1200; anything else -> None (kept in raw)."""
     if not value:
@@ -396,7 +404,7 @@ def row_to_lead(
         lead["employee_count"] = _to_int(values["employee_count"])
     if "email" in values:
         try:
-            lead["email"] = validate_email(values["email"], check_deliverability=False).normalized
+            lead["email"] = _email_address(values["email"])
         except EmailNotValidError as exc:
             raise _RowError("invalid_email", f"email {values['email']!r}: {exc}") from None
     if "website" in values:

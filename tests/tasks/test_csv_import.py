@@ -379,3 +379,17 @@ def test_repeated_header_names_keep_every_cell(tmp_path: Path) -> None:
     assert '=HYPERLINK("http://evil.example")' in rejected[0].raw_row.values()
     assert "ok" in rejected[0].raw_row.values()
     assert len(report.columns) == len(set(report.columns)) == 7
+
+
+def test_emails_with_a_display_name_or_mailto_load_their_address() -> None:
+    # Outlook and CRM exports write "Name <address>"; copied links are "mailto:address".
+    leads, rejected, _ = read_all("email_forms.csv")
+    assert [(lead.company_name, lead.email) for lead in leads] == [
+        ("Display Name Salon", "jo@displayname.example"),
+        ("Quoted Name Spa", "ana@quotedname.example"),
+        ("Angle Only Studio", "owner@angleonly.example"),
+        ("Mailto Clinic", "desk@mailto.example"),
+        ("Mailto Query Nails", "hello@mailtoquery.example"),
+    ]
+    assert leads[0].raw["email"] == "Jo Bloggs <jo@displayname.example>"
+    assert [(r.line_number, r.rule) for r in rejected] == [(7, "invalid_email")]
