@@ -292,7 +292,12 @@ def _phone_e164(s: str, region: str) -> str | None:
                 valid = _slow_phone("+1" + nanp, region) is not None
                 _nanp_valid[prefix] = valid
             return "+1" + nanp if valid else None
-    return _slow_phone(s, region)
+    e164 = _slow_phone(s, region)
+    if e164 is None and start.startswith("00"):
+        # "0044 20 7946 0958": "00" is the international prefix almost everywhere but North
+        # America (011), so a European file's numbers fail under the default region US.
+        e164 = _slow_phone("+" + start[2:], region)
+    return e164
 
 
 def _slow_phone(s: str, region: str) -> str | None:

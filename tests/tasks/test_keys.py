@@ -76,6 +76,13 @@ def test_registrable_domain_ignores_shared_hosts(raw, expected):
         ("1-512-555-0142 ext. 12", "US", "+15125550142"),
         ("020 7946 0958", "GB", "+442079460958"),
         ("+44 20 7946 0958", "US", "+442079460958"),
+        # "00" is the international prefix outside North America (European CSVs write it
+        # where "+" would be): it says so whatever the default region.
+        ("0044 20 7946 0958", "US", "+442079460958"),
+        ("00 49 30 1234567", "US", "+49301234567"),
+        ("001 512 555 0142", "US", "+15125550142"),
+        ("0044 20 7946 0958", "GB", "+442079460958"),
+        ("0011 44 20 7946 0958", "AU", "+442079460958"),  # Australia's prefix is 0011
         ("555-0142", "US", None),  # too short
         ("(012) 555-0142", "US", None),  # NANP area codes never start with 0
         ("call us", "US", None),
