@@ -159,12 +159,16 @@ def decode_errors(encoding: str) -> str:
 
 
 def looks_binary(sample: str) -> bool:
-    """Whether decoded text is a binary file's: NULs, or many control characters other than
-    tab, CR and LF (which no CSV export holds)."""
-    if not sample:
-        return False
-    controls = sum(1 for c in sample if (c < " " and c not in "\t\r\n") or "\x7f" <= c < "\xa0")
-    return controls > max(2, len(sample) // 100)
+    """Whether decoded text is a binary file's: many control characters other than tab, CR, LF
+    and NUL (which no CSV export holds), or mostly NULs. A few NULs in cells (rejected per row
+    as nul_byte) or a tail of them (a crash, a preallocated download) leave a file text."""
+    text = sample.rstrip("\x00")
+    if not text:
+        return bool(sample)
+    controls = sum(
+        1 for c in text if (c < " " and c not in "\t\r\n\x00") or "\x7f" <= c < "\xa0"
+    )
+    return controls > max(2, len(text) // 100) or text.count("\x00") > len(text) // 2
 
 
 def detect_encoding(path: Path) -> str:

@@ -186,6 +186,31 @@ def test_a_binary_file_is_named_as_such_in_one_short_message(tmp_path: Path,
     assert str(info.value) == "photo.csv looks like a binary file, not CSV"
 
 
+def test_nul_bytes_in_a_small_text_file_reject_their_rows_not_the_file(tmp_path: Path) -> None:
+    # A few NULs in a short export, or a tail of NULs (a crash, a preallocated download), do not
+    # make a file binary: its good rows load and the NUL rows are quarantined as nul_byte.
+    path = tmp_path / "nuls.csv"
+    path.write_bytes(b"Company,Email\nAlpha\x00\x00,a@alpha.example\nBeta\x00\x00,b@beta.example\n"
+                     b"Gamma,g@gamma.example\n")
+    leads, rejected, _ = read_all(path)
+    assert [lead.company_name for lead in leads] == ["Gamma"]
+    assert [(r.line_number, r.rule) for r in rejected] == [(2, "nul_byte"), (3, "nul_byte")]
+
+    padded = tmp_path / "padded.csv"
+    padded.write_bytes(b"Company,Email\n" + b"".join(
+        b"Co %d,c%d@co%d.example\n" % (i, i, i) for i in range(50)) + b"\x00" * 4096)
+    leads, rejected, _ = read_all(padded)
+    assert len(leads) == 50
+    assert [r.rule for r in rejected] == ["nul_byte"]
+
+
+def test_a_file_of_nul_bytes_only_is_binary(tmp_path: Path) -> None:
+    path = tmp_path / "zeros.csv"
+    path.write_bytes(b"\x00" * 10_000)
+    with pytest.raises(CsvFormatError, match="looks like a binary file"):
+        list(read_leads_csv(path))
+
+
 def test_a_header_of_unknown_columns_is_listed_short(tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_text(",".join(f"column number {i} " + "x" * 60 for i in range(40)) + "\n"
