@@ -25,7 +25,9 @@ from leadflow.settings import get_settings
 
 MAX_TOKEN_LENGTH = 64
 MIN_SECRET_LENGTH = 16  # characters of a tracking secret, at least
-_TOKEN = re.compile(r"^([ocu])([1-9][0-9]{0,17})(?:-([0-9]{1,4}))?\.([A-Za-z0-9_-]{22})$")
+# Matched whole (fullmatch): `$` would also match before a trailing newline, so "<token>\n"
+# (a URL's %0A) would verify as the token it alters.
+_TOKEN = re.compile(r"([ocu])([1-9][0-9]{0,17})(?:-([0-9]{1,4}))?\.([A-Za-z0-9_-]{22})")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def verify(raw: str, key: bytes | None = None) -> TrackingToken | None:
     """The token's content if its signature is right, else None (never raises)."""
     if len(raw) > MAX_TOKEN_LENGTH:
         return None
-    m = _TOKEN.match(raw)
+    m = _TOKEN.fullmatch(raw)
     if not m:
         return None
     letter, email_id, position, sig = m.groups()

@@ -44,6 +44,16 @@ def test_a_secret_of_sixteen_characters_signs_and_verifies(
     assert tokens.verify(token, b"another-key-0123456789") is None
 
 
+def test_a_token_with_anything_appended_does_not_verify(secret_env: pytest.MonkeyPatch) -> None:
+    secret_env.setenv("LEADFLOW_TRACKING_SECRET", "s" * 16)
+    reset_settings_cache()
+    for token in (tokens.sign(tokens.TrackingToken("open", 5)),
+                  tokens.sign(tokens.TrackingToken("click", 5, 1))):
+        assert tokens.verify(token) is not None
+        for suffix in ("\n", "\r\n", " ", "A"):
+            assert tokens.verify(token + suffix) is None, repr(suffix)
+
+
 def test_without_a_secret_a_private_key_file_is_generated_once(
         secret_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     token = tokens.sign(tokens.TrackingToken("click", 9, 2))

@@ -122,6 +122,7 @@ def test_forged_altered_and_truncated_tokens_are_404_and_write_nothing(
         tokens.sign(TrackingToken("unsubscribe", email_id)),  # right key, wrong kind
         good + "A" * 200,  # over-long
         "%00" + good,
+        good + "%0A",  # a trailing newline: `$` would match before it
         "..%2F..%2Fetc%2Fpasswd",
     ]
     for raw in bad_opens:
@@ -130,6 +131,7 @@ def test_forged_altered_and_truncated_tokens_are_404_and_write_nothing(
     bad_clicks = [
         f"c{email_id}-1.{csig}",  # another link with link 0's signature
         f"{cpayload}.{csig[:10]}",
+        click + "%0A",
         tokens.sign(TrackingToken("open", email_id)),  # an open token is no click token
     ]
     for raw in bad_clicks:
