@@ -72,3 +72,20 @@ def test_a_bad_rule_is_refused_when_loaded() -> None:
         parse_rules({"user_agents": [{"reason": "x", "pattern": "("}]})
     with pytest.raises(ValueError, match="bad bot rule"):
         parse_rules({"networks": [{"reason": "x"}]})
+
+
+OUTLOOK_DESKTOP = ("Microsoft Office/16.0 (Microsoft Outlook 16.0.17928; Pro), "
+                   "Mozilla/4.0 (compatible; ms-office; MSOffice 16)")
+
+
+def test_outlook_for_windows_showing_the_images_is_a_human_open() -> None:
+    """Outlook for Windows fetches a message's images itself, with an `ms-office` user agent,
+    from the reader's own network when the reader views the message: a human open. The same
+    user agent on a link is Office checking the link before the browser opens it: a machine
+    click (the browser's own request is the human one)."""
+    for ua in (OUTLOOK_DESKTOP, "Mozilla/4.0 (compatible; ms-office; MSOffice 16)",
+               "Mozilla/4.0 (compatible; ms-office; MSOffice rmj)"):
+        assert reason(user_agent=ua) is None, ua
+        assert reason(kind="click", user_agent=ua) == "scanner_microsoft", ua
+    assert reason(user_agent="Microsoft Office Existence Discovery") == "scanner_microsoft"
+    assert reason(user_agent="Mozilla/5.0 Microsoft Defender SafeLinks") == "scanner_microsoft"
