@@ -15,6 +15,7 @@ from tracking_app.client_ip import IPAddress
 
 RULES_PATH = Path(__file__).with_name("bot_rules.json")
 _CACHE_SIZE = 8192
+_ZERO = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,9 @@ class BotRules:
         last_seen_at: datetime | None,
     ) -> str | None:
         """The first rule that calls this hit machine-made, or None for a human hit.
-        `last_seen_at`: the latest earlier hit of the same email, kind, link and network."""
+        `last_seen_at`: the latest earlier hit of the same email, kind, link and network (a
+        later one, that another process committed first, makes this one no repeat: it is the
+        first of the two, and the repair flags the later one, tracking_app/repeats.py)."""
         reason = self.request_reason(kind, method, user_agent, client_ip)
         if reason:
             return reason
@@ -144,7 +147,7 @@ class BotRules:
                 if kind in d.kinds and since_delivery <= d.window:
                     return d.reason
         if (self.repeat and last_seen_at is not None and kind in self.repeat.kinds
-                and occurred_at - as_utc(last_seen_at) <= self.repeat.window):
+                and _ZERO <= occurred_at - as_utc(last_seen_at) <= self.repeat.window):
             return self.repeat.reason
         return None
 

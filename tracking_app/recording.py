@@ -7,12 +7,13 @@ Python before sending a batch. Nothing here updates a counter: figures are deriv
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ REDIRECTABLE_PATTERN = (
     r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+([/?#][^\r\n\t]*)?"
 )
 _REDIRECTABLE = re.compile(REDIRECTABLE_PATTERN)
+_ZERO = timedelta(0)
 
 
 @dataclass(slots=True)
@@ -63,7 +65,8 @@ class BatchContext:
 
     emails: dict[int, EmailFacts]
     links: dict[tuple[int, int], str]  # redirectable destinations by (email, position)
-    last_seen: dict[RepeatKey, datetime]  # latest stored hit per key within the window
+    # Stored hits per key from the start of the window to the batch's latest hit, in order.
+    stored: dict[RepeatKey, list[datetime]]
     unsubscribed: set[int]  # emails that already have an unsubscribe event
 
 
@@ -88,8 +91,9 @@ def plan_batch(
     """Decide each hit's fate (404, or an event flagged by the rules) without touching the
     database; hits are taken in arrival order, so a later one can repeat an earlier one.
     `earlier[i]`: the latest hit with hit i's repeat key in batches still being committed
-    (not visible to this transaction), known to the writer."""
-    last_seen = ctx.last_seen
+    (not visible to this transaction), known to the writer. Only hits at or before a hit's
+    time make it a repeat (as in `prejudge` and the PostgreSQL statement)."""
+    latest: dict[RepeatKey, datetime] = {}  # hits of this batch so far
     plan = BatchPlan([], [], set(), [])
     for i, hit in enumerate(hits):
         email = ctx.emails.get(hit.email_id)
@@ -112,21 +116,34 @@ def plan_batch(
                 plan.outcomes.append(NOT_FOUND)
                 continue
         key = repeat_key(hit)
-        previous = last_seen.get(key)
+        previous = latest.get(key)
         in_flight = earlier[i] if earlier is not None else None
         if in_flight is not None and (previous is None or in_flight > previous):
             previous = in_flight
+        if previous is None or hit.occurred_at > previous:
+            latest[key] = hit.occurred_at
+        if previous is not None and previous > hit.occurred_at:
+            previous = None
+        before = _at_or_before(ctx.stored.get(key), hit.occurred_at)
+        if before is not None and (previous is None or before > previous):
+            previous = before
         reason = rules.machine_reason(
             kind=hit.kind, method=hit.method, user_agent=hit.user_agent,
             client_ip=hit.client_ip, occurred_at=hit.occurred_at, sent_at=email.sent_at,
             last_seen_at=previous,
         )
-        if previous is None or hit.occurred_at > previous:
-            last_seen[key] = hit.occurred_at
         plan.rows.append(_row(hit, reason))
         plan.touched.add(hit.email_id)
         plan.outcomes.append(Outcome(recorded=True, redirect_url=url, machine_reason=reason))
     return plan
+
+
+def _at_or_before(times: list[datetime] | None, at: datetime) -> datetime | None:
+    """The latest of `times` (in order) at or before `at`."""
+    if not times:
+        return None
+    i = bisect_right(times, at)
+    return times[i - 1] if i else None
 
 
 def repeat_since(hits: Sequence[Hit], rules: BotRules) -> datetime:
@@ -169,7 +186,7 @@ def prejudge(
             latest[key] = hit.occurred_at
         applies = repeat is not None and hit.kind in repeat.kinds
         repeated = (applies and previous is not None
-                    and hit.occurred_at - previous <= rules.repeat_window)
+                    and _ZERO <= hit.occurred_at - previous <= rules.repeat_window)
         out.request_reasons.append(reason)
         out.repeated.append(repeated)
         out.repeat_since.append(
@@ -200,7 +217,7 @@ def record_hits(
     ctx = BatchContext(
         emails=emails,
         links=_links(conn, {h.email_id for h in hits if h.kind == "click"} & emails.keys()),
-        last_seen=_recent_hits(conn, tracked, rules) if tracked and rules.repeat else {},
+        stored=_recent_hits(conn, tracked, rules) if tracked and rules.repeat else {},
         unsubscribed=_unsubscribed_emails(conn, unsubscribes) if unsubscribes else set(),
     )
     plan = plan_batch(hits, ctx, rules, earlier)
@@ -247,19 +264,22 @@ def redirectable(url: str) -> bool:
 
 def _recent_hits(
     conn: Connection, hits: list[Hit], rules: BotRules
-) -> dict[RepeatKey, datetime]:
-    """The latest stored hit per repeat key within the repeat window before these hits."""
-    since = repeat_since(hits, rules)
-    latest = func.max(EmailEvent.occurred_at)
+) -> dict[RepeatKey, list[datetime]]:
+    """The stored hits per repeat key, in time order, from the start of the repeat window of
+    the earliest of these hits to the latest of them."""
     rows = conn.execute(
         select(EmailEvent.email_id, EmailEvent.kind, EmailEvent.link_position,
-               EmailEvent.ip_network, latest)
+               EmailEvent.ip_network, EmailEvent.occurred_at)
         .where(EmailEvent.email_id.in_({h.email_id for h in hits}),
-               EmailEvent.kind.in_(TRACKED_KINDS), EmailEvent.occurred_at >= since)
-        .group_by(EmailEvent.email_id, EmailEvent.kind, EmailEvent.link_position,
-                  EmailEvent.ip_network)
+               EmailEvent.kind.in_(TRACKED_KINDS),
+               EmailEvent.occurred_at >= repeat_since(hits, rules),
+               EmailEvent.occurred_at <= max(h.occurred_at for h in hits))
+        .order_by(EmailEvent.occurred_at)
     )
-    return {(r[0], r[1], r[2], r[3]): as_utc(r[4]) for r in rows}
+    stored: dict[RepeatKey, list[datetime]] = {}
+    for r in rows:
+        stored.setdefault((r[0], r[1], r[2], r[3]), []).append(as_utc(r[4]))
+    return stored
 
 
 def _unsubscribed_emails(conn: Connection, email_ids: set[int]) -> set[int]:

@@ -115,11 +115,13 @@ def record_batch_sql(rules: BotRules) -> str:
         for d in rules.soon_after_delivery
     ]
     # One step of ix_email_events_email_id_kind_occurred_at per hit that needs it: the first
-    # stored hit with its repeat key from the start of its window on.
+    # stored hit with its repeat key from the start of its window to the hit's time (a later
+    # one, another process's, makes this hit no repeat: the repair flags that one instead).
     stored_repeat = sql.SQL("""
         WHEN b.repeated OR EXISTS (
             SELECT FROM email_events x
-            WHERE x.email_id = b.email_id AND x.kind = b.kind AND x.occurred_at >= b.since
+            WHERE x.email_id = b.email_id AND x.kind = b.kind
+              AND x.occurred_at >= b.since AND x.occurred_at <= b.occurred_at
               AND x.link_position IS NOT DISTINCT FROM b.link_position
               AND x.ip_network IS NOT DISTINCT FROM b.ip_network) THEN {reason}""").format(
         reason=_literal(rules.repeat.reason)) if rules.repeat else sql.SQL("")

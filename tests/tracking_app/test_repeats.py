@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from leadflow import tokens
 from models import Email, EmailEvent
 from models.db import session_scope
-from tests.tracking_app.conftest import make_outreach, start_app, stop_app
+from tests.tracking_app.conftest import make_outreach, path_of, start_app, stop_app
 from tracking_app.bots import load_rules
 from tracking_app.figures import refresh_engagement
 
@@ -98,3 +100,35 @@ def test_the_app_catches_up_at_start_on_what_a_dead_process_left(sqlite_url: str
             assert (e.open_count, e.click_count, e.machine_event_count) == (1, 1, 1)
     finally:
         stop_app(app, thread)
+
+
+@pytest.mark.parametrize("db", ["pg", "sqlite"])
+def test_a_hit_is_no_repeat_of_a_later_one_another_process_stored(
+        db: str, request: pytest.FixtureRequest) -> None:
+    """Two processes record one open a moment apart; the later one commits first. The earlier
+    hit is the first of the two, not a repeat of the later one: otherwise the repair (which
+    orders them by time) flags the later one too, and the open counts nowhere."""
+    if db == "pg":
+        app, url = request.getfixturevalue("app_pg"), request.getfixturevalue("pg_clean")
+        thread = None
+    else:
+        request.getfixturevalue("tracking_env")
+        url = request.getfixturevalue("sqlite_url")
+        app, thread = start_app(url)
+    try:
+        email = make_outreach(url).email_ids[0]
+        later = datetime.now(UTC) + timedelta(seconds=5)
+        store(url, hit(email, later))  # committed by another process
+        r = httpx.get(app.base_url + path_of(tokens.open_url(email)), timeout=10,
+                      headers={"user-agent": "Mozilla/5.0 (X11) Firefox/127.0",
+                               "x-forwarded-for": "203.0.113.7"})
+        assert r.status_code == 200
+        assert [reason for _, _, reason in verdicts(url, email)] == [None, None]
+        app.wait_idle()
+        refresh_engagement(url, repeats_since=later - timedelta(hours=1))
+        assert [reason for _, _, reason in verdicts(url, email)] == [None, "repeat"]
+        with session_scope(url) as s:
+            assert s.get_one(Email, email).open_count == 1
+    finally:
+        if thread is not None:
+            stop_app(app, thread)
