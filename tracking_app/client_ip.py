@@ -27,14 +27,29 @@ class TrustedProxies:
 
 @lru_cache(maxsize=8192)
 def parse_address(raw: str) -> IPAddress | None:
-    """The address, IPv4-mapped IPv6 as IPv4; None when `raw` is not an address."""
+    """The address, IPv4-mapped IPv6 as IPv4; None when `raw` is not an address. A port, as
+    some proxies append it to X-Forwarded-For entries (`203.0.113.5:51234`,
+    `[2001:db8::1]:443`), is dropped."""
+    raw = raw.strip()
+    if raw.startswith("["):
+        raw, bracket, port = raw[1:].partition("]")
+        if not bracket or (port and not (port[0] == ":" and _is_port(port[1:]))):
+            return None
+    elif raw.count(":") == 1:  # IPv4 and port (an IPv6 address has two colons or more)
+        raw, _, port = raw.partition(":")
+        if not _is_port(port):
+            return None
     try:
-        address = ip_address(raw.strip().strip("[]"))
+        address = ip_address(raw)
     except ValueError:
         return None
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _is_port(digits: str) -> bool:
+    return 0 < len(digits) <= 5 and digits.isascii() and digits.isdigit()
 
 
 def client_address(

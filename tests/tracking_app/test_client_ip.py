@@ -37,3 +37,16 @@ def test_ipv4_mapped_and_bracketed_ipv6_addresses_are_understood() -> None:
 def test_stored_networks_are_truncated_to_24_and_48_bits() -> None:
     assert truncated_network(ip_address("198.51.100.77")) == "198.51.100.0/24"
     assert truncated_network(ip_address("2001:db8:abcd:12:1::9")) == "2001:db8:abcd::/48"
+
+
+def test_a_forwarded_address_with_a_port_is_the_address() -> None:
+    """Some proxies (Azure Application Gateway, IIS ARR) append the client's port: the client
+    is still that address, not the proxy (whose network would hide every client's, from the
+    network rules and the repeat rule alike)."""
+    assert client_address("10.1.2.3", "40.107.5.9:53211", PROXIES) == ip_address("40.107.5.9")
+    assert client_address("10.1.2.3", "198.51.100.7:443, 10.0.0.9:8080", PROXIES) == (
+        ip_address("198.51.100.7"))
+    assert client_address("10.1.2.3", "[2001:db8::1]:443", PROXIES) == ip_address(
+        "2001:db8::1")
+    for bad in ("198.51.100.7:", "198.51.100.7:port", "[2001:db8::1]443", "host.example:80"):
+        assert client_address("10.1.2.3", bad, PROXIES) == ip_address("10.1.2.3"), bad
