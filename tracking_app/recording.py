@@ -29,8 +29,10 @@ EVENT_COLUMNS = (
 )
 COPY_SQL = f"COPY email_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 TRACKED_KINDS = ("open", "click")
-# (email_id, kind, link_position, ip_network): what makes a later hit a repeat of an earlier.
-RepeatKey = tuple[int, str, int | None, str | None]
+# (email_id, kind, link_position, ip_network, user_agent): what makes a later hit a repeat of an
+# earlier one, the same client again. The user agent is part of it: Office checking a link
+# (flagged) and then the reader's browser opening it, from one network, are two clients.
+RepeatKey = tuple[int, str, int | None, str | None, str | None]
 # What a stored link must be for the app to redirect to it: http(s), a host of plain ASCII
 # characters, no character that could end a header. Python (SQLite) and PostgreSQL (its `~`
 # operator, in the statement that records a batch) both decide with this pattern, whole-string:
@@ -79,7 +81,7 @@ class BatchPlan:
 
 
 def repeat_key(hit: Hit) -> RepeatKey:
-    return (hit.email_id, hit.kind, hit.link_position, hit.ip_network)
+    return (hit.email_id, hit.kind, hit.link_position, hit.ip_network, hit.user_agent)
 
 
 def plan_batch(
@@ -269,7 +271,7 @@ def _recent_hits(
     the earliest of these hits to the latest of them."""
     rows = conn.execute(
         select(EmailEvent.email_id, EmailEvent.kind, EmailEvent.link_position,
-               EmailEvent.ip_network, EmailEvent.occurred_at)
+               EmailEvent.ip_network, EmailEvent.user_agent, EmailEvent.occurred_at)
         .where(EmailEvent.email_id.in_({h.email_id for h in hits}),
                EmailEvent.kind.in_(TRACKED_KINDS),
                EmailEvent.occurred_at >= repeat_since(hits, rules),
@@ -278,7 +280,7 @@ def _recent_hits(
     )
     stored: dict[RepeatKey, list[datetime]] = {}
     for r in rows:
-        stored.setdefault((r[0], r[1], r[2], r[3]), []).append(as_utc(r[4]))
+        stored.setdefault((r[0], r[1], r[2], r[3], r[4]), []).append(as_utc(r[5]))
     return stored
 
 

@@ -4,9 +4,9 @@ The tracking app flags a repeat as it records a hit, against the stored hits and
 its own batches in flight. Two app processes cannot see each other's batches in flight, so two
 hits of one repeat key that arrive within milliseconds at two processes can both be stored as
 human. `flag_repeats` finds those afterwards, from the events themselves: a human event whose
-previous event of the same key (email, kind, link, client network; by time, then id) lies
-within the repeat window is a repeat. It runs when the app starts and in the scheduled repair
-(`refresh_engagement`), never on the request path; the figures are then recomputed."""
+previous event of the same key (email, kind, link, client network, user agent; by time, then
+id) lies within the repeat window is a repeat. It runs when the app starts and in the scheduled
+repair (`refresh_engagement`), never on the request path; the figures are then recomputed."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ _TIME = EmailEvent.__table__.c.occurred_at.type  # binds times as the column sto
 _WINDOWED = """
 SELECT id, email_id, occurred_at, is_machine,
        LAG(occurred_at) OVER (
-           PARTITION BY email_id, kind, link_position, ip_network
+           PARTITION BY email_id, kind, link_position, ip_network, user_agent
            ORDER BY occurred_at, id) AS previous_at
 FROM email_events
 WHERE kind IN ({kinds}) AND occurred_at >= :look_from

@@ -123,7 +123,8 @@ def record_batch_sql(rules: BotRules) -> str:
             WHERE x.email_id = b.email_id AND x.kind = b.kind
               AND x.occurred_at >= b.since AND x.occurred_at <= b.occurred_at
               AND x.link_position IS NOT DISTINCT FROM b.link_position
-              AND x.ip_network IS NOT DISTINCT FROM b.ip_network) THEN {reason}""").format(
+              AND x.ip_network IS NOT DISTINCT FROM b.ip_network
+              AND x.user_agent IS NOT DISTINCT FROM b.user_agent) THEN {reason}""").format(
         reason=_literal(rules.repeat.reason)) if rules.repeat else sql.SQL("")
     verdict: sql.Composable = sql.SQL("b.request_reason")
     if delivery or rules.repeat:

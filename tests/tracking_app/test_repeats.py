@@ -132,3 +132,40 @@ def test_a_hit_is_no_repeat_of_a_later_one_another_process_stored(
     finally:
         if thread is not None:
             stop_app(app, thread)
+
+
+@pytest.mark.parametrize("db", ["pg", "sqlite"])
+def test_office_checking_a_link_does_not_make_the_readers_click_a_repeat(
+        db: str, request: pytest.FixtureRequest) -> None:
+    """Outlook for Windows checks a link (ms-office user agent, flagged) and then opens the
+    reader's browser on it, from the same network a second later: the browser's click is the
+    reader's, not a repeat of Office's check. The same browser clicking again is a repeat."""
+    if db == "pg":
+        app, url = request.getfixturevalue("app_pg"), request.getfixturevalue("pg_clean")
+        thread = None
+    else:
+        request.getfixturevalue("tracking_env")
+        url = request.getfixturevalue("sqlite_url")
+        app, thread = start_app(url)
+    try:
+        email = make_outreach(url).email_ids[0]
+        link = app.base_url + path_of(tokens.click_url(email, 0))
+        for user_agent, address in [
+            ("Mozilla/4.0 (compatible; ms-office; MSOffice 16)", "203.0.113.7"),
+            ("Mozilla/5.0 (Windows NT 10.0) Chrome/126.0 Safari/537.36", "203.0.113.7"),
+            ("Mozilla/5.0 (Windows NT 10.0) Chrome/126.0 Safari/537.36", "203.0.113.9"),
+        ]:
+            r = httpx.get(link, timeout=10, headers={"user-agent": user_agent,
+                                                     "x-forwarded-for": address})
+            assert r.status_code == 302
+        app.wait_idle()
+        expected = ["scanner_microsoft", None, "repeat"]
+        assert [reason for _, _, reason in verdicts(url, email)] == expected
+        # The repair after the fact judges them the same way.
+        refresh_engagement(url, repeats_since=datetime.now(UTC) - timedelta(hours=1))
+        assert [reason for _, _, reason in verdicts(url, email)] == expected
+        with session_scope(url) as s:
+            assert s.get_one(Email, email).click_count == 1
+    finally:
+        if thread is not None:
+            stop_app(app, thread)
