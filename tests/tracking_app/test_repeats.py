@@ -4,6 +4,7 @@ repair and the app's catch-up at start make the figures exact again."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,7 +14,13 @@ from sqlalchemy import select
 from leadflow import tokens
 from models import Email, EmailEvent
 from models.db import session_scope
-from tests.tracking_app.conftest import make_outreach, path_of, start_app, stop_app
+from tests.tracking_app.conftest import (
+    RunningApp,
+    make_outreach,
+    path_of,
+    start_app,
+    stop_app,
+)
 from tracking_app.bots import load_rules
 from tracking_app.figures import refresh_engagement
 
@@ -102,70 +109,63 @@ def test_the_app_catches_up_at_start_on_what_a_dead_process_left(sqlite_url: str
         stop_app(app, thread)
 
 
-@pytest.mark.parametrize("db", ["pg", "sqlite"])
+@pytest.fixture(params=["pg", "sqlite"])
+def app_on(request: pytest.FixtureRequest) -> Iterator[tuple[RunningApp, str]]:
+    """The tracking app on PostgreSQL or SQLite, and its database URL."""
+    if request.param == "pg":
+        yield request.getfixturevalue("app_pg"), request.getfixturevalue("pg_clean")
+        return
+    request.getfixturevalue("tracking_env")
+    url = request.getfixturevalue("sqlite_url")
+    app, thread = start_app(url)
+    try:
+        yield app, url
+    finally:
+        stop_app(app, thread)
+
+
 def test_a_hit_is_no_repeat_of_a_later_one_another_process_stored(
-        db: str, request: pytest.FixtureRequest) -> None:
+        app_on: tuple[RunningApp, str]) -> None:
     """Two processes record one open a moment apart; the later one commits first. The earlier
     hit is the first of the two, not a repeat of the later one: otherwise the repair (which
     orders them by time) flags the later one too, and the open counts nowhere."""
-    if db == "pg":
-        app, url = request.getfixturevalue("app_pg"), request.getfixturevalue("pg_clean")
-        thread = None
-    else:
-        request.getfixturevalue("tracking_env")
-        url = request.getfixturevalue("sqlite_url")
-        app, thread = start_app(url)
-    try:
-        email = make_outreach(url).email_ids[0]
-        later = datetime.now(UTC) + timedelta(seconds=5)
-        store(url, hit(email, later))  # committed by another process
-        r = httpx.get(app.base_url + path_of(tokens.open_url(email)), timeout=10,
-                      headers={"user-agent": "Mozilla/5.0 (X11) Firefox/127.0",
-                               "x-forwarded-for": "203.0.113.7"})
-        assert r.status_code == 200
-        assert [reason for _, _, reason in verdicts(url, email)] == [None, None]
-        app.wait_idle()
-        refresh_engagement(url, repeats_since=later - timedelta(hours=1))
-        assert [reason for _, _, reason in verdicts(url, email)] == [None, "repeat"]
-        with session_scope(url) as s:
-            assert s.get_one(Email, email).open_count == 1
-    finally:
-        if thread is not None:
-            stop_app(app, thread)
+    app, url = app_on
+    email = make_outreach(url).email_ids[0]
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    store(url, hit(email, later))  # committed by another process
+    r = httpx.get(app.base_url + path_of(tokens.open_url(email)), timeout=10,
+                  headers={"user-agent": "Mozilla/5.0 (X11) Firefox/127.0",
+                           "x-forwarded-for": "203.0.113.7"})
+    assert r.status_code == 200
+    assert [reason for _, _, reason in verdicts(url, email)] == [None, None]
+    app.wait_idle()
+    refresh_engagement(url, repeats_since=later - timedelta(hours=1))
+    assert [reason for _, _, reason in verdicts(url, email)] == [None, "repeat"]
+    with session_scope(url) as s:
+        assert s.get_one(Email, email).open_count == 1
 
 
-@pytest.mark.parametrize("db", ["pg", "sqlite"])
 def test_office_checking_a_link_does_not_make_the_readers_click_a_repeat(
-        db: str, request: pytest.FixtureRequest) -> None:
+        app_on: tuple[RunningApp, str]) -> None:
     """Outlook for Windows checks a link (ms-office user agent, flagged) and then opens the
     reader's browser on it, from the same network a second later: the browser's click is the
     reader's, not a repeat of Office's check. The same browser clicking again is a repeat."""
-    if db == "pg":
-        app, url = request.getfixturevalue("app_pg"), request.getfixturevalue("pg_clean")
-        thread = None
-    else:
-        request.getfixturevalue("tracking_env")
-        url = request.getfixturevalue("sqlite_url")
-        app, thread = start_app(url)
-    try:
-        email = make_outreach(url).email_ids[0]
-        link = app.base_url + path_of(tokens.click_url(email, 0))
-        for user_agent, address in [
-            ("Mozilla/4.0 (compatible; ms-office; MSOffice 16)", "203.0.113.7"),
-            ("Mozilla/5.0 (Windows NT 10.0) Chrome/126.0 Safari/537.36", "203.0.113.7"),
-            ("Mozilla/5.0 (Windows NT 10.0) Chrome/126.0 Safari/537.36", "203.0.113.9"),
-        ]:
-            r = httpx.get(link, timeout=10, headers={"user-agent": user_agent,
-                                                     "x-forwarded-for": address})
-            assert r.status_code == 302
-        app.wait_idle()
-        expected = ["scanner_microsoft", None, "repeat"]
-        assert [reason for _, _, reason in verdicts(url, email)] == expected
-        # The repair after the fact judges them the same way.
-        refresh_engagement(url, repeats_since=datetime.now(UTC) - timedelta(hours=1))
-        assert [reason for _, _, reason in verdicts(url, email)] == expected
-        with session_scope(url) as s:
-            assert s.get_one(Email, email).click_count == 1
-    finally:
-        if thread is not None:
-            stop_app(app, thread)
+    app, url = app_on
+    email = make_outreach(url).email_ids[0]
+    link = app.base_url + path_of(tokens.click_url(email, 0))
+    for user_agent, address in [
+        ("Mozilla/4.0 (compatible; ms-office; MSOffice 16)", "203.0.113.7"),
+        ("Mozilla/5.0 (Windows NT 10.0) Chrome/126.0 Safari/537.36", "203.0.113.7"),
+        ("Mozilla/5.0 (Windows NT 10.0) Chrome/126.0 Safari/537.36", "203.0.113.9"),
+    ]:
+        r = httpx.get(link, timeout=10, headers={"user-agent": user_agent,
+                                                 "x-forwarded-for": address})
+        assert r.status_code == 302
+    app.wait_idle()
+    expected = ["scanner_microsoft", None, "repeat"]
+    assert [reason for _, _, reason in verdicts(url, email)] == expected
+    # The repair after the fact judges them the same way.
+    refresh_engagement(url, repeats_since=datetime.now(UTC) - timedelta(hours=1))
+    assert [reason for _, _, reason in verdicts(url, email)] == expected
+    with session_scope(url) as s:
+        assert s.get_one(Email, email).click_count == 1
