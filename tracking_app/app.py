@@ -5,6 +5,7 @@ or link, or an oversized or malformed request gets a 4xx and writes nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,8 @@ NO_CACHE = {
 USER_AGENT_MAX = 300
 GC_THRESHOLDS = (10_000, 10, 10)  # gc.set_threshold while the app runs (default 700, 10, 10)
 HEALTH_TIMEOUT_S = 2.0
+# How long a pixel or click request that announces a body is read before its 400.
+BODY_WAIT_S = 1.0
 
 # Responses without per-request content are built once: building costs more than sending.
 PIXEL_RESPONSE = Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
@@ -154,8 +157,14 @@ class TrackedHit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if _has_body(scope):
-            # A pixel or link GET has no body: one announced is a malformed request, and the
-            # server may already be answering 400 for it. Nothing is recorded.
+            # A pixel or link GET has no body: one announced is a malformed request. Nothing is
+            # recorded. A body the server could not parse (a malformed chunk) it has already
+            # answered with 400 and closed: then there is nothing left to answer, and answering
+            # would log an application error per request, for any client to fill the logs.
+            with contextlib.suppress(TimeoutError):
+                message = await asyncio.wait_for(receive(), BODY_WAIT_S)
+                if message["type"] == "http.disconnect":
+                    return
             await _BAD_REQUEST(scope, receive, send)
             return
         tracking: Tracking = scope["state"]["tracking"]

@@ -3,10 +3,12 @@ and write nothing."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
 import httpx
+import pytest
 
 from leadflow import tokens
 from tests.tracking_app.conftest import Outreach, RunningApp, event_count, path_of
@@ -80,6 +82,23 @@ def test_a_pixel_request_with_a_body_gets_a_400_and_writes_nothing(
                 + (b"ok" if body_header.startswith(b"Content") else b"2\r\nok\r\n0\r\n\r\n"))
         assert raw_request(app_pg, data).startswith(b"HTTP/1.1 400"), body_header
     assert_nothing_recorded(app_pg, pg_clean)
+
+
+def test_a_malformed_body_on_a_pixel_request_logs_no_error(
+    app_pg: RunningApp, outreach: Outreach, pg_clean: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server answers 400 to a chunked body it cannot parse; the route's own 400 then has
+    no connection to go to. That is no application error: any client could otherwise fill
+    the logs with a traceback per request."""
+    pixel = path_of(tokens.open_url(outreach.email_ids[0])).encode()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            status = raw_request(app_pg, b"GET " + pixel + b" HTTP/1.1\r\nHost: x\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+            assert status == b"HTTP/1.1 400 Bad Request"
+        assert_nothing_recorded(app_pg, pg_clean)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 def test_unprintable_user_agent_characters_are_dropped_before_storing(
