@@ -117,11 +117,14 @@ def record_batch_sql(rules: BotRules) -> str:
     # One step of ix_email_events_email_id_kind_occurred_at per hit that needs it: the first
     # stored hit with its repeat key from the start of its window to the hit's time (a later
     # one, another process's, makes this hit no repeat: the repair flags that one instead).
+    # The upper bound is written so that it is not an index condition: as a plain `<=`, the
+    # range closed on both sides changed the prepared statement's plan and PostgreSQL's CPU
+    # per recorded event went from ~80 to ~390 us (benchmarks/tracking_throughput.py).
     stored_repeat = sql.SQL("""
         WHEN b.repeated OR EXISTS (
             SELECT FROM email_events x
-            WHERE x.email_id = b.email_id AND x.kind = b.kind
-              AND x.occurred_at >= b.since AND x.occurred_at <= b.occurred_at
+            WHERE x.email_id = b.email_id AND x.kind = b.kind AND x.occurred_at >= b.since
+              AND (x.occurred_at <= b.occurred_at) IS NOT FALSE
               AND x.link_position IS NOT DISTINCT FROM b.link_position
               AND x.ip_network IS NOT DISTINCT FROM b.ip_network
               AND x.user_agent IS NOT DISTINCT FROM b.user_agent) THEN {reason}""").format(
