@@ -254,6 +254,38 @@ def _leader_pairs(recs: list[_Rec], group: list[int], threshold: float) -> Itera
             leaders.append(i)
 
 
+def _place(rec: _Rec) -> tuple[Any, ...]:
+    return (rec.city, rec.addr, rec.phone)
+
+
+def _clusters_compatible(places: dict[int, dict[tuple[Any, ...], _Rec]], recs: list[_Rec],
+                         ri: int, rj: int, reason: str) -> bool:
+    """Whether the clusters of roots `ri` and `rj` (two rows of them judged the same business
+    for `reason`) may become one: no row of one is apart from a row of the other (another
+    city, or another address without the same phone), and for a name+city link no two phones
+    differ, as `judge` requires of a pair. On success the locations move to the new root.
+    Single rows were judged already; clusters hold a few distinct locations each, so this is
+    a handful of comparisons per link."""
+    pi = places.get(ri) or {_place(recs[ri]): recs[ri]}
+    pj = places.get(rj) or {_place(recs[rj]): recs[rj]}
+    if ri in places or rj in places:  # else two single rows, which `judge` compared
+        for a in pi.values():
+            for b in pj.values():
+                if a.city and b.city and a.city != b.city:
+                    return False
+                phone = 0 if not (a.phone and b.phone) else (1 if a.phone == b.phone else -1)
+                if phone < 1 and _address_relation(a, b) < 0:
+                    return False
+                if reason == "name+city" and phone < 0:
+                    return False
+    places.pop(ri, None)
+    places.pop(rj, None)
+    small, large = (pi, pj) if len(pi) < len(pj) else (pj, pi)
+    large.update(small)
+    places[min(ri, rj)] = large
+    return True
+
+
 def _cluster(recs: list[_Rec], threshold: float,
              records: Sequence[Any] | None = None) -> tuple[list[int], list[str | None]]:
     """Union-find over the judged candidate pairs; rows with the same `records` value (the
@@ -261,19 +293,27 @@ def _cluster(recs: list[_Rec], threshold: float,
     their keys say."""
     uf = _UnionFind(len(recs))
     reasons: list[str | None] = [None] * len(recs)
+    # Per cluster root of several rows, their distinct locations (city, address, phone): a
+    # link between two clusters must not put rows that are apart into one (union-find is
+    # transitive).
+    places: dict[int, dict[tuple[Any, ...], _Rec]] = {}
     for group in _groups(records or ()):
         for j in group[1:]:
             uf.union(group[0], j)
             reasons[j] = "record"
+        root = uf.find(group[0])
+        known = places.setdefault(root, {})
+        known.update((_place(recs[k]), recs[k]) for k in group)
     judged: set[tuple[int, int]] = set()
     for i, j in _candidate_pairs(recs, threshold):
         if (i, j) in judged:
             continue
         judged.add((i, j))
-        if uf.find(i) == uf.find(j):
+        ri, rj = uf.find(i), uf.find(j)
+        if ri == rj:
             continue
         reason = judge(recs[i], recs[j], threshold)
-        if reason:
+        if reason and _clusters_compatible(places, recs, ri, rj, reason):
             uf.union(i, j)
             # The first (strongest: email, domain, phone, name) link that reached each row.
             reasons[i] = reasons[i] or reason

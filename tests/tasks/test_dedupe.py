@@ -122,6 +122,36 @@ def test_same_name_in_same_city_without_address_or_phone_merges_on_name():
     assert cluster_batch(df, THRESHOLD).tolist() == [0, 0, 2]
 
 
+def test_a_row_matching_two_businesses_does_not_chain_them_into_one():
+    """Union-find is transitive: a row that matches two businesses which are apart (other
+    address, other phone) must join one of them, not merge the two."""
+    branches = (
+        {"company_name": "Nail Bar", "address": "10 Main St", "city": "Miami",
+         "phone": "(305) 555-0900"},
+        {"company_name": "Nail Bar", "address": "400 Ocean Dr", "city": "Miami",
+         "phone": "(305) 555-0999"},
+    )
+    # A listing with only a name and a city matches both branches by name+city.
+    clusters = cluster_batch(frame(*branches, {"company_name": "The Nail Bar", "city": "Miami"}),
+                             THRESHOLD).tolist()
+    assert clusters[0] != clusters[1] and clusters[2] in clusters[:2]
+    # A ~ B by phone, B ~ C by name: A and C (other street numbers) stay apart.
+    clusters = cluster_batch(frame(
+        {"company_name": "Bella Salon", "address": "123 Main St", "city": "Austin",
+         "phone": "(512) 555-0142"},
+        {"company_name": "Bella Salon", "city": "Austin", "phone": "512-555-0142"},
+        {"company_name": "Bella Salon", "address": "900 Oak Ave", "city": "Austin"},
+    ), THRESHOLD).tolist()
+    assert clusters == [0, 0, 2]
+    # Two listings in one city with different phones are not merged by a third without one.
+    clusters = cluster_batch(frame(
+        {"company_name": "Ocean Breeze Spa", "city": "Miami", "phone": "(305) 555-0100"},
+        {"company_name": "Ocean Breeze Spa", "city": "Miami", "phone": "(305) 555-0199"},
+        {"company_name": "Ocean Breeze Spa", "city": "Miami"},
+    ), THRESHOLD).tolist()
+    assert clusters == [0, 1, 0]
+
+
 def test_huge_exact_key_group_still_respects_locations():
     # 150 rows share one domain: 3 branches in 3 cities, each listed 50 times.
     rows = [
