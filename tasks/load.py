@@ -189,13 +189,30 @@ class _Columns:
         return values
 
 
+# Columns that describe one email address: a merge takes them from rows with that address.
+_EMAIL_VERDICT = ("email_status", "email_confidence")
+
+
+def _other_email(have: dict[str, Any], row: dict[str, Any]) -> bool:
+    """Whether `row` carries an email address and `have` (a lead, or a merge so far) another
+    one, so that the row's verification verdict says nothing about `have`'s address."""
+    if _is_empty(have.get("email")) and _is_empty(have.get("email_norm")):
+        return False
+    return _is_empty(row["email_norm"]) or row["email_norm"] != have.get("email_norm")
+
+
 def _merge_cluster(columns: _Columns, positions: list[int]) -> dict[str, Any]:
-    """One lead from the rows of a cluster: the best-scored row first, gaps filled from others."""
+    """One lead from the rows of a cluster: the best-scored row first, gaps filled from others
+    (an email's status and confidence only from rows with the same address)."""
     scores = columns.values["quality_score"]
     ordered = sorted(positions, key=lambda p: -(scores[p] or 0))
     merged = columns.row(ordered[0])
     for other in ordered[1:]:
-        for col, value in columns.row(other).items():
+        row = columns.row(other)
+        if _other_email(merged, row):
+            for col in _EMAIL_VERDICT:
+                row[col] = None
+        for col, value in row.items():
             if _is_empty(merged.get(col)) and not _is_empty(value):
                 merged[col] = value
     return merged
@@ -746,6 +763,8 @@ def _merge_changes(
         incoming = columns.row(positions[0]) if len(positions) == 1 else _merge_cluster(
             columns, positions)
         change = changes.setdefault(lead_id, {})
+        if _other_email({c: change.get(c, lead[c]) for c in ("email", "email_norm")}, incoming):
+            incoming = {**incoming, **dict.fromkeys(_EMAIL_VERDICT)}
         for col, value in incoming.items():
             if col in _SCORE_COLUMNS:
                 continue

@@ -387,6 +387,46 @@ def test_merge_into_existing_on_both_databases_keeps_the_better_score(db_url: st
         assert count(s, LeadSourceRecord) == 5
 
 
+def test_a_merge_never_gives_an_email_the_verification_of_another(db_url: str) -> None:
+    """email_status and email_confidence describe one address: a merge that keeps the lead's
+    unverified address must not label it with the verdict on another row's address (nor a
+    new lead's address with the verdict of another row of its cluster)."""
+    unverified = {"company_name": "Bella Salon", "email": "info@bella.com",
+                  "email_norm": "info@bella.com", "city": "Austin"}
+    verified = {"email": "owner@bella.com", "email_norm": "owner@bella.com",
+                "email_status": "valid", "email_confidence": 97}
+    with session_scope(db_url) as s:
+        (old,) = load_leads(s, frame([{"source": "csv", "source_record_id": "c1",
+                                       "cluster_id": 0, **unverified}]), None).lead_ids
+    incoming = frame([
+        {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
+         "cluster_id": 0, "existing_lead_id": old, **verified},
+        # a new business: its best-scored row has an unverified address, another a verified one
+        {"source": "csv", "source_record_id": "c2", "company_name": "Nova Spa",
+         "email": "hi@nova.com", "email_norm": "hi@nova.com", "cluster_id": 1,
+         "quality_score": 60},
+        {"source": "apollo", "source_record_id": "a2", "company_name": "Nova Spa",
+         "cluster_id": 1, "quality_score": 55, **verified},
+        # the same address, verified by another row: its verdict is kept
+        {"source": "apollo", "source_record_id": "a3", "company_name": "Glow Lounge",
+         "email": "amy@glow.com", "email_norm": "amy@glow.com", "cluster_id": 3,
+         "quality_score": 60},
+        {"source": "pdl", "source_record_id": "p3", "company_name": "Glow Lounge",
+         "email": "Amy@Glow.com", "email_norm": "amy@glow.com", "email_status": "valid",
+         "email_confidence": 90, "cluster_id": 3, "quality_score": 50},
+    ])
+    with session_scope(db_url) as s:
+        lead_ids = load_leads(s, incoming, None).lead_ids
+    with session_scope(db_url) as s:
+        bella, nova, glow = (s.get_one(Lead, i) for i in (old, lead_ids[1], lead_ids[3]))
+        assert (bella.email, bella.email_status, bella.email_confidence) == (
+            "info@bella.com", None, None)
+        assert (nova.email, nova.email_status, nova.email_confidence) == (
+            "hi@nova.com", None, None)
+        assert (glow.email, glow.email_status, glow.email_confidence) == (
+            "amy@glow.com", "valid", 90)
+
+
 def test_a_source_record_repeated_within_a_batch_is_recorded_once(db_url: str) -> None:
     rows = frame([
         {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
