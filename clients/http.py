@@ -267,13 +267,21 @@ class ApiTransport:
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
+        read_timeout_s: float | None = None,
     ) -> ApiResponse[T]:
         """Send with retries; returns the parsed body of the first acceptable response.
 
         `parse` validates the JSON body (a failure counts as a malformed response and is
-        retried); `units` says how many billable units a parsed body represents."""
+        retried); `units` says how many billable units a parsed body represents.
+        `read_timeout_s` replaces the client's read timeout (and widens the per-attempt
+        deadline to match) for an endpoint that answers slowly by design."""
         url = self.base_url + path
         all_headers = {**self._auth_headers, **(headers or {})}
+        timeout, deadline_s = self.http.timeout, self.attempt_deadline_s
+        if read_timeout_s is not None:
+            connect_s = timeout.connect
+            timeout = httpx.Timeout(read_timeout_s, connect=connect_s)
+            deadline_s = max(deadline_s, read_timeout_s + (connect_s or 0.0))
         calls: list[ApiCall] = []
         last_reason = "no attempt made"
         last_status: int | None = None
@@ -282,9 +290,10 @@ class ApiTransport:
         for attempt in range(1, self.policy.max_attempts + 1):
             retry_after: float | None = None
             try:
-                async with asyncio.timeout(self.attempt_deadline_s):
+                async with asyncio.timeout(deadline_s):
                     resp = await self.http.request(
-                        method, url, params=params, json=json_body, headers=all_headers
+                        method, url, params=params, json=json_body, headers=all_headers,
+                        timeout=timeout,
                     )
                 status = resp.status_code
                 kind = self._kind(status, resp.headers)
@@ -329,7 +338,7 @@ class ApiTransport:
             except (TimeoutError, httpx.TimeoutException):
                 calls.append(ApiCall(self.source, endpoint, None, 0))
                 last_status, rate_limited = None, False
-                last_reason = f"timed out after {self.attempt_deadline_s:g}s"
+                last_reason = f"timed out after {deadline_s:g}s"
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 # Messages of transport errors may quote the URL: redact, never chain.
                 calls.append(ApiCall(self.source, endpoint, None, 0))

@@ -138,6 +138,9 @@ class HunterClient:
         )
         self.verify_max_polls = max(1, settings.hunter_verify_max_polls)
         self.verify_poll_s = settings.hunter_verify_poll_s
+        # The finder and the verifier answer only once their mail-server checks end (or, for
+        # the verifier, with a 202 after ~20 s): never cut them off sooner than other calls.
+        self.slow_timeout_s = max(settings.http_timeout_s, settings.hunter_slow_timeout_s)
         self._sleep = sleep
 
     def __repr__(self) -> str:
@@ -174,6 +177,7 @@ class HunterClient:
             parse=_data(EmailFinderData),
             units=lambda d: 1 if d.email else 0,
             params={"domain": domain, "first_name": first_name, "last_name": last_name},
+            read_timeout_s=self.slow_timeout_s,
         )
 
     async def email_verifier(self, email: str) -> ApiResponse[VerificationData]:
@@ -188,6 +192,7 @@ class HunterClient:
                 parse=_data(VerificationData),
                 units=lambda d: 1,
                 params={"email": email},
+                read_timeout_s=self.slow_timeout_s,
             )
             if resp.status_code != 202:
                 resp.calls[:] = calls + resp.calls

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # Hunter answers 202 while a verification is still running: poll this often, this many times.
     hunter_verify_max_polls: int = 5
     hunter_verify_poll_s: float = 2.0
+    # Read timeout of Hunter's email finder and verifier, which check mail servers while the
+    # request waits: the finder up to its max_duration (10 s by default), the verifier ~20 s
+    # before it answers 202. Shorter, a slow check times out and is started all over again.
+    hunter_slow_timeout_s: float = 30.0
     # Concurrent Hunter requests during enrichment.
     enrich_concurrency: int = 32
 

@@ -189,6 +189,18 @@ def test_hunter_verifier_polls_while_202_and_bills_once(scripted: ScriptedServer
     assert hits[0].headers["x-api-key"] == SECRET and "api_key" not in hits[0].query
 
 
+def test_hunter_verifier_waits_for_a_slow_202_instead_of_timing_out(
+        scripted: ScriptedServer) -> None:
+    # Hunter holds a verifier request while it checks the mail server (~20 s) before it
+    # answers 202; a slow answer that outlasts the general read timeout is still polled.
+    slow = fast_settings(scripted.base_url).http_timeout_s * 1.5
+    scripted.script(VERIFY, Reply(202, {"data": {"status": None}}, delay_s=slow),
+                    Reply(200, payload("hunter_email_verifier.json"), delay_s=slow))
+    resp = asyncio.run(_hunter(fast_settings(scripted.base_url), "email_verifier", "d@x.com"))
+    assert resp.data.status == "valid"
+    assert [c.status_code for c in resp.calls] == [202, 200]
+
+
 def test_hunter_verifier_gives_up_after_bounded_polls(scripted: ScriptedServer) -> None:
     scripted.script(VERIFY, Reply(202, None))
     with pytest.raises(VerificationPendingError):
