@@ -150,8 +150,9 @@ def routes(state: SandboxState) -> list[Route]:
         start = as_int(body.get("from"), 0)
         if size is None or not 1 <= size <= 100 or start is None or not 0 <= start <= 9999:
             return error_response(400)
+        # A scroll token is only valid with the query and the size it was issued for.
         fingerprint = hashlib.sha1(orjson.dumps(
-            {"query": body.get("query"), "sql": body.get("sql")},
+            {"query": body.get("query"), "sql": body.get("sql"), "size": size},
             option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
         if body.get("scroll_token"):
             parsed = _unscroll(str(body["scroll_token"]))

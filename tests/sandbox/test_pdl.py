@@ -59,3 +59,16 @@ def test_enrich_by_website_returns_a_flat_company(sandbox_clean: Sandbox) -> Non
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == 200 and body["likelihood"] >= 1 and body["website"] == website
+
+
+def test_a_scroll_token_is_only_valid_with_the_query_and_size_it_came_from(
+        sandbox_clean: Sandbox) -> None:
+    token = _search(sandbox_clean, {"query": QUERY, "size": 25}).json()["scroll_token"]
+    assert _search(sandbox_clean, {"query": QUERY, "size": 25,
+                                   "scroll_token": token}).status_code == 200
+    other_size = _search(sandbox_clean, {"query": QUERY, "size": 10, "scroll_token": token})
+    assert other_size.status_code == 400
+    assert other_size.json()["error"]["type"] == "invalid_request_error"
+    other_query = {"bool": {"must": [{"term": {"location.region": "texas"}}]}}
+    assert _search(sandbox_clean, {"query": other_query, "size": 25,
+                                   "scroll_token": token}).status_code == 400
