@@ -26,9 +26,17 @@ def _text(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return or_none(value, handler)
 
 
+def _number(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # pydantic's lax mode reads True as 1; a boolean is a flag (PDL answers `true`, "data
+    # exists", for fields outside the plan's bundle), never a count or a rating.
+    if isinstance(value, bool):
+        return None
+    return or_none(value, handler)
+
+
 OptStr = Annotated[str | None, WrapValidator(_text)]
-OptInt = Annotated[int | None, WrapValidator(or_none)]
-OptFloat = Annotated[float | None, WrapValidator(or_none)]
+OptInt = Annotated[int | None, WrapValidator(_number)]
+OptFloat = Annotated[float | None, WrapValidator(_number)]
 OptBool = Annotated[bool | None, WrapValidator(or_none)]
 
 

@@ -127,6 +127,20 @@ def test_pdl_company_with_only_lowercase_name_is_title_cased() -> None:
     assert lead.city is None
 
 
+def test_boolean_placeholders_are_not_counts_or_ratings() -> None:
+    # PDL answers fields outside the plan's bundle with `true` ("data exists"); a boolean
+    # is no number, whichever vendor sends it.
+    company = dict(payload("pdl_company_search.json")["data"][0], employee_count=True)
+    assert normalise_pdl_company(company).employee_count is None
+    org = dict(payload("apollo_org_search.json")["organizations"][0],
+               estimated_num_employees=True)
+    assert normalise_apollo_org(org).employee_count is None
+    place = dict(payload("google_places_text_search.json")["places"][0], rating=True,
+                 userRatingCount=False)
+    lead = normalise_google_place(place)
+    assert (lead.rating, lead.review_count) == (None, None)
+
+
 def test_unknown_source_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no normaliser"):
         normalise_records("yelp", [{}])
