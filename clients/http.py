@@ -154,6 +154,29 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def parse_rate_limit_reset(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds until a rate-limit window resets, from an `x-ratelimit-reset` header (PDL: an
+    ISO 8601 time such as 2025-10-02T17:31:00Z; epoch or delta seconds are read too); None if
+    absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    now = now or datetime.now(UTC)
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - now).total_seconds())
+    if number > 1e9:  # a Unix time, not a number of seconds
+        return max(0.0, number - now.timestamp())
+    return max(0.0, number)
+
+
 def vendor_message(body: Any) -> str | None:
     """The human message out of any of our vendors' error envelopes (Apollo `error`/`message`,
     Google `error.message`, PDL `error.message`, Hunter `errors[].details`)."""
@@ -319,6 +342,12 @@ class ApiTransport:
                     )
                 retry_after = parse_retry_after(resp.headers.get("retry-after"))
                 rate_limited = kind == "rate_limited"
+                if retry_after is None and rate_limited:
+                    # PDL throttles per fixed window and says when it ends, not how long to
+                    # wait: retrying sooner only spends the attempts inside the same window.
+                    # (A reset already past, clocks apart, falls back to our backoff.)
+                    retry_after = parse_rate_limit_reset(
+                        resp.headers.get("x-ratelimit-reset")) or None
                 last_status, last_reason, last_retry_after = status, message, retry_after
                 if retry_after is not None and retry_after > self.policy.max_s:
                     # Told to come back later than we are willing to wait (a 429, or a 503 for

@@ -21,6 +21,7 @@ from clients.http import (
     RetryPolicy,
     TransientApiError,
     make_async_client,
+    parse_rate_limit_reset,
     parse_retry_after,
     redact,
 )
@@ -55,6 +56,16 @@ def test_parse_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after(format_datetime(now - timedelta(seconds=7), usegmt=True), now) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_parse_rate_limit_reset_accepts_iso_times_epochs_and_deltas() -> None:
+    now = datetime(2025, 10, 2, 17, 30, 30, tzinfo=UTC)
+    assert parse_rate_limit_reset("2025-10-02T17:31:00Z", now) == 30.0
+    assert parse_rate_limit_reset("2025-10-02T17:30:00Z", now) == 0.0
+    assert parse_rate_limit_reset(str(now.timestamp() + 12), now) == 12.0
+    assert parse_rate_limit_reset("4", now) == 4.0
+    assert parse_rate_limit_reset("{'minute': 1}", now) is None
+    assert parse_rate_limit_reset(None, now) is None
 
 
 def test_redact_masks_key_parameters_and_known_secrets() -> None:

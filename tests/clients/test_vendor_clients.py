@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -145,6 +146,22 @@ def test_pdl_scrolls_with_the_token_until_the_limit(scripted: ScriptedServer) ->
     assert hits[0].headers["x-api-key"] == SECRET
     assert [r["id"] for p in pages for r in p.records] == ["a", "b", "c"]
     assert [p.units for p in pages] == [2, 2]
+
+
+def test_pdl_429_waits_for_its_rate_limit_window_not_a_retry_after(
+        scripted: ScriptedServer) -> None:
+    # PDL's 429 names no Retry-After: the fixed window ends at x-ratelimit-reset. A window
+    # that ends later than we may wait is given up at once (like a long Retry-After).
+    reset = (datetime.now(UTC) + timedelta(seconds=50)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    scripted.script(PDL, Reply(429, {"status": 429, "error": {
+        "type": "rate_limit_error",
+        "message": "An error occurred due to requests hitting the API too quick"}},
+        headers={"x-ratelimit-remaining": "{'minute': 0}", "x-ratelimit-reset": reset}))
+    settings = fast_settings(scripted.base_url, http_backoff_max_s=30.0)
+    with pytest.raises(RateLimitedError) as caught:
+        asyncio.run(_collect(PdlClient.from_settings, settings, sql="SELECT 1", limit=5))
+    assert len(scripted.hits(PDL)) == 1
+    assert caught.value.retry_after is not None and caught.value.retry_after > 30
 
 
 def test_pdl_404_means_no_matches_not_an_error(scripted: ScriptedServer) -> None:
