@@ -9,7 +9,10 @@ step marked as new are matched once more inside that lock, so two overlapping ru
 insert the same business. When the caller says which leads the dedupe step could see
 (`seen_max_lead_id`, the highest lead id committed before dedupe started), only rows that share
 a match key with a lead inserted since are matched again, and none when no lead was inserted
-since.
+since. One gap is known: a lead that another run's load gave a new match key (a merge filled
+its phone, say) after this run's dedupe read is not matched again, so a row matching it only by
+that key is inserted as a new lead (the flow's own consecutive loads pass such leads on as
+`rekeyed`; across runs closing it needs a database-wide key version on `leads`).
 
 The work is done on whole columns and in bulk: on PostgreSQL new leads get their ids from the
 sequence up front and are written, like the new source records, with one COPY whose text is
