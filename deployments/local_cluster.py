@@ -29,6 +29,7 @@ import httpx
 from deployments.catalog import WORK_POOL
 
 ROOT = Path(__file__).resolve().parent.parent
+API_ATTEMPTS = 5  # requests to the Prefect API answered 503 are sent again, this many in all
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -110,7 +111,15 @@ class LocalCluster:
     # --- REST API ------------------------------------------------------------------------
 
     def _api(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+        # Prefect's server answers 503 when its own database is momentarily busy (a SQLite
+        # server under load: "database is locked"); the request was rolled back, so it is sent
+        # again, a few times, after the wait the server names or a short backoff.
+        for attempt in range(API_ATTEMPTS):
+            resp = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+            if resp.status_code != 503 or attempt == API_ATTEMPTS - 1:
+                break
+            wait = resp.headers.get("retry-after", "")
+            time.sleep(min(float(wait), 10.0) if wait.isdigit() else 0.5 * 2**attempt)
         resp.raise_for_status()
         return resp.json() if resp.content else None
 
