@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -263,14 +263,25 @@ def store_analyses(session: Session, analyses: Iterable[SiteAnalysis]) -> int:
 # --- the acceptance interface (leadflow analyse-site) ---------------------------------------------
 
 
-def _summary(name: str, facts: SiteFacts | None, error: str | None = None) -> dict[str, Any]:
+class _Findings(Protocol):
+    """What a summary reads: SiteFacts (a page just parsed) or SiteAnalysis (a cached row,
+    whose columns are NULL when the fetch failed)."""
+
+    booking_tools: Any
+    has_contact_form: Any
+    booking_keyword_count: Any
+    has_analytics: Any
+    digital_maturity: Any
+
+
+def _summary(name: str, facts: _Findings | None, error: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "file": name,
-        "booking_tools": facts.booking_tools if facts else [],
-        "has_contact_form": facts.has_contact_form if facts else False,
-        "booking_keyword_count": facts.booking_keyword_count if facts else 0,
-        "has_analytics": facts.has_analytics if facts else False,
-        "digital_maturity": facts.digital_maturity if facts else 0,
+        "booking_tools": list(facts.booking_tools or []) if facts else [],
+        "has_contact_form": bool(facts.has_contact_form) if facts else False,
+        "booking_keyword_count": (facts.booking_keyword_count or 0) if facts else 0,
+        "has_analytics": bool(facts.has_analytics) if facts else False,
+        "digital_maturity": (facts.digital_maturity or 0) if facts else 0,
     }
     if error is not None:
         out["error"] = error
@@ -293,16 +304,9 @@ def analyse_files(paths: Sequence[Path | str], url: str = "https://example.com/"
 def _url_summary(url: str, analysis: SiteAnalysis, cached: bool) -> dict[str, Any]:
     """The acceptance object for a live URL, plus `truncated` (the page was cut at
     `site_max_bytes` and only its head analysed) and `cached` (served from the cache)."""
-    out: dict[str, Any] = {
-        "file": url,
-        "booking_tools": list(analysis.booking_tools or []),
-        "has_contact_form": bool(analysis.has_contact_form),
-        "booking_keyword_count": analysis.booking_keyword_count or 0,
-        "has_analytics": bool(analysis.has_analytics),
-        "digital_maturity": analysis.digital_maturity or 0,
-        "truncated": bool((analysis.signals or {}).get("truncated", False)),
-        "cached": cached,
-    }
+    out = _summary(url, analysis)
+    out["truncated"] = bool((analysis.signals or {}).get("truncated", False))
+    out["cached"] = cached
     if analysis.error is not None:
         out["error"] = analysis.error
     return out

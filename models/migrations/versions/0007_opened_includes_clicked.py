@@ -12,12 +12,11 @@ says so in the two columns' comments. The views' SQL is 0003's (frozen), with th
 expression changed.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from models.migrations import revision_module
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -43,18 +42,8 @@ COMMENTS = {
 }
 
 
-def _warehouse() -> ModuleType:
-    """Revision 0003, whose view SQL this one starts from."""
-    path = Path(__file__).with_name("0003_warehouse.py")
-    spec = importlib.util.spec_from_file_location("leadflow_migration_0003", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _views(dialect: str, upgraded: bool) -> dict[str, str]:
-    warehouse = _warehouse()
+    warehouse = revision_module("0003_warehouse.py")  # whose view SQL this one starts from
     views = warehouse._views(warehouse._Dialect(dialect))
     out = {}
     for name, old, new in CHANGES:

@@ -12,12 +12,11 @@ daily totals of emails sent fell short of the funnel's. This revision dates a se
 its bounce. The view's SQL is 0007's, with the one branch changed.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from models.migrations import revision_module
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -27,19 +26,10 @@ depends_on: str | Sequence[str] | None = None
 VIEW = "v_daily_activity"
 
 
-def _migration(filename: str) -> ModuleType:
-    path = Path(__file__).with_name(filename)
-    spec = importlib.util.spec_from_file_location(f"leadflow_migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _sql(dialect: str, upgraded: bool) -> str:
     """The view as 0007 left it, or with this revision's change."""
-    sql: str = _migration("0007_opened_includes_clicked.py")._views(dialect, True)[VIEW]
-    day = _migration("0003_warehouse.py")._Dialect(dialect).day
+    sql: str = revision_module("0007_opened_includes_clicked.py")._views(dialect, True)[VIEW]
+    day = revision_module("0003_warehouse.py")._Dialect(dialect).day
     old = (f"SELECT {day('sent_at')}, 'sent', id FROM emails\n"
            "    WHERE sent_at IS NOT NULL AND status IN ('sent', 'bounced')")
     new = (f"SELECT {day('COALESCE(sent_at, updated_at)')}, 'sent', id FROM emails\n"
