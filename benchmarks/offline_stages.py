@@ -160,12 +160,10 @@ class Pipeline:
         self.counts: list[dict[str, int]] = []
         self.wait_seconds: list[float] = []  # this thread blocked on earlier loads
 
-        def submit(frame: Any, rejected: Any, seen: int | None, rekeyed: list[int],
-                   previous: Any) -> Any:
+        def submit(frame: Any, rejected: Any, seen: Any, previous: Any) -> Any:
             def job() -> dict[str, Any]:
                 started = time.perf_counter()
-                outcome = load_chunk_body(url, batch_id, frame, rejected, seen, rekeyed,
-                                          previous)
+                outcome = load_chunk_body(url, batch_id, frame, rejected, seen, previous)
                 ended = time.perf_counter()
                 # The load's own seconds: from when it could start (the previous one ended).
                 after = previous.result()["ended"] if previous is not None else started
@@ -184,7 +182,7 @@ class Pipeline:
         from models.db import get_engine
         from tasks.batches import Rejected
         from tasks.dedupe import dedupe_frame
-        from tasks.load import max_lead_id
+        from tasks.load import seen_leads
         from tasks.normalise import normalise_records
         from tasks.scoring import score_leads
         from tasks.steps import to_frame
@@ -200,7 +198,7 @@ class Pipeline:
             frame = score_leads(frame)
         with watch("dedupe"):  # as the flow's dedupe_chunk
             with get_engine(self.url).connect() as conn:
-                seen = max_lead_id(conn)  # the load re-matches against newer leads only
+                seen = seen_leads(conn)  # the load re-matches against newer leads only
                 deduped = dedupe_frame(conn, frame)
             frame = deduped.apply(frame)
         with watch("validate"):

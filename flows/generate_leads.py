@@ -14,7 +14,7 @@ fails (batch status `failed`), rather than succeeding with nothing."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -42,6 +42,9 @@ from tasks.steps import (
     to_frame,
     validate_chunk,
 )
+
+if TYPE_CHECKING:
+    from tasks.load import Seen
 
 SourceName = Literal["apollo", "google_places", "pdl"]
 # What to search for: some text (blank would search everything, anywhere).
@@ -79,12 +82,12 @@ def generate_leads(
     enrich_failures = [0]  # a cell finish() can update
     pending: deque[tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None]] = deque()
 
-    def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
-                    rekeyed: list[int], previous: PrefectFuture[Any] | None) -> PrefectFuture[Any]:
+    def submit_load(frame: Any, rejected: list[Rejected], seen: Seen | None,
+                    previous: PrefectFuture[Any] | None) -> PrefectFuture[Any]:
         with timed(batch_id, "load", "call"):
             # `previous` quoted: the load prepares its rows, then waits for it.
             return load_chunk.submit(batch_id, quoted(frame), quoted(rejected), seen,
-                                     quoted(rekeyed), quoted(previous))
+                                     quoted(previous))
 
     def loaded(chunk: Chunk, outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded

@@ -8,7 +8,7 @@ by `chunk_rows` whatever the file size, rows the reader refuses are quarantined 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -31,6 +31,9 @@ from tasks.steps import (
     validate_chunk,
 )
 
+if TYPE_CHECKING:
+    from tasks.load import Seen
+
 BATCH_SOURCE = "csv"  # the batch's requested source; leads carry the detected one (csv_linkedin)
 
 
@@ -49,12 +52,12 @@ def import_csv(
     touched: set[int] = set()  # leads the loads created or merged into
     report: CsvImportReport | None = None
 
-    def submit_load(frame: Any, rejected: list[Rejected], seen: int | None,
-                    rekeyed: list[int], previous: Any) -> Any:
+    def submit_load(frame: Any, rejected: list[Rejected], seen: Seen | None,
+                    previous: Any) -> Any:
         with timed(batch_id, "load", "call"):
             # `previous` quoted: the load prepares its rows, then waits for it.
             return load_chunk.submit(batch_id, quoted(frame), quoted(rejected), seen,
-                                     quoted(rekeyed), quoted(previous))
+                                     quoted(previous))
 
     def loaded(lines: tuple[int, int], outcome: dict[str, Any]) -> None:
         nonlocal rows_loaded

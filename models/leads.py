@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, JSONType, utcnow
@@ -73,6 +84,10 @@ class Lead(Base):
         Index("ix_leads_city_key_address_key", "city_key", "address_key"),
         Index("ix_leads_status", "status"),
         Index("ix_leads_tier_score", "tier", "quality_score"),
+        # Only re-keyed leads have a key version: new leads cost this index nothing.
+        Index("ix_leads_key_version", "key_version",
+              postgresql_where=text("key_version IS NOT NULL"),
+              sqlite_where=text("key_version IS NOT NULL")),
         {"comment": "One business (lead), deduplicated across sources and batches."},
     )
 
@@ -115,6 +130,11 @@ class Lead(Base):
     )
     address_key: Mapped[str | None] = mapped_column(
         String(300), comment="Street number and normalised street, without unit"
+    )
+    key_version: Mapped[int | None] = mapped_column(
+        BigInteger,
+        comment="Load that last gave the lead a match key it lacked (a merge filled its email, "
+                "domain, phone, name or address), numbered in commit order; NULL = never",
     )
     # What the website analysis found (copied from website_analyses at load time).
     booking_tools: Mapped[list[str]] = mapped_column(

@@ -6,13 +6,13 @@ Idempotence rests on the unique (source, external_id) of `lead_source_records`: 
 before always maps back to its lead. Concurrent loads are serialised by a transaction-scoped
 advisory lock on PostgreSQL (on SQLite, by taking the write lock first), and rows the dedupe
 step marked as new are matched once more inside that lock, so two overlapping runs cannot both
-insert the same business. When the caller says which leads the dedupe step could see
-(`seen_max_lead_id`, the highest lead id committed before dedupe started), only rows that share
-a match key with a lead inserted since are matched again, and none when no lead was inserted
-since. One gap is known: a lead that another run's load gave a new match key (a merge filled
-its phone, say) after this run's dedupe read is not matched again, so a row matching it only by
-that key is inserted as a new lead (the flow's own consecutive loads pass such leads on as
-`rekeyed`; across runs closing it needs a database-wide key version on `leads`).
+insert the same business. When the caller says what the dedupe step could see (`Seen`: the
+highest lead id and key version committed before it read the database), only rows that share
+a match key with a lead committed since are matched again, and none when there is no such
+lead. "Committed since" covers both the leads inserted since (higher ids) and the existing
+leads a load gave a match key they lacked (a merge filled their phone, say): each load that
+re-keys leads stamps them with one `key_version`, above every one committed before (taken
+inside the lock, so versions follow the commit order).
 
 The work is done on whole columns and in bulk: on PostgreSQL new leads get their ids from the
 sequence up front and are written, like the new source records, with one COPY whose text is
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -113,14 +113,21 @@ def _json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+class Seen(NamedTuple):
+    """What a dedupe step could see of `leads`: the highest lead id and the highest key
+    version committed when it read the database (0 when there is none)."""
+
+    lead_id: int
+    key_version: int
+
+
 @dataclass(slots=True)
 class LoadResult:
     inserted: int  # new leads
     merged: int  # rows merged into an existing lead or into another row of the batch
     lead_ids: list[int]  # lead id per input row, in input order
     # Existing leads this load gave a match key they lacked (a merge filled their email,
-    # domain, phone, name or address): a dedupe step that ran before this load committed
-    # could not match on those keys, so the next load re-matches against them too.
+    # domain, phone, name or address), stamped with this load's key version.
     rekeyed_lead_ids: list[int] = field(default_factory=list)
 
 
@@ -275,15 +282,11 @@ def _known_source_records(
 # --- re-matching rows still new, inside the lock ------------------------------------------------
 
 
-def _leads_since(after_id: int | None, lead_ids: Iterable[int]) -> Any:
-    """The condition on `leads` for the leads a load re-matches against: ids above
-    `after_id` (inserted since the dedupe step ran) and `lead_ids` (given new keys since);
-    None when there are none."""
+def _leads_since(seen: Seen) -> Any:
+    """The condition on `leads` for the leads committed after `seen`: inserted since (a
+    higher id) or given a match key since (a higher key version)."""
     c = _LEADS.c
-    ids = sorted(set(lead_ids))
-    conditions = ([c.id > after_id] if after_id is not None else []) + (
-        [c.id.in_(ids)] if ids else [])
-    return or_(*conditions) if conditions else None
+    return or_(c.id > seen.lead_id, c.key_version > seen.key_version)
 
 
 def _keys_of_leads(session: Session, where: Any) -> set[tuple[str, Any]]:
@@ -353,7 +356,7 @@ _SHARING_KEYS_SQL = """
 WITH l AS MATERIALIZED (
     SELECT email_norm AS e, domain AS d, phone_e164 AS p, city_key AS c, name_block AS b,
            address_key AS a, split_part(address_key, ' ', 1) AS head
-    FROM leads WHERE {where}
+    FROM leads WHERE id > :after OR key_version > :version
 ), r AS MATERIALIZED (
     SELECT * FROM json_to_recordset(CAST(:rows AS json))
         AS r(i int, e text, d text, p text, c text, b text, a text, n text)
@@ -368,23 +371,22 @@ UNION SELECT r.i FROM r JOIN l ON l.c = r.c AND l.b = r.b
 
 
 def _rows_sharing_keys_sql(session: Session, frame: pd.DataFrame, positions: list[int],
-                           after_id: int | None, lead_ids: list[int]) -> list[int]:
-    """`_rows_sharing_keys` against the leads `where` selects, found by PostgreSQL: the
-    rows' keys go in as one JSON array and only the positions sharing a key come back (no
-    read of the leads' keys into Python). Leads lacking a stored name block or address key
-    are checked in Python, as on SQLite."""
+                           seen: Seen) -> list[int]:
+    """`_rows_sharing_keys` against the leads committed after `seen`, found by PostgreSQL:
+    the rows' keys go in as one JSON array and only the positions sharing a key come back
+    (no read of the leads' keys into Python). Leads lacking a stored name block or address
+    key are checked in Python, as on SQLite."""
     if not all(c in frame.columns for c in KEY_COLUMNS):
         return positions
     email, domain, phone, city, block, addr = _row_keys(frame, positions)
     rows = [{"i": k, "e": e, "d": d, "p": p, "c": c, "b": b, "a": a, "n": _street_number(a)}
             for k, (e, d, p, c, b, a) in enumerate(
                 zip(email, domain, phone, city, block, addr, strict=True))]
-    where = " OR ".join((["id > :after"] if after_id is not None else [])
-                        + (["id = ANY(:ids)"] if lead_ids else []))
-    found = session.scalars(text(_SHARING_KEYS_SQL.format(where=where)), {
-        "rows": orjson.dumps(rows).decode(), "after": after_id, "ids": sorted(set(lead_ids))})
+    found = session.scalars(text(_SHARING_KEYS_SQL), {
+        "rows": orjson.dumps(rows).decode(), "after": seen.lead_id,
+        "version": seen.key_version})
     out = {positions[k] for k in found.all()}
-    unstored = _keys_of_leads(session, and_(_leads_since(after_id, lead_ids), _UNSTORED_KEYS))
+    unstored = _keys_of_leads(session, and_(_leads_since(seen), _UNSTORED_KEYS))
     if unstored:
         out.update(_rows_sharing_keys(frame, positions, unstored))
     return sorted(out)
@@ -407,27 +409,22 @@ def _shares_name_block(keys: set[tuple[str, Any]], city: str, block: str | None,
 
 
 def _rematch(session: Session, frame: pd.DataFrame, targets: list[int | None],
-             rematch: Callable[[Any, pd.DataFrame], Any], seen_max_lead_id: int | None,
-             rekeyed_lead_ids: Iterable[int] = ()) -> None:
-    """Match the rows still new once more, now that no other loader can insert: all of them
-    when `seen_max_lead_id` is unknown, else only those sharing a key with a lead inserted
-    after the dedupe step or with one of `rekeyed_lead_ids` (none when there is no such
-    lead)."""
+             rematch: Callable[[Any, pd.DataFrame], Any], seen: Seen | None,
+             newest: Seen) -> None:
+    """Match the rows still new once more, now that no other loader can write: all of them
+    when `seen` is unknown, else only those sharing a key with a lead committed after `seen`
+    (none when `newest`, what is committed now, is not past it)."""
     positions = [i for i, t in enumerate(targets) if t is None]
     if not positions:
         return
-    if seen_max_lead_id is not None:
-        rekeyed = list(rekeyed_lead_ids)
-        newest = session.scalar(select(func.max(_LEADS.c.id)))
-        inserted_since = newest is not None and newest > seen_max_lead_id
-        if not inserted_since and not rekeyed:
+    if seen is not None:
+        if newest.lead_id <= seen.lead_id and newest.key_version <= seen.key_version:
             return
-        after = seen_max_lead_id if inserted_since else None
         if session.get_bind().dialect.name == "postgresql":
-            positions = _rows_sharing_keys_sql(session, frame, positions, after, rekeyed)
+            positions = _rows_sharing_keys_sql(session, frame, positions, seen)
         else:
             positions = _rows_sharing_keys(frame, positions,
-                                           _keys_of_leads(session, _leads_since(after, rekeyed)))
+                                           _keys_of_leads(session, _leads_since(seen)))
         if not positions:
             return
     again = rematch(session.connection(), frame.iloc[positions])
@@ -454,10 +451,12 @@ def load_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def max_lead_id(conn: Any) -> int:
-    """The highest lead id committed so far (0 when there is none): what the dedupe step can
-    see when it runs after this, to pass to `load_leads(..., seen_max_lead_id=...)`."""
-    return int(conn.execute(select(func.max(_LEADS.c.id))).scalar() or 0)
+def seen_leads(conn: Any) -> Seen:
+    """The highest lead id and key version committed so far (0 when there is none): what the
+    dedupe step can see when it runs after this, to pass to `load_leads(..., seen=...)`."""
+    lead_id, version = conn.execute(
+        select(func.max(_LEADS.c.id), func.max(_LEADS.c.key_version))).one()
+    return Seen(int(lead_id or 0), int(version or 0))
 
 
 def load_leads(
@@ -465,20 +464,16 @@ def load_leads(
     frame: pd.DataFrame,
     batch_id: int | None,
     rematch: Any = None,
-    seen_max_lead_id: int | None = None,
-    rekeyed_lead_ids: Iterable[int] = (),
+    seen: Seen | None = None,
 ) -> LoadResult:
     """Insert or merge every row of `frame` inside the caller's transaction.
 
     `frame` needs the staging columns, the dedupe keys, the scores, `cluster_id` (rows of one
     business share it) and `existing_lead_id` (a matched lead or NA). `rematch(conn, frame)`,
     if given, re-matches rows still new against the database once the load lock is held.
-    `seen_max_lead_id`, if given, is `max_lead_id()` read before the dedupe step matched the
-    frame against the database: then only rows sharing a match key with a lead inserted since
-    are re-matched (none when no lead was inserted since). `rekeyed_lead_ids`: existing
-    leads that got new match keys after the dedupe step read the database (the previous
-    load's `LoadResult.rekeyed_lead_ids` when the two overlapped); rows sharing a key with
-    them are re-matched too.
+    `seen`, if given, is `seen_leads()` read before the dedupe step matched the frame against
+    the database: then only rows sharing a match key with a lead committed since (inserted,
+    or given a new match key) are re-matched, none when there is no such lead.
     """
     if frame.empty:
         return LoadResult(0, 0, [])
@@ -501,8 +496,9 @@ def load_leads(
         known.get(pair) or (int(e) if e is not None else None)
         for pair, e in zip(pairs, existing_ids, strict=True)
     ]
+    newest = seen_leads(session)  # inside the lock: every load before this one
     if rematch is not None:
-        _rematch(session, frame, targets, rematch, seen_max_lead_id, rekeyed_lead_ids)
+        _rematch(session, frame, targets, rematch, seen, newest)
 
     # A cluster goes to the lowest existing lead any of its rows matched, else to a new lead.
     clusters: dict[Any, list[int]] = {}
@@ -544,14 +540,16 @@ def load_leads(
         new_ids = _next_lead_ids(session, len(new_clusters))
         lead_ids = lead_ids_of_rows(new_ids)
         with _copying_leads(session, values, new_ids, batch_id, now):
-            merges, rekeyed = _merge_changes(existing, current, clusters, columns, sources)
+            merges, rekeyed = _merge_changes(existing, current, clusters, columns, sources,
+                                             newest.key_version + 1)
             records = _source_records_text(lead_ids, pairs, known, batch_id, payloads, now)
         _write_merges(session, merges, now, postgres)
         _copy_source_records(session, records)
     else:
         lead_ids = lead_ids_of_rows(_insert_leads_sqlite(session, values, batch_id, now)
                                     if new_clusters else [])
-        merges, rekeyed = _merge_changes(existing, current, clusters, columns, sources)
+        merges, rekeyed = _merge_changes(existing, current, clusters, columns, sources,
+                                             newest.key_version + 1)
         _write_merges(session, merges, now, postgres)
         records_in = [
             {"lead_id": lead_id, "source": source, "external_id": ext, "batch_id": batch_id,
@@ -727,7 +725,8 @@ def _copy_source_records(session: Session, data: str) -> None:
 
 
 _MERGE_COLUMNS = ("id", *LEAD_FIELDS.values(), "sources")
-_FILL_COLUMNS = (*LEAD_FIELDS.values(), "sources")  # what a merge may change
+_FILL_COLUMNS = (*LEAD_FIELDS.values(), "sources")  # what a merge may fill
+_UPDATE_COLUMNS = (*_FILL_COLUMNS, "key_version")  # what a merge may change
 # Lead columns `match_existing` matches on (or derives a key from).
 _MATCH_KEY_COLUMNS = frozenset((*KEY_COLUMNS, "address", "company_name"))
 
@@ -752,11 +751,12 @@ def _merge_changes(
     clusters: dict[Any, list[int]],
     columns: _Columns,
     sources: list[str],
+    key_version: int,
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """What merging the clusters into their existing leads (`current`, from `_read_leads`)
     changes: fill the leads' empty fields from the new rows, keep the better score and add
     the rows' sources. The changed columns per lead (with its id), and the leads that got a
-    match key they lacked."""
+    match key they lacked, which are stamped with `key_version`."""
     changes: dict[int, dict[str, Any]] = {}
     for cid, lead_id in targets.items():
         lead = current.get(lead_id)
@@ -783,9 +783,11 @@ def _merge_changes(
         seen = had | set(change.get("sources", ())) | {sources[p] for p in positions}
         if seen != had:
             change["sources"] = sorted(seen)
-    rows = [{**change, "id": lead_id} for lead_id, change in changes.items() if change]
     rekeyed = sorted(lead_id for lead_id, change in changes.items()
                      if not _MATCH_KEY_COLUMNS.isdisjoint(change))
+    for lead_id in rekeyed:
+        changes[lead_id]["key_version"] = key_version
+    rows = [{**change, "id": lead_id} for lead_id, change in changes.items() if change]
     return rows, rekeyed
 
 
@@ -798,7 +800,7 @@ def _write_merges(session: Session, rows: list[dict[str, Any]], now: datetime,
         # One statement: each lead's changed columns travel as one JSON object; a column
         # absent from it keeps its value.
         sets = ", ".join(
-            f"{c} = CASE WHEN d.doc ? '{c}' THEN v.{c} ELSE l.{c} END" for c in _FILL_COLUMNS
+            f"{c} = CASE WHEN d.doc ? '{c}' THEN v.{c} ELSE l.{c} END" for c in _UPDATE_COLUMNS
         )
         session.execute(
             text(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tasks.batches import Rejected
+    from tasks.load import Seen
 
 # --- garbage collection ---------------------------------------------------------------------------
 
@@ -42,8 +43,7 @@ def relax_gc() -> None:
 
 
 def load_rows(url: str, batch_id: int | None, frame: pd.DataFrame, rejected: list[Rejected],
-              seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
-              threshold: float) -> dict[str, Any]:
+              seen: Seen | None, threshold: float) -> dict[str, Any]:
     """One transaction: quarantine the rejected rows and insert or merge the valid ones (the
     body of the flows' `load_chunk`), on the database at `url`."""
     from models.db import session_scope
@@ -56,9 +56,7 @@ def load_rows(url: str, batch_id: int | None, frame: pd.DataFrame, rejected: lis
         # On a retry, the quarantined rows of the first attempt are already there.
         quarantined = quarantine(session, batch_id, rejected)
         result = load_leads(session, frame, batch_id,
-                            rematch=partial(match_existing, threshold=threshold),
-                            seen_max_lead_id=seen_max_lead_id,
-                            rekeyed_lead_ids=rekeyed_lead_ids)
+                            rematch=partial(match_existing, threshold=threshold), seen=seen)
     return {"inserted": result.inserted, "merged": result.merged, "quarantined": quarantined,
             "rows": len(frame), "rekeyed_lead_ids": result.rekeyed_lead_ids,
             "lead_ids": sorted(set(result.lead_ids))}
@@ -112,10 +110,8 @@ class _Collect(logging.Handler):
 
 
 def _load_pickled(url: str, batch_id: int | None, frame: bytes, rejected: list[Rejected],
-                  seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
-                  threshold: float) -> dict[str, Any]:
-    return load_rows(url, batch_id, pickle.loads(frame), rejected, seen_max_lead_id,
-                     rekeyed_lead_ids, threshold)
+                  seen: Seen | None, threshold: float) -> dict[str, Any]:
+    return load_rows(url, batch_id, pickle.loads(frame), rejected, seen, threshold)
 
 
 def _logged(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[tuple[str, int, str]]]:
@@ -154,10 +150,9 @@ def run_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def load_in_worker(url: str, batch_id: int | None, frame: bytes, rejected: list[Rejected],
-                   seen_max_lead_id: int | None, rekeyed_lead_ids: list[int],
-                   threshold: float) -> dict[str, Any]:
+                   seen: Seen | None, threshold: float) -> dict[str, Any]:
     """`load_rows` in the worker process of a frame from `pickled_for_worker`. Everything it
     needs travels as arguments: the worker reads no settings."""
     result: dict[str, Any] = run_in_worker(_load_pickled, url, batch_id, frame, rejected,
-                                           seen_max_lead_id, rekeyed_lead_ids, threshold)
+                                           seen, threshold)
     return result

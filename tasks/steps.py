@@ -27,6 +27,7 @@ from tasks.runtime import relax_gc
 from tasks.staging import CANDIDATE_COLUMNS, CandidateLead
 
 if TYPE_CHECKING:
+    from tasks.load import Seen
     from tasks.sources import SourceChunk
     from tasks.validation import ValidationOutcome
 
@@ -326,16 +327,17 @@ def score_chunk(batch_id: int, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @task(name="dedupe-leads", **DB_TASK)
-def dedupe_chunk(batch_id: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
+def dedupe_chunk(batch_id: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, Seen | None]:
     """Normalised keys, clusters within the chunk, and matches against existing leads; also
-    the highest lead id the match could see, so the load re-matches only against newer leads."""
+    what the match could see of the leads, so the load re-matches only against leads
+    committed since."""
     from models.db import get_engine
     from tasks.dedupe import dedupe_frame
-    from tasks.load import max_lead_id
+    from tasks.load import seen_leads
 
     with timed(batch_id, "dedupe"):
         with get_engine().connect() as conn:
-            seen = max_lead_id(conn)  # before matching: a lead committed meanwhile is newer
+            seen = seen_leads(conn)  # before matching: a lead committed meanwhile is newer
             result = dedupe_frame(conn, frame)
         return result.apply(frame), seen
 
@@ -350,63 +352,52 @@ def validate_chunk(batch_id: int, frame: pd.DataFrame) -> ValidationOutcome:
 
 @task(name="load-leads", **DB_TASK)
 def load_chunk(batch_id: int, frame: pd.DataFrame, rejected: list[Rejected],
-               seen_max_lead_id: int | None = None,
-               rekeyed_lead_ids: list[int] | None = None,
-               previous: Any = None) -> dict[str, Any]:
+               seen: Seen | None = None, previous: Any = None) -> dict[str, Any]:
     """One transaction: quarantine the rejected rows and insert or merge the valid ones.
     Idempotent: a retry after a lost commit acknowledgement merges into what it already wrote.
-    `rekeyed_lead_ids`: those of earlier loads that may have committed after this chunk's
-    dedupe step read the database; `previous`: the previous chunk's load future (quoted: this
-    load prepares its rows, then waits for it), whose rekeyed leads count too (see
+    `seen`: what the chunk's dedupe step could see of the leads; `previous`: the previous
+    chunk's load future (quoted: this load prepares its rows, then waits for it; see
     `OrderedLoads`)."""
     with timed(batch_id, "load"):
-        return load_chunk_body(None, batch_id, frame, rejected, seen_max_lead_id,
-                               rekeyed_lead_ids, previous)
+        return load_chunk_body(None, batch_id, frame, rejected, seen, previous)
 
 
 def load_chunk_body(url: str | None, batch_id: int | None, frame: pd.DataFrame,
-                    rejected: list[Rejected], seen_max_lead_id: int | None = None,
-                    rekeyed_lead_ids: list[int] | None = None,
+                    rejected: list[Rejected], seen: Seen | None = None,
                     previous: Any = None) -> dict[str, Any]:
     """What `load_chunk` does, on the database at `url` (the configured one when None); the
     offline benchmark calls it directly. On PostgreSQL it runs in the worker process of
     `tasks.runtime` (its Python, ~0.3 s per 10,000 leads, would otherwise compete for the GIL
     with the next chunk's stages); SQLite loads run here. `previous`: a future of the previous
-    chunk's load, waited for (and its rekeyed leads added) once the rows are ready to go."""
+    chunk's load, waited for once the rows are ready to go."""
     from tasks.runtime import load_in_worker, load_rows, pickled_for_worker
 
     settings = get_settings()
     url = url or settings.database_url
     postgres = url.startswith("postgresql")
     rows: Any = pickled_for_worker(frame) if postgres else frame
-    rekeyed = list(rekeyed_lead_ids or ())
     if previous is not None:
-        rekeyed += previous.result().get("rekeyed_lead_ids") or []
+        previous.result()
     run = load_in_worker if postgres else load_rows
-    return run(url, batch_id, rows, rejected, seen_max_lead_id, rekeyed,
-               settings.dedupe_name_threshold)
+    return run(url, batch_id, rows, rejected, seen, settings.dedupe_name_threshold)
 
 
 class OrderedLoads:
     """Chunk loads in the background, one at a time and in chunk order, so the flow's thread
     can score, dedupe and validate the next chunks while PostgreSQL writes chunk k.
 
-    `submit(frame, rejected, seen, rekeyed, previous)` starts one load and returns something
-    with `.result()` (a Prefect future of `load_chunk.submit`, or a concurrent.futures one);
-    the load must write only once `previous` (the previous chunk's load future, or None) is
-    done, and re-match against the leads its outcome's `rekeyed_lead_ids` name as well as
-    `rekeyed` (`load_chunk_body(..., previous)` does both). So the order of commits is the
-    order of chunks and our own loads never contend for the advisory lock; and `add(...)`
-    returns at once while at most `ahead` loads are waiting behind the running one, so the
-    next load is ready when the running one ends (the flow's thread waits only when it is
-    more than `ahead` loads ahead).
+    `submit(frame, rejected, seen, previous)` starts one load and returns something with
+    `.result()` (a Prefect future of `load_chunk.submit`, or a concurrent.futures one); the
+    load must write only once `previous` (the previous chunk's load future, or None) is done
+    (`load_chunk_body(..., previous)` waits for it). So the order of commits is the order of
+    chunks and our own loads never contend for the advisory lock; and `add(...)` returns at
+    once while at most `ahead` loads are waiting behind the running one, so the next load is
+    ready when the running one ends (the flow's thread waits only when it is more than
+    `ahead` loads ahead).
     Why the no-duplicate guarantee holds: chunk k's dedupe may read the database before the
-    loads still unfinished when it ran (at most `ahead` + 1 of them: k-1, k-2, ...) commit.
-    Its `seen` (max lead id before dedupe) is then below their new leads, which load k
-    re-matches inside the lock; and the existing leads those loads gave new match keys
-    (`rekeyed_lead_ids`) are re-matched against too: the last `ahead` finished loads' through
-    `rekeyed`, the previous one's through `previous`. Loads before them had committed before
-    chunk k's dedupe started.
+    loads still unfinished when it ran commit. Its `seen` (the highest lead id and key version
+    before dedupe) is then below their new leads and the leads they gave new match keys,
+    which load k re-matches inside the lock (`tasks.load`), as it does for other runs' loads.
     `on_loaded(context, outcome)` runs on the caller's thread, in chunk order. Call `wait()`
     before closing the batch: it returns once the last load is done (raising its error)."""
 
@@ -417,22 +408,19 @@ class OrderedLoads:
         self._on_loaded = on_loaded
         self._ahead = ahead
         self._in_flight: deque[tuple[Any, Any]] = deque()
-        self._rekeyed: deque[list[int]] = deque(maxlen=ahead + 1)  # of the last finished loads
 
-    def add(self, frame: pd.DataFrame, rejected: list[Rejected], seen: int | None,
+    def add(self, frame: pd.DataFrame, rejected: list[Rejected], seen: Seen | None,
             context: Any = None) -> None:
         while len(self._in_flight) > self._ahead:
             self._finish_oldest()
         previous = self._in_flight[-1][0] if self._in_flight else None
-        rekeyed = sorted({lead_id for ids in self._rekeyed for lead_id in ids})
-        future = self._submit(frame, rejected, seen, rekeyed, previous)
+        future = self._submit(frame, rejected, seen, previous)
         self._in_flight.append((future, context))
 
     def _finish_oldest(self) -> dict[str, Any]:
         future, context = self._in_flight[0]
         outcome = future.result()
         self._in_flight.popleft()
-        self._rekeyed.append(list(outcome.get("rekeyed_lead_ids") or []))
         if self._on_loaded is not None:
             self._on_loaded(context, outcome)
         return outcome

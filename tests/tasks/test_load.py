@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from models import Lead, LeadSourceRecord
 from models.db import session_scope
 from tasks.batches import start_batch
-from tasks.load import load_leads
+from tasks.load import Seen, load_leads, seen_leads
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -123,7 +123,6 @@ def test_a_lead_inserted_by_another_run_after_dedupe_is_merged_not_duplicated(
     db_url: str,
 ) -> None:
     from tasks.dedupe import dedupe_frame, match_existing
-    from tasks.load import max_lead_id
 
     ours = frame([
         {"source": "apollo", "source_record_id": "a1", "company_name": "Bella Salon",
@@ -135,7 +134,7 @@ def test_a_lead_inserted_by_another_run_after_dedupe_is_merged_not_duplicated(
     from models.db import get_engine
 
     with get_engine(db_url).connect() as conn:  # the dedupe step: nothing in the database yet
-        seen = max_lead_id(conn)
+        seen = seen_leads(conn)
         ours = dedupe_frame(conn, ours).apply(ours)
     assert ours["existing_lead_id"].isna().all()
     other = frame([{"source": "google_places", "source_record_id": "g1",
@@ -150,7 +149,7 @@ def test_a_lead_inserted_by_another_run_after_dedupe_is_merged_not_duplicated(
         return match_existing(conn, rows)
 
     with session_scope(db_url) as s:
-        result = load_leads(s, ours, None, rematch=spy, seen_max_lead_id=seen)
+        result = load_leads(s, ours, None, rematch=spy, seen=seen)
     assert result.lead_ids[0] == other_id
     assert (result.inserted, result.merged) == (1, 1)
     assert asked == [["a1"]]  # only the row sharing a key with the new lead is matched again
@@ -169,10 +168,10 @@ def test_no_rematch_when_no_lead_was_inserted_since_dedupe(db_url: str) -> None:
         load_leads(s, keyed([{"source": "pdl", "source_record_id": "p1",
                               "company_name": "Old Barber", "cluster_id": 0}]), None)
     with session_scope(db_url) as s:
-        seen = int(s.scalar(select(func.max(Lead.id))))
+        seen = seen_leads(s)
         result = load_leads(s, keyed([{"source": "apollo", "source_record_id": "a1",
                                        "company_name": "New Barber", "cluster_id": 0}]),
-                            None, rematch=fail, seen_max_lead_id=seen)
+                            None, rematch=fail, seen=seen)
     assert result.inserted == 1
 
 
@@ -185,7 +184,7 @@ def test_only_rows_sharing_a_key_with_a_newer_lead_are_matched_again(db_url: str
     with session_scope(db_url) as s:
         load_leads(s, keyed([{"source": "pdl", "source_record_id": "old", "cluster_id": 0,
                               "company_name": "Old Nails", "email": "old@nails.com"}]), None)
-        seen = int(s.scalar(select(func.max(Lead.id))))
+        seen = seen_leads(s)
     newer = [  # leads another run inserted after our dedupe step read the database
         {"company_name": "Email Co", "email": "e1@mail-co.com", "email_norm": "e1@mail-co.com"},
         {"company_name": "Domain Co", "website": "https://shop2.com"},
@@ -226,13 +225,13 @@ def test_only_rows_sharing_a_key_with_a_newer_lead_are_matched_again(db_url: str
         return match_existing(conn, rows)
 
     with session_scope(db_url) as s:
-        load_leads(s, rows, None, rematch=spy, seen_max_lead_id=seen)
+        load_leads(s, rows, None, rematch=spy, seen=seen)
     assert sorted(asked) == sorted([
         "r_email", "r_domain", "r_phone", "r_address", "r_block_same_number",
         "r_block_no_number", "r_unstored_lead"])
 
 
-def test_without_seen_max_lead_id_every_new_row_is_matched_again(db_url: str) -> None:
+def test_without_seen_every_new_row_is_matched_again(db_url: str) -> None:
     from tasks.dedupe import match_existing
 
     with session_scope(db_url) as s:
@@ -446,15 +445,14 @@ def test_a_source_record_repeated_within_a_batch_is_recorded_once(db_url: str) -
 # --- loads overlapping the next chunk's dedupe (OrderedLoads) ----------------------------------
 
 
-def _dedupe(db_url: str, rows: list[dict]) -> tuple[pd.DataFrame, int]:
-    """The flow's dedupe step on one chunk: the max lead id it could see, and the frame."""
+def _dedupe(db_url: str, rows: list[dict]) -> tuple[pd.DataFrame, Seen]:
+    """The flow's dedupe step on one chunk: the frame, and what it could see of the leads."""
     from models.db import get_engine
     from tasks.dedupe import dedupe_frame
-    from tasks.load import max_lead_id
 
     ours = frame(rows)
     with get_engine(db_url).connect() as conn:
-        seen = max_lead_id(conn)
+        seen = seen_leads(conn)
         ours = dedupe_frame(conn, ours).apply(ours)
     return ours, seen
 
@@ -474,8 +472,8 @@ def _overlapped_loads(db_url: str, chunks: list[list[dict]]) -> list[dict]:
     outcomes: list[dict] = []
     deduped = [_dedupe(db_url, rows) for rows in chunks]  # all before any load
 
-    def submit(f, rejected, seen, rekeyed, previous):  # type: ignore[no-untyped-def]
-        return Done(load_chunk_body(db_url, None, f, rejected, seen, rekeyed, previous))
+    def submit(f, rejected, seen, previous):  # type: ignore[no-untyped-def]
+        return Done(load_chunk_body(db_url, None, f, rejected, seen, previous))
 
     loads = OrderedLoads(submit, lambda _ctx, outcome: outcomes.append(outcome))
     for f, seen in deduped:
@@ -547,23 +545,64 @@ def test_ordered_loads_queue_one_load_behind_the_running_one() -> None:
     futures: list[Future] = []
     calls: list[tuple] = []
 
-    def submit(frame, rejected, seen, rekeyed, previous):  # type: ignore[no-untyped-def]
-        calls.append((frame, rekeyed, previous))
+    def submit(frame, rejected, seen, previous):  # type: ignore[no-untyped-def]
+        calls.append((frame, seen, previous))
         futures.append(Future())
         return futures[-1]
 
     done: list[str] = []
     loads = OrderedLoads(submit, lambda ctx, _outcome: done.append(ctx))
-    loads.add("f1", [], 0, "c1")
-    loads.add("f2", [], 0, "c2")  # returns at once: one load queued behind the running one
+    loads.add("f1", [], Seen(0, 0), "c1")
+    loads.add("f2", [], Seen(1, 0), "c2")  # returns at once: one load queued behind the first
     assert [c[0] for c in calls] == ["f1", "f2"] and calls[1][2] is futures[0]
-    futures[0].set_result({"rows": 1, "rekeyed_lead_ids": [7]})
-    loads.add("f3", [], 0, "c3")  # had to wait for load 1: its rekeyed leads come along
-    assert calls[2][1] == [7] and calls[2][2] is futures[1] and done == ["c1"]
-    futures[1].set_result({"rows": 1, "rekeyed_lead_ids": []})
-    futures[2].set_result({"rows": 1, "rekeyed_lead_ids": [9]})
-    assert loads.wait() == {"rows": 1, "rekeyed_lead_ids": [9]}
+    futures[0].set_result({"rows": 1})
+    loads.add("f3", [], Seen(2, 1), "c3")  # had to wait for load 1 to finish
+    assert calls[2][1:] == (Seen(2, 1), futures[1]) and done == ["c1"]
+    futures[1].set_result({"rows": 1})
+    futures[2].set_result({"rows": 2})
+    assert loads.wait() == {"rows": 2}
     assert done == ["c1", "c2", "c3"]
+
+
+def test_a_key_another_run_filled_after_dedupe_is_matched(db_url: str) -> None:
+    """Run A's dedupe step reads the database; run B's load then gives an existing lead the
+    domain it lacked; A's row sharing only that domain merges into the lead (no duplicate)."""
+    with session_scope(db_url) as s:
+        (old,) = load_leads(s, keyed([_NO_WEBSITE]), None).lead_ids
+    ours, seen = _dedupe(db_url, _SHARES_DOMAIN)
+    assert ours["existing_lead_id"].isna().all()
+    other, _ = _dedupe(db_url, _GIVES_DOMAIN)
+    with session_scope(db_url) as s:  # run B: its own load, nothing to do with run A
+        result = load_leads(s, other, None)
+    assert result.rekeyed_lead_ids == [old]
+    from tasks.dedupe import match_existing
+
+    with session_scope(db_url) as s:  # run A's load
+        result = load_leads(s, ours, None, rematch=match_existing, seen=seen)
+    assert result.lead_ids == [old] and result.inserted == 0
+    with session_scope(db_url) as s:
+        assert count(s, Lead) == 1
+        assert s.get_one(Lead, old).sources == ["apollo", "google_places", "pdl"]
+
+
+def test_a_load_stamps_the_leads_it_rekeys_with_the_next_key_version(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        (old,) = load_leads(s, keyed([_NO_WEBSITE]), None).lead_ids
+        assert seen_leads(s) == Seen(old, 0)
+    with session_scope(db_url) as s:  # a merge that only adds a source: no new key
+        load_leads(s, keyed([{**_NO_WEBSITE, "source": "apollo", "source_record_id": "a0",
+                              "existing_lead_id": old}]), None)
+        assert seen_leads(s) == Seen(old, 0)
+    with session_scope(db_url) as s:  # gives the lead its domain
+        load_leads(s, keyed([{**_GIVES_DOMAIN[0], "cluster_id": 0, "existing_lead_id": old}]),
+                   None)
+        assert seen_leads(s) == Seen(old, 1)
+    with session_scope(db_url) as s:  # gives it an email: the next version
+        load_leads(s, keyed([{"source": "google_places", "source_record_id": "g9",
+                              "company_name": "Bella Salon", "email": "hi@bella-salon.com",
+                              "cluster_id": 0, "existing_lead_id": old}]), None)
+        assert seen_leads(s) == Seen(old, 2)
+        assert s.get_one(Lead, old).key_version == 2
 
 
 def test_a_load_waiting_on_another_in_sqlite_sees_its_leads_and_merges(sqlite_url: str) -> None:

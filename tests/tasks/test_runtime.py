@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from models import Lead, LeadSourceRecord
 from models.db import session_scope
 from tasks import runtime
+from tasks.load import Seen
 
 
 def test_relax_gc_raises_the_thresholds_and_never_lowers_them() -> None:
@@ -36,10 +37,10 @@ def test_a_load_on_postgresql_runs_in_the_worker_and_commits(pg_clean: str) -> N
          "raw": {"id": f"w{i}"}}
         for i in range(3)
     ])
-    outcome = load_chunk_body(pg_clean, None, rows, [], seen_max_lead_id=0)
+    outcome = load_chunk_body(pg_clean, None, rows, [], seen=Seen(0, 0))
     assert (outcome["inserted"], outcome["merged"], outcome["rows"]) == (3, 0, 3)
     assert runtime._worker is not None  # the worker process did it
-    again = load_chunk_body(pg_clean, None, rows, [], seen_max_lead_id=0)  # a retry
+    again = load_chunk_body(pg_clean, None, rows, [], seen=Seen(0, 0))  # a retry
     assert (again["inserted"], again["merged"]) == (0, 3)
     with session_scope(pg_clean) as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 3
