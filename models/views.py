@@ -129,7 +129,9 @@ VIEWS: tuple[ViewDoc, ...] = (
             ("lead_id", "Lead"),
             ("step_number", "Step of the sequence (1 = initial email)"),
             ("to_email", "Recipient address"),
-            ("sent_at", "When the email was sent (UTC); NULL = not sent"),
+            ("sent_at", "When the SMTP server (or the outbox) accepted the email (UTC); NULL = "
+             "not accepted: not sent yet, failed, in review, or refused by the server "
+             "(delivery_status bounced, which counts as sent and bounced)"),
             ("status", "clicked (sent, a human clicked) | opened (sent, a human opened) | else "
              "the delivery status: scheduled | queued | sending | sent | failed | bounced | "
              "cancelled | review"),

@@ -255,3 +255,27 @@ def test_an_email_the_server_refused_is_sent_on_its_day_as_in_the_funnel(
     funnel = rows(warehouse_url, "SELECT sent, bounces FROM v_campaign_funnel")
     assert sum(r["emails_sent"] for r in day.values()) == sum(r["sent"] for r in funnel) == 7
     assert sum(r["bounces"] for r in day.values()) == sum(r["bounces"] for r in funnel) == 3
+
+
+def test_email_engagement_documents_the_sent_at_of_an_email_the_server_refused(
+    warehouse_url: str,
+) -> None:
+    """A refused email (status bounced, no sent_at) is *sent* in DEFINITIONS and in the funnel:
+    v_email_engagement's doc may not say that a NULL sent_at means not sent."""
+    from models import Email
+    from models.db import session_scope
+    from tests.models.conftest import at
+
+    with session_scope(warehouse_url) as s:
+        s.add(Email(id=8, campaign_id=1, lead_id=3, step_id=1, step_number=1, status="bounced",
+                    scheduled_at=at(7, 9), to_email="owner3@business3.example", sent_at=None,
+                    smtp_response="550 5.1.1 no such user", updated_at=at(7, 9, 1)))
+    (got,) = rows(warehouse_url, "SELECT * FROM v_email_engagement WHERE email_id = 8")
+    assert (got["sent_at"], got["status"]) == (None, "bounced")
+    funnel = rows(warehouse_url, "SELECT sent FROM v_campaign_funnel WHERE step_number = 1 "
+                                 "AND campaign_id = 1")
+    assert funnel == [{"sent": 5}]  # counted among the emails sent
+    (view,) = [v for v in VIEWS if v.name == "v_email_engagement"]
+    meaning = dict(view.columns)["sent_at"]
+    assert "NULL = not sent" not in meaning
+    assert "refused" in meaning
