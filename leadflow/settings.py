@@ -6,8 +6,10 @@ reference (`*_secret_block`), resolved from a Prefect Secret block at call time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -180,6 +182,23 @@ class Settings(BaseSettings):
             raise ValueError(f"LEADFLOW_SOURCE_FALLBACK_ORDER names unknown sources {unknown} "
                              f"(known: {', '.join(LEAD_SOURCES)})")
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """As pydantic's, with the database URL's password masked (the SecretStr fields mask
+        themselves), so that settings printed or logged show no secret."""
+        for name, value in super().__repr_args__():
+            yield name, _masked_url(value) if name == "database_url" else value
+
+
+def _masked_url(url: str) -> str:
+    """A database URL with its password masked; a value that is no URL, wholly masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError, TypeError):
+        return "***"
 
 
 @lru_cache(maxsize=1)

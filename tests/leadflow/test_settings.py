@@ -70,3 +70,20 @@ def test_deployments_refuse_an_unknown_schedule_timezone() -> None:
     assert done.returncode == 2
     assert "LEADFLOW_SCHEDULE_TIMEZONE: not an IANA time zone name" in done.stderr
     assert "Traceback" not in done.stderr and "Mars/Olympus" not in done.stdout
+
+
+def test_printed_settings_show_no_secret() -> None:
+    """repr and str of the settings (a log line, a traceback with locals) mask the database
+    URL's password as they mask the SecretStr keys."""
+    settings = Settings(
+        database_url="postgresql+psycopg://leadflow:db-pass-7c1e@db.internal:5432/leadflow",
+        apollo_api_key="apollo-key-51d0", smtp_passwords={"main": "smtp-pass-a2f4"},
+        tracking_secret="tracking-secret-0b9e5d7a",
+    )
+    for shown in (repr(settings), str(settings)):
+        for secret in ("db-pass-7c1e", "apollo-key-51d0", "smtp-pass-a2f4",
+                       "tracking-secret-0b9e5d7a"):
+            assert secret not in shown
+        assert "postgresql+psycopg://leadflow:***@db.internal:5432/leadflow" in shown
+    # A value that is not a URL at all may be a secret too.
+    assert "not-a-url-secret" not in repr(Settings(database_url="not-a-url-secret"))
