@@ -23,6 +23,7 @@ from leadflow.settings import get_settings
 from models import Lead
 from tasks.csv_import import decode_errors, detect_encoding, looks_binary
 from tasks.keys import KEY_COLUMNS, add_keys, address_key, is_webmail, name_block, name_key
+from tasks.validation import looks_like_formula
 
 log = logging.getLogger(__name__)
 
@@ -745,6 +746,10 @@ def dedupe_csv(
                         f"{', '.join(repeated[:3])}); output rows follow the input order")
     if any(not str(i).strip() for i in ids):
         warnings.append("some rows have an empty id; their output rows have an empty id too")
+    formulas = sum(1 for i in ids if looks_like_formula(str(i)))
+    if formulas:  # the output is opened in spreadsheets: an id must not run there
+        warnings.append(f"{formulas} id values start like a spreadsheet formula; they are "
+                        "written with a leading ' so that a spreadsheet shows them as text")
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:
@@ -760,4 +765,9 @@ def dedupe_csv(
 
 def _id_rows(ids: list[str], roots: Iterable[int]) -> Iterator[tuple[str, str]]:
     for row_id, root in zip(ids, roots, strict=True):
-        yield row_id, ids[root]
+        yield _as_text(row_id), _as_text(ids[root])
+
+
+def _as_text(value: str) -> str:
+    """A cell a spreadsheet would run as a formula, quoted as text (OWASP CSV injection)."""
+    return "'" + value if looks_like_formula(str(value)) else value

@@ -525,3 +525,22 @@ def test_dedupe_csv_warns_about_repeated_ids(tmp_path: Path) -> None:
     report = dedupe_csv(source, tmp_path / "out.csv")
     assert any("appear on several rows" in w for w in report.warnings)
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 3  # a row out per row in
+
+
+def test_dedupe_csv_never_writes_a_formula_into_its_output(tmp_path: Path) -> None:
+    """The ids are echoed into a file people open in a spreadsheet: one that would run as a
+    formula there (OWASP CSV injection) is written as text, with a leading quote, and said."""
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "id,company_name,address,city,phone\n"
+        '"=HYPERLINK(""http://evil.example"",""x"")",Bella Salon,12 Main St,Austin,\n'
+        "@SUM(1+1),Bella Salon LLC,12 Main Street,Austin,\n"
+        "-7,Nova Spa,90 Oak Ave,Austin,\n",
+        encoding="utf-8",
+    )
+    report = dedupe_csv(source, tmp_path / "out.csv", THRESHOLD)
+    formula = '=HYPERLINK("http://evil.example","x")'
+    assert read_output(tmp_path / "out.csv") == [
+        ["id", "cluster_id"], ["'" + formula, "'" + formula],
+        ["'@SUM(1+1)", "'" + formula], ["-7", "-7"]]
+    assert any("spreadsheet formula" in w for w in report.warnings), report.warnings
