@@ -46,6 +46,7 @@ MAX_LENGTHS: dict[str, int] = {
 TEXT_COLUMNS: tuple[str, ...] = (
     "company_name", "contact_first_name", "contact_last_name", "contact_title", "email",
     "phone", "website", "address", "city", "state", "postal_code", "country", "industry",
+    "linkedin_url",
 )  # fmt: skip
 
 

@@ -67,6 +67,7 @@ def test_a_clean_batch_passes_whole_and_unchanged() -> None:
         ({"address": "@SUM(A1:A9)"}, "formula_injection"),
         ({"city": "+cmd|' /C calc'!A0"}, "formula_injection"),
         ({"contact_title": "-2+3+cmd|' /C calc'!A0"}, "formula_injection"),
+        ({"linkedin_url": '=HYPERLINK("http://evil.example","x")'}, "formula_injection"),
     ],
 )
 def test_each_rule_rejects_its_bad_row_by_name(bad: dict[str, Any], rule: str) -> None:
