@@ -102,10 +102,12 @@ def check_database(url: str) -> tuple[list[Check], list[SmtpTarget] | None]:
 
     try:
         shown = safe_url(url)
-    except ArgumentError:
-        # The value itself may hold a password: not shown.
+        make_url(url).get_dialect().import_dbapi()
+    except (ArgumentError, ValueError, ImportError):
+        # A malformed URL (a port that is no number), an unknown or missing driver. The value
+        # itself may hold a password: not shown.
         return [Check("database reachable", False,
-                      "LEADFLOW_DATABASE_URL is not a valid SQLAlchemy URL",
+                      "LEADFLOW_DATABASE_URL is not a database URL leadflow can use",
                       "set it like postgresql+psycopg://user:password@host:5432/leadflow or "
                       "sqlite:///path/to/leadflow.db")], None
     sqlite_path = _sqlite_file(url)

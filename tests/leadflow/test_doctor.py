@@ -88,6 +88,20 @@ def test_unreachable_database_fails_without_showing_its_password(
     assert SECRET not in everything_said(checks)
 
 
+def test_unusable_database_url_is_said_plainly_without_its_password(
+    make_settings: Callable[..., Settings]
+) -> None:
+    """A port that is no number, a driver that is not installed: a failed check naming the
+    setting, as `leadflow migrate` says it, not a traceback."""
+    for url in (f"postgresql+psycopg://leadflow:{SECRET}@127.0.0.1:port/leadflow",
+                f"mysql://leadflow:{SECRET}@127.0.0.1/leadflow"):
+        checks = run_checks(make_settings(database_url=url))
+        got = by_name(checks)
+        assert got["database reachable"].failed, url
+        assert "LEADFLOW_DATABASE_URL" in got["database reachable"].detail
+        assert SECRET not in everything_said(checks)
+
+
 def test_unreachable_smtp_provider_fails(
     sqlite_url: str, make_settings: Callable[..., Settings], add_provider: Callable[..., None]
 ) -> None:
