@@ -31,7 +31,7 @@ class SandboxConfig:
     faults: dict[str, Any] | None = field(default=None)
 
 
-def _site_error(status: int, retry_after: float = 1.0) -> Response:
+def _site_error(status: int, retry_after: float | None = 1.0) -> Response:
     return PlainTextResponse(f"{status} error", status_code=status)
 
 

@@ -2,7 +2,9 @@
 
 Per target (apollo, google_places, pdl, hunter, openai, sites) a config such as
 `{"rate": 0.2, "kinds": ["429", "503"], "retry_after": 1, "sequence": ["429", "ok"],
-"latency_ms": 50}`: `sequence` is consumed one item per request before `rate` applies."""
+"latency_ms": 50}`: `sequence` is consumed one item per request before `rate` applies.
+`retry_after` is the wait a 429/503 names, in whatever header its vendor documents
+(Retry-After, or PDL's x-ratelimit-reset); `null` sends none at all, as a bare 429 would."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ STATUS_KINDS = ("400", "401", "402", "403", "404", "408", "429", "500", "502", "
 KINDS = (*STATUS_KINDS, "timeout", "malformed", "slow")
 TIMEOUT_HOLD_S = 60.0
 
-ErrorRenderer = Callable[[int, float], Response]
+# (status, seconds the fault asks to wait or None) -> the vendor's error answer.
+ErrorRenderer = Callable[[int, float | None], Response]
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -34,7 +37,7 @@ class FaultConfigError(ValueError):
 class TargetFaults:
     rate: float = 0.0
     kinds: list[str] = field(default_factory=lambda: ["500"])
-    retry_after: float = 1.0
+    retry_after: float | None = 1.0  # None: the fault names no wait at all
     sequence: list[str] = field(default_factory=list)
     latency_ms: int = 0
     slow_s: float = 3.0  # how long a "slow" body takes to trickle out
@@ -84,7 +87,8 @@ def parse_faults(raw: Any) -> dict[str, TargetFaults]:
             if not tf.kinds and tf.rate > 0:
                 raise FaultConfigError(f"{target}.kinds must not be empty when rate > 0")
         if "retry_after" in cfg:
-            tf.retry_after = _number(cfg["retry_after"], f"{target}.retry_after", 0, 3600)
+            tf.retry_after = None if cfg["retry_after"] is None else _number(
+                cfg["retry_after"], f"{target}.retry_after", 0, 3600)
         if "sequence" in cfg:
             tf.sequence = _kinds(cfg["sequence"], f"{target}.sequence", allow_ok=True)
         if "latency_ms" in cfg:
@@ -174,8 +178,12 @@ class FaultInjector:
         return (self.latency_ms + (tf.latency_ms if tf else 0)) / 1000.0
 
     async def run(self, target: str, request: Request, handler: Handler,
-                  render_error: ErrorRenderer) -> Response:
-        """Answer `request` for `target`: latency, then a fault or the real handler."""
+                  render_error: ErrorRenderer, retry_after_on: tuple[int, ...] = (429, 503)
+                  ) -> Response:
+        """Answer `request` for `target`: latency, then a fault or the real handler.
+
+        A fault whose status is in `retry_after_on` gets a Retry-After header; a vendor that
+        documents another wait hint (or none) passes its own statuses and renders the hint."""
         delay = self.delay_s(target)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -192,7 +200,7 @@ class FaultInjector:
             response = _malformed(real) if kind == "malformed" else _slow(real, tf.slow_s)
         else:
             response = render_error(int(kind), tf.retry_after)
-            if int(kind) in (429, 503):
+            if int(kind) in retry_after_on and tf.retry_after is not None:
                 response.headers["Retry-After"] = _retry_after(tf.retry_after)
         self.stats.record(target, response.status_code, kind)
         return response

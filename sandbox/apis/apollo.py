@@ -25,7 +25,7 @@ STATE_NAMES: dict[str, str] = {}  # filled lazily from sandbox.names
 MAX_RECORDS = 50_000
 
 
-def error_response(status: int, retry_after: float = 1.0) -> Response:
+def error_response(status: int, retry_after: float | None = 1.0) -> Response:
     if status == 429:
         body: dict[str, Any] = {"message": "The maximum number of api calls allowed for "
                                 "api/v1/mixed_companies/search is 200 times per minute. "

@@ -34,7 +34,7 @@ def _error(status: int, state: str, message: str, reason: str | None = None,
     return json_response({"error": err}, status)
 
 
-def error_response(status: int, retry_after: float = 1.0) -> Response:
+def error_response(status: int, retry_after: float | None = 1.0) -> Response:
     if status == 429:
         return _error(429, "RESOURCE_EXHAUSTED",
                       "Quota exceeded for quota metric 'SearchTextRequest' and limit "

@@ -24,7 +24,7 @@ def _error(status: int, id_: str, details: str) -> Response:
     return json_response({"errors": [{"id": id_, "code": status, "details": details}]}, status)
 
 
-def error_response(status: int, retry_after: float = 1.0) -> Response:
+def error_response(status: int, retry_after: float | None = 1.0) -> Response:
     return {
         400: lambda: _error(400, "wrong_params", "You are missing a required parameter"),
         401: lambda: _error(401, "authentication_failed", "No user found for the API key supplied"),

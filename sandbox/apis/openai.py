@@ -52,12 +52,13 @@ def _err(status: int, message: str, type_: str, code: str | None,
                                     "code": code}}, status, headers={"x-request-id": request_id})
 
 
-def error_response(status: int, retry_after: float = 1.0) -> Response:
+def error_response(status: int, retry_after: float | None = 1.0) -> Response:
     if status == 429:
         resp = _err(429, "Rate limit reached for gpt-4o-mini in organization org-sandbox on "
                     "requests per min (RPM). Please try again in 1s.", "requests",
                     "rate_limit_exceeded")
-        resp.headers["retry-after-ms"] = str(int(retry_after * 1000))
+        if retry_after is not None:
+            resp.headers["retry-after-ms"] = str(int(retry_after * 1000))
         return resp
     if status == 401:
         return _err(401, "Incorrect API key provided. You can find your API key at "

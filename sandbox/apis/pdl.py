@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,11 +37,29 @@ _LOCATION_FIELDS = {"location.locality", "location.region", "location.country",
 _SQL_COND = re.compile(r"([a-z_][a-z0-9_.]*)\s*(?:=|like)\s*'((?:[^']|'')*)'", re.IGNORECASE)
 
 
-def error_response(status: int, retry_after: float = 1.0, message: str | None = None
+def error_response(status: int, retry_after: float | None = 1.0, message: str | None = None
                    ) -> Response:
+    """PDL's error envelope. A 429 speaks PDL's documented rate-limit headers, not
+    Retry-After (which PDL does not document): the minute's remaining count at 0 and, unless
+    `retry_after` is None, x-ratelimit-reset `retry_after` seconds from now."""
+    headers: dict[str, str] | None = None
+    if status == 429:
+        headers = {"x-ratelimit-limit": f"{{'minute': {MINUTE_LIMIT}}}",
+                   "x-ratelimit-remaining": "{'minute': 0}"}
+        if retry_after is not None:
+            headers["x-ratelimit-reset"] = _reset_at(retry_after)
     return json_response({"status": status, "error": {
         "type": _TYPES.get(status, "api_error"),
-        "message": message or _MESSAGES.get(status, "An internal error occurred")}}, status)
+        "message": message or _MESSAGES.get(status, "An internal error occurred")}}, status,
+        headers=headers)
+
+
+def _reset_at(seconds: float) -> str:
+    """The ISO 8601 time (whole seconds, as PDL sends it) `seconds` from now: rounded up so a
+    client waiting for it never comes back early; 0 gives a time already past."""
+    now = time.time()
+    at = math.ceil(now + seconds) if seconds > 0 else math.floor(now)
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _state_name(code: str) -> str:
@@ -135,7 +156,7 @@ def _api_key(request: Request) -> str | None:
 
 def routes(state: SandboxState) -> list[Route]:
     async def search(request: Request) -> Response:
-        return await state.faults.run("pdl", request, _search, error_response)
+        return await state.faults.run("pdl", request, _search, error_response, (503,))
 
     async def _search(request: Request) -> Response:
         if bad_key(_api_key(request)):
@@ -175,7 +196,7 @@ def routes(state: SandboxState) -> list[Route]:
         return json_response(out, headers=_rate_headers(state, len(page)))
 
     async def enrich(request: Request) -> Response:
-        return await state.faults.run("pdl", request, _enrich, error_response)
+        return await state.faults.run("pdl", request, _enrich, error_response, (503,))
 
     async def _enrich(request: Request) -> Response:
         if bad_key(_api_key(request)):

@@ -4,6 +4,8 @@ fault storms injected at runtime, Hunter's 202 polling, and keys kept out of err
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,6 +105,28 @@ def test_429_storm_beyond_the_attempts_is_rate_limited(sb: Sandbox) -> None:
         asyncio.run(pages_of(PdlClient.from_settings, "search_companies", fast(),
                              sql="SELECT * FROM company", limit=5))
     assert requests_to(sb, "pdl") - before == 3
+
+
+def test_pdl_429_without_any_wait_hint_backs_off_bounded_with_jitter(
+        sb: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    # A 429 naming neither Retry-After nor x-ratelimit-reset: our own exponential backoff,
+    # full jitter (uniform in [0, ceiling]), each wait capped, then the search goes through.
+    sb.set_faults({"pdl": {"sequence": ["429"] * 5 + ["ok"], "retry_after": None}})
+    before = requests_to(sb, "pdl")
+    settings = fast(http_max_attempts=6, http_backoff_base_s=0.04, http_backoff_max_s=0.1)
+    caplog.set_level(logging.INFO, logger="clients.http")
+    started = time.monotonic()
+    pages = asyncio.run(pages_of(PdlClient.from_settings, "search_companies", settings,
+                                 sql="SELECT * FROM company", limit=5, size=5))
+    elapsed = time.monotonic() - started
+    assert [c.status_code for c in pages[0].calls] == [429] * 5 + [200]
+    assert requests_to(sb, "pdl") - before == 6
+    waits = [float(m) for m in re.findall(r"retrying in ([0-9.]+)s", caplog.text)]
+    ceilings = [0.04, 0.08, 0.1, 0.1, 0.1]  # base * 2^(n-1), capped at max
+    assert len(waits) == 5
+    assert all(0 <= w <= c + 0.005 for w, c in zip(waits, ceilings, strict=True))
+    assert len(set(waits)) > 1  # jittered, not a fixed schedule
+    assert elapsed < sum(ceilings) + 3
 
 
 def test_5xx_storm_ends_in_transient_error(sb: Sandbox) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -120,3 +121,30 @@ def test_sites_dispatch_by_host_and_by_path(sandbox_clean: Sandbox) -> None:
     unknown = httpx.get(f"{sandbox_clean.base_url}/_sandbox/site/no-such-site.example/")
     assert unknown.status_code == 404
     assert httpx.get(f"{sandbox_clean.base_url}/_sandbox/health").json()["status"] == "ok"
+
+
+def test_pdl_429_names_its_window_end_not_a_retry_after(sandbox_clean: Sandbox) -> None:
+    # PDL documents x-ratelimit-* headers (reset: an ISO time), not Retry-After.
+    sandbox_clean.set_faults({"pdl": {"sequence": ["429"], "retry_after": 5}})
+    before = datetime.now(UTC)
+    r = httpx.post(f"{sandbox_clean.api('pdl')}/company/search", json={"sql": "x"},
+                   headers={"X-Api-Key": "k"}, timeout=5)
+    assert r.status_code == 429 and "retry-after" not in r.headers
+    assert r.headers["x-ratelimit-remaining"] == "{'minute': 0}"
+    reset = datetime.fromisoformat(r.headers["x-ratelimit-reset"])
+    assert 4 <= (reset - before).total_seconds() <= 7
+
+
+def test_retry_after_null_sends_a_bare_429_with_no_wait_hint(sandbox_clean: Sandbox) -> None:
+    sandbox_clean.set_faults({"pdl": {"sequence": ["429"], "retry_after": None},
+                              "apollo": {"sequence": ["429", "503"], "retry_after": None}})
+    p = httpx.post(f"{sandbox_clean.api('pdl')}/company/search", json={"sql": "x"},
+                   headers={"X-Api-Key": "k"}, timeout=5)
+    assert p.status_code == 429
+    assert "retry-after" not in p.headers and "x-ratelimit-reset" not in p.headers
+    assert p.json()["error"]["type"] == "rate_limit_error"
+    for status in (429, 503):
+        a = _apollo(sandbox_clean)
+        assert a.status_code == status and "retry-after" not in a.headers
+    assert httpx.get(f"{sandbox_clean.base_url}/_sandbox/faults",
+                     timeout=5).json()["faults"]["pdl"]["retry_after"] is None
