@@ -101,12 +101,14 @@ def _data(model: type[VendorModel]) -> Callable[[Any], Any]:
     return parse
 
 
-def _classify(status: int, headers: httpx.Headers) -> str | None:
+def _classify(status: int, _headers: httpx.Headers) -> str | None:
+    # Hunter's documented semantics: 403 "rate limit reached" (retry later), 429 "usage limit
+    # reached" (the plan's monthly searches/verifications are spent: stop, whatever headers
+    # come with it; Hunter documents none), 222 a transient SMTP failure.
     if status == 403:
         return "rate_limited"
     if status == 429:
-        # A 429 that names a wait is a throttle; without one it is Hunter's "usage exhausted".
-        return "rate_limited" if headers.get("retry-after") else "quota"
+        return "quota"
     if status == 222:
         return "retry"
     return None

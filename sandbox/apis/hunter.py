@@ -94,7 +94,9 @@ def verify_email(state: SandboxState, address: str) -> tuple[str, int, Business 
 def routes(state: SandboxState) -> list[Route]:
     def guard(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
-            return await state.faults.run("hunter", request, handler, error_response)
+            # Hunter documents no wait header: its 429 is the monthly quota (nothing to wait
+            # for) and its 403 rate limit names none. Only a 5xx gets the generic Retry-After.
+            return await state.faults.run("hunter", request, handler, error_response, (503,))
         return endpoint
 
     async def domain_search(request: Request) -> Response:

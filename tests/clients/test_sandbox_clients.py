@@ -17,6 +17,7 @@ from clients.apollo import ApolloClient
 from clients.google_places import GooglePlacesClient
 from clients.http import (
     PermanentApiError,
+    QuotaExceededError,
     RateLimitedError,
     SearchPage,
     TransientApiError,
@@ -174,6 +175,28 @@ def test_invalid_key_never_appears_in_the_error(sb: Sandbox) -> None:
     for info in (apollo_info, pdl_info):
         assert info.value.status_code == 401
         assert key not in str(info.value) and key not in repr(info.value)
+
+
+def _hunter_search(settings: Settings) -> Any:
+    async def search() -> Any:
+        async with make_async_client(settings) as http:
+            return await HunterClient.from_settings(http, settings).domain_search("x.example")
+
+    return asyncio.run(search())
+
+
+def test_hunter_429_is_its_spent_monthly_quota_and_is_not_retried(sb: Sandbox) -> None:
+    sb.set_faults({"hunter": {"rate": 1.0, "kinds": ["429"], "retry_after": 1}})
+    before = requests_to(sb, "hunter")
+    with pytest.raises(QuotaExceededError, match="monthly usage limit"):
+        _hunter_search(fast())
+    assert requests_to(sb, "hunter") - before == 1
+
+
+def test_hunter_403_is_its_rate_limit_and_is_retried_through(sb: Sandbox) -> None:
+    sb.set_faults({"hunter": {"sequence": ["403", "403", "ok"]}})
+    resp = _hunter_search(fast())
+    assert [c.status_code for c in resp.calls] == [403, 403, 200]
 
 
 def test_hunter_verifier_polls_a_pending_verification(sb: Sandbox) -> None:

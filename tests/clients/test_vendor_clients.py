@@ -225,9 +225,14 @@ def test_hunter_verifier_gives_up_after_bounded_polls(scripted: ScriptedServer) 
     assert len(scripted.hits(VERIFY)) == 3
 
 
-def test_hunter_429_without_retry_after_is_monthly_quota(scripted: ScriptedServer) -> None:
+@pytest.mark.parametrize("headers", [{}, {"Retry-After": "1"}])
+def test_hunter_429_is_the_monthly_quota_whatever_its_headers(
+        scripted: ScriptedServer, headers: dict[str, str]) -> None:
+    # hunter.json: 429 = "usage limit reached" (plan exhausted), 403 = rate limit. A 429 is
+    # never retried, even if something in between adds a Retry-After.
     scripted.script(DOMAIN, Reply(429, {"errors": [{"id": "too_many_requests", "code": 429,
-                                                    "details": "usage limit reached"}]}))
+                                                    "details": "usage limit reached"}]},
+                                  headers=headers))
     with pytest.raises(QuotaExceededError, match="usage limit"):
         asyncio.run(_hunter(fast_settings(scripted.base_url), "domain_search", "x.com"))
     assert len(scripted.hits(DOMAIN)) == 1

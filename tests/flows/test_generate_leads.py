@@ -226,7 +226,7 @@ def test_a_burst_of_429_and_malformed_responses_is_retried_through(
 ) -> None:
     sandbox_env.set_faults({
         "apollo": {"sequence": ["429", "malformed", "503"], "retry_after": 1},
-        "hunter": {"sequence": ["429", "500"], "retry_after": 1},
+        "hunter": {"sequence": ["403", "500"], "retry_after": 1},
     })
     summary = run(max_results=30)
 

@@ -148,3 +148,16 @@ def test_retry_after_null_sends_a_bare_429_with_no_wait_hint(sandbox_clean: Sand
         assert a.status_code == status and "retry-after" not in a.headers
     assert httpx.get(f"{sandbox_clean.base_url}/_sandbox/faults",
                      timeout=5).json()["faults"]["pdl"]["retry_after"] is None
+
+
+def test_hunter_tells_its_quota_429_from_its_rate_limit_403(sandbox_clean: Sandbox) -> None:
+    # hunter.json: 403 = rate limit reached, 429 = the plan's monthly usage exhausted; Hunter
+    # documents no wait header for either.
+    sandbox_clean.set_faults({"hunter": {"sequence": ["429", "403"], "retry_after": 2}})
+    url = f"{sandbox_clean.api('hunter')}/domain-search"
+    quota = httpx.get(url, params={"domain": "x.co", "api_key": "k"}, timeout=5)
+    limit = httpx.get(url, params={"domain": "x.co", "api_key": "k"}, timeout=5)
+    assert quota.status_code == 429 and "retry-after" not in quota.headers
+    assert "monthly usage limit" in quota.json()["errors"][0]["details"]
+    assert limit.status_code == 403 and "retry-after" not in limit.headers
+    assert "rate limit" in limit.json()["errors"][0]["details"]
