@@ -10,7 +10,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -291,11 +291,14 @@ class ApiTransport:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         read_timeout_s: float | None = None,
+        ignore_body_of: Collection[int] = (),
     ) -> ApiResponse[T]:
         """Send with retries; returns the parsed body of the first acceptable response.
 
         `parse` validates the JSON body (a failure counts as a malformed response and is
-        retried); `units` says how many billable units a parsed body represents.
+        retried); `units` says how many billable units a parsed body represents. An acceptable
+        status in `ignore_body_of` (e.g. Hunter's 202 "still running", whose body no source
+        documents) is parsed as an empty body, whatever it carries.
         `read_timeout_s` replaces the client's read timeout (and widens the per-attempt
         deadline to match) for an endpoint that answers slowly by design."""
         url = self.base_url + path
@@ -322,7 +325,8 @@ class ApiTransport:
                 kind = self._kind(status, resp.headers)
                 if kind == "ok":
                     try:
-                        data = parse(resp.json()) if resp.content else parse({})
+                        empty = not resp.content or status in ignore_body_of
+                        data = parse({}) if empty else parse(resp.json())
                     except (json.JSONDecodeError, UnicodeDecodeError, ValidationError,
                             TypeError, ValueError) as exc:
                         raise _Malformed(type(exc).__name__) from None

@@ -195,6 +195,8 @@ class HunterClient:
                 units=lambda d: 1,
                 params={"email": email},
                 read_timeout_s=self.slow_timeout_s,
+                # A 202 says only "not yet": its body (undocumented) is never needed.
+                ignore_body_of=(202,),
             )
             if resp.status_code != 202:
                 resp.calls[:] = calls + resp.calls

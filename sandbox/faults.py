@@ -20,12 +20,17 @@ from starlette.responses import Response, StreamingResponse
 
 TARGETS = ("apollo", "google_places", "pdl", "hunter", "openai", "sites")
 # HTTP statuses a fault may answer with (each API renders its own documented error body).
-STATUS_KINDS = ("400", "401", "402", "403", "404", "408", "429", "500", "502", "503", "504")
+STATUS_KINDS = ("202", "400", "401", "402", "403", "404", "408", "429", "500", "502", "503",
+                "504")
+# Kinds only one target answers with: Hunter's email verifier "still running" (202), which a
+# sequence or rate can make pend for ever (Hunter's other endpoints answer it normally).
+TARGET_ONLY_KINDS = {"202": "hunter"}
 KINDS = (*STATUS_KINDS, "timeout", "malformed", "slow")
 TIMEOUT_HOLD_S = 60.0
 
-# (status, seconds the fault asks to wait or None) -> the vendor's error answer.
-ErrorRenderer = Callable[[int, float | None], Response]
+# (status, seconds the fault asks to wait or None) -> the vendor's error answer, or None when
+# the endpoint has no such answer (it then answers normally).
+ErrorRenderer = Callable[[int, float | None], Response | None]
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -91,6 +96,10 @@ def parse_faults(raw: Any) -> dict[str, TargetFaults]:
                 cfg["retry_after"], f"{target}.retry_after", 0, 3600)
         if "sequence" in cfg:
             tf.sequence = _kinds(cfg["sequence"], f"{target}.sequence", allow_ok=True)
+        for kind in {*tf.kinds, *tf.sequence}:
+            only = TARGET_ONLY_KINDS.get(kind)
+            if only is not None and only != target:
+                raise FaultConfigError(f"{target}: {kind} is a fault of {only} only")
         if "latency_ms" in cfg:
             tf.latency_ms = int(_number(cfg["latency_ms"], f"{target}.latency_ms", 0, 600_000))
         if "slow_s" in cfg:
@@ -199,9 +208,12 @@ class FaultInjector:
             real = await handler(request)
             response = _malformed(real) if kind == "malformed" else _slow(real, tf.slow_s)
         else:
-            response = render_error(int(kind), tf.retry_after)
-            if int(kind) in retry_after_on and tf.retry_after is not None:
-                response.headers["Retry-After"] = _retry_after(tf.retry_after)
+            rendered = render_error(int(kind), tf.retry_after)
+            if rendered is None:  # not an answer this endpoint gives: it answers normally
+                kind, rendered = None, await handler(request)
+            elif int(kind) in retry_after_on and tf.retry_after is not None:
+                rendered.headers["Retry-After"] = _retry_after(tf.retry_after)
+            response = rendered
         self.stats.record(target, response.status_code, kind)
         return response
 

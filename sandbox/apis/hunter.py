@@ -36,6 +36,12 @@ def error_response(status: int, retry_after: float | None = 1.0) -> Response:
                                  "The server encountered an error"))()
 
 
+def _pending(email: str | None) -> Response:
+    # The body of a 202 is not documented (hunter.json: inferred); clients must not need it.
+    return json_response({"data": {"email": email, "status": None},
+                          "meta": {"params": {"email": email}}}, 202)
+
+
 def _api_key(request: Request) -> str | None:
     return (request.query_params.get("api_key") or request.headers.get("x-api-key")
             or bearer(request))
@@ -92,11 +98,18 @@ def verify_email(state: SandboxState, address: str) -> tuple[str, int, Business 
 
 
 def routes(state: SandboxState) -> list[Route]:
-    def guard(handler: Any) -> Any:
+    def guard(handler: Any, verifier: bool = False) -> Any:
         async def endpoint(request: Request) -> Response:
+            def render(status: int, retry_after: float | None) -> Response | None:
+                # A 202 fault: the verification is still running, however often it is asked
+                # (the other endpoints have no 202: they answer normally).
+                if status == 202:
+                    return _pending(request.query_params.get("email")) if verifier else None
+                return error_response(status, retry_after)
+
             # Hunter documents no wait header: its 429 is the monthly quota (nothing to wait
             # for) and its 403 rate limit names none. Only a 5xx gets the generic Retry-After.
-            return await state.faults.run("hunter", request, handler, error_response, (503,))
+            return await state.faults.run("hunter", request, handler, render, (503,))
         return endpoint
 
     async def domain_search(request: Request) -> Response:
@@ -196,8 +209,7 @@ def routes(state: SandboxState) -> list[Route]:
             calls = state.verify_calls.get(address.lower(), 0) + 1
             state.verify_calls[address.lower()] = calls
             if calls == 1:
-                return json_response({"data": {"email": address, "status": None},
-                                      "meta": {"params": {"email": address}}}, 202)
+                return _pending(address)
         status, score, b = verify_email(state, address)
         data = {
             "status": status,
@@ -228,7 +240,7 @@ def routes(state: SandboxState) -> list[Route]:
     return [
         Route("/domain-search", guard(domain_search), methods=["GET"]),
         Route("/email-finder", guard(email_finder), methods=["GET"]),
-        Route("/email-verifier", guard(email_verifier), methods=["GET"]),
+        Route("/email-verifier", guard(email_verifier, verifier=True), methods=["GET"]),
         # Account is free and unthrottled at Hunter, so faults do not apply to it.
         Route("/account", account, methods=["GET"]),
     ]

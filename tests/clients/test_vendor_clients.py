@@ -218,6 +218,22 @@ def test_hunter_verifier_waits_for_a_slow_202_instead_of_timing_out(
     assert [c.status_code for c in resp.calls] == [202, 200]
 
 
+def test_hunter_verifier_202_body_is_never_needed(scripted: ScriptedServer) -> None:
+    # No source shows a 202's body: an empty or non-JSON one is still "poll again", not a
+    # malformed answer retried (and billed) as such.
+    scripted.script(VERIFY, Reply(202, b"Accepted"), Reply(202, b"{not json"),
+                    Reply(200, payload("hunter_email_verifier.json")))
+    resp = asyncio.run(_hunter(fast_settings(scripted.base_url), "email_verifier", "d@x.com"))
+    assert resp.data.status == "valid"
+    assert [c.status_code for c in resp.calls] == [202, 202, 200]
+    assert [c.units for c in resp.calls] == [0, 0, 1]
+    scripted.reset()
+    scripted.script(VERIFY, Reply(202, b"Accepted"))
+    with pytest.raises(VerificationPendingError):
+        asyncio.run(_hunter(fast_settings(scripted.base_url), "email_verifier", "d@x.com"))
+    assert len(scripted.hits(VERIFY)) == 3  # one request per poll, no retries on top
+
+
 def test_hunter_verifier_gives_up_after_bounded_polls(scripted: ScriptedServer) -> None:
     scripted.script(VERIFY, Reply(202, None))
     with pytest.raises(VerificationPendingError):

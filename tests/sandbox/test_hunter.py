@@ -83,3 +83,20 @@ def test_verifier_answers_202_first_then_the_result(sandbox_clean: Sandbox) -> N
     second = _get(sandbox_clean, "/email-verifier", email=email.address)
     assert second.status_code == 200 and second.json()["data"]["status"] == email.status
     assert sandbox_clean.stats()["targets"]["hunter"]["statuses"]["202"] >= 1
+
+
+def test_a_202_fault_keeps_a_verification_pending_and_spares_other_endpoints(
+        sandbox_clean: Sandbox) -> None:
+    sandbox_clean.set_faults({"hunter": {"rate": 1.0, "kinds": ["202"]}})
+    email = next(e for b in BUSINESSES for e in b.emails
+                 if e.status == "valid" and not e.verify_pending)
+    for _ in range(3):  # never completes, however often it is polled
+        r = _get(sandbox_clean, "/email-verifier", email=email.address)
+        assert r.status_code == 202 and r.json()["data"]["status"] is None
+    b = _with(lambda b: b.domain and b.emails)
+    assert _get(sandbox_clean, "/domain-search", domain=b.domain).status_code == 200
+    assert _get(sandbox_clean, "/email-finder", domain=b.domain,
+                full_name="Nobody Atall").status_code == 200
+    bad = httpx.post(f"{sandbox_clean.base_url}/_sandbox/faults",
+                     json={"apollo": {"sequence": ["202"]}}, timeout=5)
+    assert bad.status_code == 400 and "hunter only" in bad.json()["error"]

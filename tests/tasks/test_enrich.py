@@ -4,6 +4,7 @@ failures that never drop a candidate (scripted loopback server and the sandbox).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from clients.apollo import ApolloClient
 from clients.http import make_async_client
 from clients.hunter import HunterClient, HunterEmail
 from leadflow.settings import Settings, get_settings
-from tasks.enrich import EnrichResult, enrich_candidates, pick_best_email
+from tasks.enrich import EnrichResult, candidate_id, enrich_candidates, pick_best_email
 from tasks.normalise import normalise_records
 from tasks.staging import CandidateLead
 from tests.clients.conftest import Reply, ScriptedServer, fast_settings, payload
@@ -210,3 +211,35 @@ def test_enrichment_against_the_sandbox_finds_and_verifies(sandbox_env: Any) -> 
     statuses = {"valid", "invalid", "accept_all", "webmail", "disposable", "unknown"}
     assert all(c.email_status in statuses for c in with_email)
     assert sum(c.units for c in result.calls if c.endpoint == "email-verifier") == len(with_email)
+
+
+def test_a_verification_that_never_completes_is_recorded_unknown_not_dropped(
+        sandbox_env: Any) -> None:
+    """The sandbox's verifier answers 202 for ever: every lead keeps its address with an
+    `unknown` status and a recorded reason, after a bounded number of polls, in bounded time."""
+    from sandbox.dataset import generate_businesses
+
+    sandbox_env.set_faults({"hunter": {"rate": 1.0, "kinds": ["202"]}})
+    sandbox_env.reset_stats()
+    businesses = generate_businesses(2000, 7)
+    known = [e.address for b in businesses for e in b.emails if not e.verify_pending][:3]
+    site = next(b for b in businesses if b.domain and any(
+        e.address.endswith("@" + b.domain) for e in b.emails)
+        and not any(e.address in known for e in b.emails))
+    candidates = [lead(i, email=a) for i, a in enumerate(known)]
+    candidates.append(lead(9, website=f"https://{site.domain}/"))
+    settings = get_settings().model_copy(update=dict(
+        hunter_verify_max_polls=3, hunter_verify_poll_s=0.05, http_max_attempts=2))
+    started = time.monotonic()
+    result = asyncio.run(_enrich(settings, candidates))
+    assert time.monotonic() - started < 10
+    assert result.candidates == candidates
+    assert all(c.email and c.email_status == "unknown" for c in candidates)
+    reasons = {f.candidate_id: f.reason for f in result.failures}
+    assert set(reasons) == {candidate_id(c) for c in candidates}
+    assert all("still running after 3 polls" in r for r in reasons.values())
+    hunter = sandbox_env.stats()["targets"]["hunter"]
+    assert hunter["statuses"]["202"] == 3 * len(candidates)  # bounded: 3 polls per address
+    # Polls are metered (zero units): the usage shows them, nothing is billed.
+    verifier = [c for c in result.calls if c.endpoint == "email-verifier"]
+    assert len(verifier) == 3 * len(candidates) and sum(c.units for c in verifier) == 0
