@@ -1,5 +1,6 @@
 """People Data Labs company search (POST /company/search): X-Api-Key auth, an Elasticsearch
-`query` or a `sql` string, size/scroll_token pagination, typed company records."""
+`query` or a `sql` string, size/scroll_token pagination (the page size chosen for the limit and
+kept in the cursor), typed company records."""
 
 from __future__ import annotations
 
@@ -53,6 +54,31 @@ class PdlSearchResponse(VendorModel):
     scroll_token: OptStr = None
 
 
+def page_size(limit: int, size: int = MAX_SIZE) -> int:
+    """Records per page for a new scroll of `limit` records: as few pages as `size` allows,
+    evened out so the last one is not billed for records we would drop (PDL bills every record
+    returned, and a scroll keeps its first size, so only the first request can choose): 250
+    records are 3 pages of 84 (252 billed), not 3 of 100 (300); 5 records are 1 page of 5."""
+    size = max(1, min(size, MAX_SIZE))
+    pages = -(-max(1, limit) // size)
+    return -(-max(1, limit) // pages)
+
+
+def make_cursor(size: int, scroll_token: str) -> str:
+    """Where a scroll resumes: PDL's token and the page size it was issued for (a token is
+    only valid with the same query and size)."""
+    return f"{size}:{scroll_token}"
+
+
+def parse_cursor(cursor: str) -> tuple[int | None, str]:
+    """(page size, scroll token) of a `make_cursor` cursor; (None, cursor) for a bare PDL
+    token, which is resumed with the size the caller gives."""
+    head, sep, token = cursor.partition(":")
+    if sep and head.isdigit() and token:
+        return int(head), token
+    return None, cursor
+
+
 def _not_found_is_empty(status: int, _headers: httpx.Headers) -> str | None:
     # PDL answers a search without matches with 404 not_found: an empty result, not an error.
     return "ok" if status == 404 else None
@@ -90,20 +116,26 @@ class PdlClient:
         scroll_token: str | None = None,
     ) -> AsyncGenerator[SearchPage, None]:
         """Yield pages of companies matching exactly one of `query` (Elasticsearch) or `sql`
-        until `limit` records or the scroll ends. Credits = records returned."""
+        until `limit` records or the scroll ends. Credits = records returned.
+
+        A new search picks its page size for `limit` (`page_size`: at most `size`); a search
+        resumed from a page's `next_cursor` keeps the size its token was issued for."""
         if (query is None) == (sql is None):
             raise ValueError("give exactly one of query (Elasticsearch) or sql")
         if limit <= 0:
             return
-        # The scroll token is tied to the query and size, so the size stays fixed (not shrunk
-        # to `limit`).
-        size = max(1, min(size, MAX_SIZE))
+        token = scroll_token
+        if token is None:
+            size = page_size(limit, size)
+        else:
+            issued_for, token = parse_cursor(token)
+            size = max(1, min(issued_for or size, MAX_SIZE))
         body: dict[str, Any] = {"size": size}
         if query is not None:
             body["query"] = query
         else:
             body["sql"] = sql
-        seen, number, token = 0, 0, scroll_token
+        seen, number = 0, 0
         while seen < limit:
             number += 1
             resp = await self._transport.request(
@@ -123,7 +155,7 @@ class PdlClient:
             last = not token or len(data.data) < size
             yield SearchPage(
                 source=SOURCE, number=number, records=records, calls=resp.calls, total=data.total,
-                next_cursor=None if last else token,
+                next_cursor=None if last or token is None else make_cursor(size, token),
             )
             if last:
                 return

@@ -88,6 +88,33 @@ def test_pdl_scrolls_to_the_limit(sb: Sandbox) -> None:
     assert sum(p.units for p in pages) == 30
 
 
+def test_pdl_page_size_fits_the_limit_so_few_unused_records_are_billed(sb: Sandbox) -> None:
+    # PDL bills every record a page returns; a scroll keeps its first size. 250 records in 3
+    # pages of 84 bill 252 credits (3 pages of 100 billed 300); 5 records bill 5, not 100.
+    pages = asyncio.run(pages_of(PdlClient.from_settings, "search_companies", fast(),
+                                 query={"match_all": {}}, limit=250))
+    assert [len(p.records) for p in pages] == [84, 84, 82]
+    assert [p.units for p in pages] == [84, 84, 84]
+    small = asyncio.run(pages_of(PdlClient.from_settings, "search_companies", fast(),
+                                 query={"match_all": {}}, limit=5))
+    assert [(len(p.records), p.units) for p in small] == [(5, 5)]
+
+
+def test_pdl_resumes_a_scroll_with_the_size_its_token_was_issued_for(sb: Sandbox) -> None:
+    first = asyncio.run(pages_of(PdlClient.from_settings, "search_companies", fast(),
+                                 query={"match_all": {}}, limit=150))
+    assert [p.units for p in first] == [75, 75]
+    cursor = first[-1].next_cursor
+    assert cursor is not None
+    # A later chunk of another size still resumes the same scroll (a token is only valid
+    # with the size it was issued for: asking 100 would be refused with 400).
+    rest = asyncio.run(pages_of(PdlClient.from_settings, "search_companies", fast(),
+                                query={"match_all": {}}, limit=60, scroll_token=cursor))
+    assert [(len(p.records), p.units) for p in rest] == [(60, 75)]
+    ids = [r["id"] for p in [*first, *rest] for r in p.records]
+    assert len(ids) == len(set(ids)) == 210
+
+
 def test_429_storm_honours_retry_after(sb: Sandbox) -> None:
     sb.set_faults({"apollo": {"sequence": ["429", "429", "ok"], "retry_after": 1}})
     before = requests_to(sb, "apollo")

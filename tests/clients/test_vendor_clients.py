@@ -148,6 +148,30 @@ def test_pdl_scrolls_with_the_token_until_the_limit(scripted: ScriptedServer) ->
     assert [p.units for p in pages] == [2, 2]
 
 
+def test_pdl_new_search_sizes_pages_for_the_limit_and_a_cursor_keeps_it(
+        scripted: ScriptedServer) -> None:
+    scripted.script(PDL, Reply(200, pdl_page(["a", "b", "c"], "s1")),
+                    Reply(200, pdl_page(["d", "e", "f"], "s2")))
+    settings = fast_settings(scripted.base_url)
+    pages = asyncio.run(_collect(PdlClient.from_settings, settings, sql="SELECT 1", limit=5,
+                                 size=4))
+    # 5 records at most 4 a page: 2 pages either way, of 3 (6 billed) rather than 4 (8).
+    assert [h.body["size"] for h in scripted.hits(PDL)] == [3, 3]
+    assert pages[-1].next_cursor == "3:s2"
+    scripted.reset()
+    scripted.script(PDL, Reply(200, pdl_page(["g"], None)))
+    asyncio.run(_collect(PdlClient.from_settings, settings, sql="SELECT 1", limit=50,
+                         scroll_token="3:s2"))
+    assert [(h.body["size"], h.body["scroll_token"]) for h in scripted.hits(PDL)] == [(3, "s2")]
+    scripted.reset()
+    scripted.script(PDL, Reply(200, pdl_page(["g"], None)))
+    # A bare PDL token (no size of ours) resumes with the size the caller gives.
+    asyncio.run(_collect(PdlClient.from_settings, settings, sql="SELECT 1", limit=50,
+                         scroll_token="13.312621$543927", size=20))
+    assert [(h.body["size"], h.body["scroll_token"]) for h in scripted.hits(PDL)] == [
+        (20, "13.312621$543927")]
+
+
 def test_pdl_429_waits_for_its_rate_limit_window_not_a_retry_after(
         scripted: ScriptedServer) -> None:
     # PDL's 429 names no Retry-After: the fixed window ends at x-ratelimit-reset. A window
