@@ -41,7 +41,8 @@ SHARED_HOSTS: frozenset[str] = frozenset(
         "tiktok.com", "linkedin.com", "youtube.com", "pinterest.com", "yelp.com",
         "google.com", "goo.gl", "g.page", "business.site", "linktr.ee", "linkin.bio",
         "beacons.ai", "carrd.co", "about.me", "nextdoor.com", "tripadvisor.com",
-        "bit.ly",
+        "bit.ly", "wa.me", "whatsapp.com", "threads.net", "yell.com", "foursquare.com",
+        "lnk.bio", "taplink.cc", "bio.link", "solo.to",
         # booking platforms and site builders that host many businesses on their own domain
         "vagaro.com", "square.site", "squareup.com", "booksy.com", "setmore.com",
         "schedulicity.com", "styleseat.com", "glossgenius.com", "fresha.com", "mindbodyonline.com",
@@ -51,6 +52,20 @@ SHARED_HOSTS: frozenset[str] = frozenset(
         "joinblvd.com", "boulevard.io", "zenoti.com", "mangomint.com", "genbook.com",
         "wix.com", "wixsite.com", "squarespace.com", "weebly.com", "godaddysites.com",
         "wordpress.com", "blogspot.com", "myshopify.com", "sites.google.com",
+        # ... and the other hosts of tasks/website/signatures.json's booking tools
+        "hubspot.com", "hs-sites.com", "office.com", "office365.com", "app.google",
+        "youcanbook.me", "phorest.me", "appointy.com", "tidycal.com", "savvycal.com",
+        "booker.com", "shedul.com", "squarespacescheduling.com", "blvd.app", "joinboulevard.com",
+        "tumblr.com", "jimdo.com", "jimdofree.com", "jimdosite.com", "strikingly.com",
+        "mystrikingly.com", "site123.me", "webnode.com", "webnode.page",
+    }
+)
+# Platforms with a site per country (yelp.co.uk, treatwell.de, google.com.au, ...): any
+# registrable domain whose name, under its public suffix, is one of these is shared.
+SHARED_BRANDS: frozenset[str] = frozenset(
+    {
+        "google", "facebook", "instagram", "yelp", "tripadvisor", "opentable", "treatwell",
+        "doctolib", "simplybook", "janeapp", "booksy", "fresha", "planity",
     }
 )
 
@@ -234,7 +249,7 @@ def _registrable_domain(s: str) -> str | None:
         if not _IP_HOST.fullmatch(host):
             domain = _fast_domain(host)
             if domain is not None:
-                return None if domain in SHARED_HOSTS else domain
+                return None if _shared(domain) else domain
     if "@" in s and "://" not in s and "/" not in s.split("@", 1)[0]:
         host = s.rsplit("@", 1)[1]
     else:
@@ -259,9 +274,13 @@ def _registrable_domain(s: str) -> str | None:
         domain = ".".join(labels[-2:])
         if domain.startswith("www."):
             return None
-    if domain in SHARED_HOSTS:
+    if _shared(domain):
         return None
     return domain
+
+
+def _shared(domain: str) -> bool:
+    return domain in SHARED_HOSTS or domain.partition(".")[0] in SHARED_BRANDS
 
 
 def registrable_domain(value: Any) -> str | None:

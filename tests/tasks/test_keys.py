@@ -213,3 +213,48 @@ def test_registrable_domain_fast_path_agrees_with_public_suffix_lookup(monkeypat
         assert fast == [keys.registrable_domain(h) for h in hosts]
     finally:
         keys._registrable_domain.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # booking pages of the tools website analysis detects (tasks/website/signatures.json):
+        # sources list them as the business's website, one host for thousands of businesses
+        "https://meetings.hubspot.com/bella-salon",
+        "https://outlook.office365.com/owa/calendar/Bella@bella.onmicrosoft.com/bookings/",
+        "https://bookings.office.com/book/bella",
+        "https://calendar.app.google/AbCdEf123",
+        "https://www.treatwell.co.uk/place/bella-salon/",
+        "https://www.treatwell.de/ort/bella-salon/",
+        "https://www.opentable.co.uk/r/bella-london",
+        "https://www.doctolib.de/praxis/berlin/bella",
+        "https://bella.youcanbook.me/",
+        "https://bella.simplybook.it/v2/",
+        "https://bella.janeapp.co.uk/",
+        "https://bella.phorest.me/",
+        "https://booking.appointy.com/bella",
+        "https://tidycal.com/bella",
+        "https://savvycal.com/bella/chat",
+        "https://go.booker.com/location/bella",
+        "https://www.shedul.com/widget/bella",
+        "https://bella.squarespacescheduling.com/",
+        "https://blvd.app/@bella",
+        # country sites of maps, directories and social networks
+        "https://maps.google.co.uk/?cid=123",
+        "https://www.google.de/maps/place/Bella",
+        "https://www.yelp.co.uk/biz/bella-salon-london",
+        "https://www.tripadvisor.co.uk/Restaurant_Review-bella",
+        "https://www.yell.com/biz/bella-salon-london-123/",
+        "https://wa.me/442079460958",
+        # site builders that give each business a subdomain of their own domain
+        "https://bella.tumblr.com/",
+        "https://bella.jimdosite.com/",
+        "https://bella.mystrikingly.com/",
+        "https://bella.site123.me/",
+        "https://bella.hs-sites.com/",
+    ],
+)
+def test_registrable_domain_has_no_key_for_pages_on_shared_platforms(url):
+    # A shared host as a "domain" merges every business listed with it (dedupe), gives them
+    # the platform's own email (enrichment's domain search) and one cached site analysis.
+    assert registrable_domain(url) is None
