@@ -25,17 +25,36 @@ KEY_COLUMNS: tuple[str, ...] = (
     "address_key",
 )
 
-# Hosts that say nothing about which business a URL or email belongs to: webmail, social
-# networks, maps, link-in-bio pages and booking platforms that host many businesses under one
-# registrable domain. Kept as data so it can grow without touching the logic.
-SHARED_HOSTS: frozenset[str] = frozenset(
+# Free and ISP mailboxes: an address there names a person, not a business. Small businesses
+# without a domain of their own write from their ISP's mail (btinternet.com, web.de, bigpond.com).
+WEBMAIL_DOMAINS: frozenset[str] = frozenset(
     {
-        # webmail
         "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "ymail.com", "rocketmail.com",
         "outlook.com", "hotmail.com", "hotmail.co.uk", "live.com", "msn.com", "aol.com",
         "icloud.com", "me.com", "mac.com", "protonmail.com", "proton.me", "gmx.com", "gmx.net",
         "mail.com", "zoho.com", "yandex.com", "comcast.net", "att.net", "sbcglobal.net",
         "verizon.net", "bellsouth.net", "cox.net", "charter.net", "earthlink.net",
+        "pm.me", "fastmail.com", "hey.com", "tutanota.com", "aim.com", "juno.com",
+        "optonline.net", "frontier.com", "windstream.net", "centurylink.net", "roadrunner.com",
+        "outlook.co.uk", "live.co.uk", "aol.co.uk", "btinternet.com", "btopenworld.com",
+        "sky.com", "virginmedia.com", "ntlworld.com", "blueyonder.co.uk", "talktalk.net",
+        "tiscali.co.uk", "eircom.net",
+        "web.de", "gmx.de", "gmx.at", "gmx.ch", "t-online.de", "freenet.de", "arcor.de",
+        "posteo.de", "mail.de", "yahoo.de", "hotmail.de", "outlook.de", "live.de",
+        "orange.fr", "wanadoo.fr", "free.fr", "sfr.fr", "laposte.net", "yahoo.fr", "hotmail.fr",
+        "live.fr", "yahoo.es", "hotmail.es", "telefonica.net", "yahoo.it", "hotmail.it",
+        "libero.it", "yahoo.ca", "hotmail.ca", "shaw.ca", "rogers.com", "sympatico.ca",
+        "videotron.ca", "telus.net", "bell.net", "yahoo.com.au", "bigpond.com",
+        "bigpond.net.au", "optusnet.com.au", "iinet.net.au", "tpg.com.au", "xtra.co.nz",
+        "yahoo.com.mx", "prodigy.net.mx",
+    }
+)
+
+# Hosts that say nothing about which business a URL or email belongs to: webmail, social
+# networks, maps, link-in-bio pages and booking platforms that host many businesses under one
+# registrable domain. Kept as data so it can grow without touching the logic.
+SHARED_HOSTS: frozenset[str] = WEBMAIL_DOMAINS | frozenset(
+    {
         # social, maps, directories, link-in-bio
         "facebook.com", "fb.com", "fb.me", "instagram.com", "twitter.com", "x.com",
         "tiktok.com", "linkedin.com", "youtube.com", "pinterest.com", "yelp.com",
@@ -69,15 +88,6 @@ SHARED_BRANDS: frozenset[str] = frozenset(
     }
 )
 
-WEBMAIL_DOMAINS: frozenset[str] = frozenset(
-    {
-        "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "ymail.com", "rocketmail.com",
-        "outlook.com", "hotmail.com", "hotmail.co.uk", "live.com", "msn.com", "aol.com",
-        "icloud.com", "me.com", "mac.com", "protonmail.com", "proton.me", "gmx.com", "gmx.net",
-        "mail.com", "zoho.com", "yandex.com", "comcast.net", "att.net", "sbcglobal.net",
-        "verizon.net", "bellsouth.net", "cox.net", "charter.net", "earthlink.net",
-    }
-)
 
 # Trailing words that only say what legal form a company has.
 LEGAL_SUFFIXES: frozenset[str] = frozenset(

@@ -258,3 +258,18 @@ def test_registrable_domain_has_no_key_for_pages_on_shared_platforms(url):
     # A shared host as a "domain" merges every business listed with it (dedupe), gives them
     # the platform's own email (enrichment's domain search) and one cached site analysis.
     assert registrable_domain(url) is None
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["bella@btinternet.com", "bella@sky.com", "bella@virginmedia.com", "bella@live.co.uk",
+     "bella@web.de", "bella@t-online.de", "bella@gmx.de", "bella@yahoo.de", "bella@bigpond.com",
+     "bella@optusnet.com.au", "bella@shaw.ca", "bella@orange.fr", "bella@hotmail.fr"],
+)
+def test_regional_webmail_providers_are_webmail_and_name_no_business(email):
+    # Two UK salons writing from @btinternet.com are not one business: without a website,
+    # an ISP's mail domain must not become their shared "domain" key.
+    out = add_keys(pd.DataFrame({"company_name": ["Bella Salon"], "email": [email]}))
+    assert is_webmail(email)
+    assert out.loc[0, "domain"] is None
+    assert registrable_domain(email) is None
