@@ -156,6 +156,25 @@ COUNTRY_REGIONS: dict[str, str] = {
     "great britain": "GB", "england": "GB", "au": "AU", "australia": "AU", "ie": "IE",
     "ireland": "IE", "nz": "NZ", "new zealand": "NZ", "de": "DE", "germany": "DE", "fr": "FR",
     "france": "FR", "es": "ES", "spain": "ES", "mx": "MX", "mexico": "MX",
+    # Names (case-folded, accents stripped) and ISO alpha-3 codes sources write; any ISO
+    # alpha-2 code is read by `country_code` itself.
+    "scotland": "GB", "wales": "GB", "northern ireland": "GB", "britain": "GB", "gbr": "GB",
+    "can": "CA", "aus": "AU", "irl": "IE", "nzl": "NZ", "deu": "DE", "fra": "FR", "esp": "ES",
+    "mex": "MX", "ita": "IT", "nld": "NL", "bel": "BE", "che": "CH", "aut": "AT",
+    "deutschland": "DE", "federal republic of germany": "DE", "netherlands": "NL",
+    "the netherlands": "NL", "holland": "NL", "nederland": "NL", "belgium": "BE",
+    "belgique": "BE", "belgie": "BE", "luxembourg": "LU", "switzerland": "CH", "schweiz": "CH",
+    "suisse": "CH", "svizzera": "CH", "austria": "AT", "osterreich": "AT", "italy": "IT",
+    "italia": "IT", "espana": "ES", "portugal": "PT", "sweden": "SE", "sverige": "SE",
+    "norway": "NO", "norge": "NO", "denmark": "DK", "danmark": "DK", "finland": "FI",
+    "suomi": "FI", "iceland": "IS", "poland": "PL", "polska": "PL", "czech republic": "CZ",
+    "czechia": "CZ", "slovakia": "SK", "hungary": "HU", "romania": "RO", "bulgaria": "BG",
+    "greece": "GR", "croatia": "HR", "slovenia": "SI", "estonia": "EE", "latvia": "LV",
+    "lithuania": "LT", "malta": "MT", "cyprus": "CY", "turkey": "TR", "turkiye": "TR",
+    "israel": "IL", "united arab emirates": "AE", "uae": "AE", "south africa": "ZA",
+    "india": "IN", "singapore": "SG", "hong kong": "HK", "japan": "JP", "south korea": "KR",
+    "philippines": "PH", "brazil": "BR", "brasil": "BR", "argentina": "AR", "chile": "CL",
+    "colombia": "CO", "peru": "PE", "puerto rico": "PR",
 }
 
 _EMAIL_RE = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+"
@@ -345,12 +364,22 @@ def phone_e164(value: Any, default_region: str = "US") -> str | None:
     return _phone_e164(s, default_region.upper()) if s else None
 
 
-def phone_region(country: Any, default_region: str = "US") -> str:
-    """ISO region for phone parsing from a country name or code; the default when unknown."""
+def country_code(country: Any) -> str | None:
+    """ISO 3166 alpha-2 code of a country name or code ("Deutschland", "uk", "NL"), or None
+    when unknown."""
     s = _text(country)
     if not s:
-        return default_region
-    return COUNTRY_REGIONS.get(_fold(s).strip(". "), default_region)
+        return None
+    key = _fold(s)
+    code = COUNTRY_REGIONS.get(key) or COUNTRY_REGIONS.get(key.strip(". "))
+    if code is None and len(key) == 2 and key.upper() in phonenumbers.SUPPORTED_REGIONS:
+        code = key.upper()
+    return code
+
+
+def phone_region(country: Any, default_region: str = "US") -> str:
+    """ISO region for phone parsing from a country name or code; the default when unknown."""
+    return country_code(country) or default_region
 
 
 def _words(s: str) -> list[str]:

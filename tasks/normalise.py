@@ -17,7 +17,7 @@ from clients.apollo import ApolloOrganization
 from clients.google_places import Place
 from clients.pdl import PdlCompany
 from tasks.batches import Rejected
-from tasks.keys import COUNTRY_REGIONS, US_STATE_CODES
+from tasks.keys import COUNTRY_REGIONS, US_STATE_CODES, country_code
 from tasks.staging import CandidateLead
 
 
@@ -38,7 +38,7 @@ _MAX_TEXT = 500
 def _country(value: str | None) -> str | None:
     if not value:
         return None
-    return COUNTRY_REGIONS.get(value.strip().lower(), value.strip())
+    return country_code(value) or value.strip()
 
 
 def _state(value: str | None, country: str | None) -> str | None:

@@ -273,3 +273,26 @@ def test_regional_webmail_providers_are_webmail_and_name_no_business(email):
     assert is_webmail(email)
     assert out.loc[0, "domain"] is None
     assert registrable_domain(email) is None
+
+
+@pytest.mark.parametrize(
+    ("country", "region"),
+    [("Deutschland", "DE"), ("Scotland", "GB"), ("Wales", "GB"), ("Northern Ireland", "GB"),
+     ("Netherlands", "NL"), ("The Netherlands", "NL"), ("NL", "NL"), ("Italy", "IT"),
+     ("it", "IT"), ("Österreich", "AT"), ("Switzerland", "CH"), ("CH", "CH"), ("GBR", "GB"),
+     ("Belgium", "BE"), ("U.S.A.", "US"), ("Atlantis", "US")],
+)
+def test_phone_region_knows_every_iso_code_and_common_country_names(country, region):
+    assert phone_region(country) == region
+
+
+def test_national_phone_numbers_of_european_businesses_get_their_e164():
+    # A source's country as a name or ISO code decides how a national number is read: a
+    # region it did not know fell back to US, and the number was lost as invalid.
+    df = pd.DataFrame({
+        "company_name": ["Salon Rood", "Bella Capelli", "Haarwerk", "Glen Salon"],
+        "phone": ["020 624 1234", "02 1234 5678", "030 1234567", "0131 496 0000"],
+        "country": ["Netherlands", "IT", "Deutschland", "Scotland"],
+    })
+    assert add_keys(df)["phone_e164"].tolist() == [
+        "+31206241234", "+390212345678", "+49301234567", "+441314960000"]

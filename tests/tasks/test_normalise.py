@@ -144,3 +144,11 @@ def test_boolean_placeholders_are_not_counts_or_ratings() -> None:
 def test_unknown_source_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no normaliser"):
         normalise_records("yelp", [{}])
+
+
+def test_country_names_of_any_source_become_iso_codes() -> None:
+    pdl = normalise_pdl_company({"id": "p1", "name": "salon rood",
+                                 "location": {"country": "netherlands", "locality": "amsterdam"}})
+    assert pdl.country == "NL"
+    org = normalise_apollo_org({"id": "a1", "name": "Haarwerk", "country": "Deutschland"})
+    assert org.country == "DE"
