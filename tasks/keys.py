@@ -186,6 +186,12 @@ _HOST_OK = re.compile(r"[a-z0-9.-]+")
 _IP_HOST = re.compile(r"[0-9.]+")
 _UNIT_HASH = re.compile(r"#\s*\w+")
 _LEADING_NUMBER = re.compile(r"^\d+")
+# "Friedrichstraße 43", "Keizersgracht 123A": a house number after the street (most of Europe).
+# Up to three digits: a trailing four- or five-digit number is a postcode ("Sydney NSW 2000").
+_TRAILING_HOUSE_NUMBER = re.compile(r"\s\d{1,3}[a-z]?$", re.IGNORECASE)
+_HOUSE_NUMBER = re.compile(r"\d{1,3}[a-z]?")
+# First words of an address part that is a unit, not a street ("Suite 2", "Level 3, ...").
+_UNIT_PART_WORDS: frozenset[str] = UNIT_WORDS | {"level", "flat", "shop", "office", "lvl"}
 _DOTS_IN_WORD = re.compile(r"(?<=\w)\.(?=\w)")
 _WORD_MARKS = re.compile(r"[’'`´.]")
 _DIGITS = re.compile(r"\D+")
@@ -437,9 +443,12 @@ def city_key(city: Any) -> str | None:
 
 @lru_cache(maxsize=200_000)
 def _address_key(s: str) -> str:
-    # "123 Main St, Suite 4, Austin TX" -> the street line: the first part with a number.
+    # "123 Main St, Suite 4, Austin TX" -> the street line: the first part with a number, in
+    # front or ("Friedrichstraße 43, 10117 Berlin") after the street.
     parts = s.split(",")
-    s = next((p for p in parts if _LEADING_NUMBER.match(p.strip())), parts[0])
+    s = next((p for p in parts if _LEADING_NUMBER.match(p.strip()) or (
+        _TRAILING_HOUSE_NUMBER.search(p.rstrip())
+        and p.split(None, 1)[0].lower().rstrip(".") not in _UNIT_PART_WORDS)), parts[0])
     s = _UNIT_HASH.sub(" ", s)  # "#4" is a unit
     words = _words(s)
     out: list[str] = []
@@ -454,6 +463,8 @@ def _address_key(s: str) -> str:
         # Only expand abbreviations after the street number; "St" first would be a name.
         w = ORDINALS.get(w, w)
         out.append(STREET_WORDS.get(w, w) if i > 0 else w)
+    if len(out) > 1 and not out[0][0].isdigit() and _HOUSE_NUMBER.fullmatch(out[-1]):
+        out.insert(0, out.pop())  # "friedrichstrasse 43" -> "43 friedrichstrasse"
     # "123-125 Main" and "123A Main": the first number identifies the building.
     if out and (m := _LEADING_NUMBER.match(out[0])):
         out[0] = m.group(0)

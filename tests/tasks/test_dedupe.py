@@ -544,3 +544,17 @@ def test_dedupe_csv_never_writes_a_formula_into_its_output(tmp_path: Path) -> No
         ["id", "cluster_id"], ["'" + formula, "'" + formula],
         ["'@SUM(1+1)", "'" + formula], ["-7", "-7"]]
     assert any("spreadsheet formula" in w for w in report.warnings), report.warnings
+
+
+def test_a_european_business_listed_with_the_number_before_and_after_its_street_is_one() -> None:
+    # Google's address components give "43 Friedrichstraße" (street_number + route), PDL and
+    # German sources "Friedrichstraße 43": two spellings of one address, not a location veto.
+    df = pd.DataFrame({
+        "company_name": ["Haarwerk Berlin", "Haarwerk", "Haarwerk"],
+        "website": ["https://haarwerk.de/", "haarwerk.de", None],
+        "address": ["43 Friedrichstraße", "Friedrichstraße 43", "Friedrichstraße 43"],
+        "city": ["Berlin", "Berlin", "Berlin"],
+        "phone": ["+49 30 1234567", None, None],
+        "country": ["DE", "Germany", "Germany"],
+    })
+    assert cluster_batch(df, threshold=THRESHOLD).tolist() == [0, 0, 0]

@@ -296,3 +296,22 @@ def test_national_phone_numbers_of_european_businesses_get_their_e164():
     })
     assert add_keys(df)["phone_e164"].tolist() == [
         "+31206241234", "+390212345678", "+49301234567", "+441314960000"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Most of Europe writes the house number after the street; Google's address
+        # components (street_number + route) and US-style sources write it first.
+        ("Friedrichstraße 43", "43 friedrichstrasse"),
+        ("43 Friedrichstraße", "43 friedrichstrasse"),
+        ("Friedrichstraße 43, 10117 Berlin, Germany", "43 friedrichstrasse"),
+        ("Keizersgracht 123A, 1015 CJ Amsterdam", "123 keizersgracht"),
+        ("Via Roma 5, 20121 Milano MI, Italy", "5 via roma"),
+        ("Suite 2, Hauptstraße 12", "12 hauptstrasse"),
+        # a US ZIP or a street without a number is no house number
+        ("Main Street, Austin TX 78701", "main street"),
+    ],
+)
+def test_address_key_reads_house_numbers_written_after_the_street(raw, expected):
+    assert address_key(raw) == expected
