@@ -32,6 +32,13 @@ class InvalidRecord(ValueError):
 
 # "TX 78701" / "TX 78701-1234" at the end of a US formatted address.
 _STATE_ZIP = re.compile(r"^([A-Z]{2})\s+(\d{5}(?:-\d{4})?)$")
+# The last part of a formatted address elsewhere: "10117 Berlin", "1015 CJ Amsterdam" (postcode
+# first, most of Europe), "London SW1A 2AA" (UK), "Sydney NSW 2000" (Australia); Canada puts
+# "ON M5V 2T6" after the city's own part.
+_POSTCODE_CITY = re.compile(r"^(\d{4,5}(?:\s?[A-Z]{2})?)\s+(\D.*)$")
+_CITY_UK_POSTCODE = re.compile(r"^(.*\D)\s+([A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})$")
+_CITY_STATE_POSTCODE = re.compile(r"^(.*\D)\s+([A-Z]{2,3})\s+(\d{4})$")
+_CA_PROVINCE_POSTCODE = re.compile(r"^([A-Z]{2})\s+([A-Z]\d[A-Z]\s?\d[A-Z]\d)$")
 _MAX_TEXT = 500
 
 
@@ -178,7 +185,8 @@ def normalise_apollo_org(record: Any) -> CandidateLead:
 
 def _place_address(place: Place) -> dict[str, str | None]:
     """Street, city, state, postal code and country of a place, from its address components
-    when masked in, else from the formatted address (US layout), else the address as is."""
+    when masked in, else from the formatted address (US, Canadian, Australian, UK and
+    postcode-first European layouts), else the address as is."""
     out: dict[str, str | None] = {"address": place.formattedAddress}
     if place.addressComponents:
         by_type: dict[str, Any] = {}
@@ -215,6 +223,19 @@ def _place_address(place: Place) -> dict[str, str | None]:
             "country": country or "US",
         }
     out["country"] = country
+    if len(parts) >= 3 and (m := _CA_PROVINCE_POSTCODE.match(parts[-1])):
+        out.update(address=", ".join(parts[:-2]), city=parts[-2], state=m.group(1),
+                   postal_code=m.group(2))
+    elif len(parts) >= 2:
+        last = parts[-1]
+        if m := _POSTCODE_CITY.match(last):
+            out.update(city=m.group(2), postal_code=m.group(1))
+        elif m := _CITY_UK_POSTCODE.match(last):
+            out.update(city=m.group(1), postal_code=m.group(2))
+        elif m := _CITY_STATE_POSTCODE.match(last):
+            out.update(city=m.group(1), state=m.group(2), postal_code=m.group(3))
+        if out.get("city"):
+            out["address"] = ", ".join(parts[:-1])
     return out
 
 

@@ -152,3 +152,28 @@ def test_country_names_of_any_source_become_iso_codes() -> None:
     assert pdl.country == "NL"
     org = normalise_apollo_org({"id": "a1", "name": "Haarwerk", "country": "Deutschland"})
     assert org.country == "DE"
+
+
+@pytest.mark.parametrize(
+    ("formatted", "expected"),
+    [
+        ("10 Downing St, London SW1A 2AA, UK",
+         ("10 Downing St", "London", None, "SW1A 2AA", "GB")),
+        ("Friedrichstraße 43, 10117 Berlin, Germany",
+         ("Friedrichstraße 43", "Berlin", None, "10117", "DE")),
+        ("Keizersgracht 123A, 1015 CJ Amsterdam, Netherlands",
+         ("Keizersgracht 123A", "Amsterdam", None, "1015 CJ", "NL")),
+        ("Level 3/100 George St, Sydney NSW 2000, Australia",
+         ("Level 3/100 George St", "Sydney", "NSW", "2000", "AU")),
+        ("100 King St W, Toronto, ON M5V 2T6, Canada",
+         ("100 King St W", "Toronto", "ON", "M5V 2T6", "CA")),
+    ],
+)
+def test_google_place_parses_formatted_addresses_outside_the_us(
+    formatted: str, expected: tuple[str | None, ...]
+) -> None:
+    # Without address components (a field mask without them), the street, city and postcode
+    # of a non-US address were left in one string and the city was lost to dedupe.
+    lead = normalise_google_place({"id": "p1", "displayName": {"text": "Bella"},
+                                   "formattedAddress": formatted})
+    assert (lead.address, lead.city, lead.state, lead.postal_code, lead.country) == expected
