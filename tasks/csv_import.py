@@ -325,7 +325,9 @@ def _clean(value: str) -> str | None:
 
 
 def _normalise_website(value: str) -> str:
-    url = value if re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I) else f"https://{value}"
+    scheme = re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I)
+    # The scheme in lower case, as the validation's URL rule expects ("HTTPS://x.com").
+    url = (scheme.group(0).lower() + value[scheme.end():]) if scheme else f"https://{value}"
     if not re.match(r"^https?://[^\s/?#@]+\.[^\s/?#@]+(?:[/?#]\S*)?$", url, re.I):
         raise _RowError("invalid_website", f"website {value!r} is not a web address")
     return url

@@ -63,10 +63,23 @@ def _titled(value: str | None) -> str | None:
 
 
 def _website(value: str | None) -> str | None:
+    """A vendor's website as an http(s) URL with a lower-case scheme ("HTTPS://x.com",
+    "//x.com" and "x.com" included); None for anything else (ftp://, mailto:, text), so a
+    lead with an odd website keeps everything but its website."""
     if not value or " " in value.strip():
         return None
     value = value.strip()
-    return value if "://" in value else f"http://{value}"
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        if value.startswith("//"):
+            return f"http:{value}"
+        return None if ":" in value.split("/", 1)[0] and not _HOST_PORT.match(value) else (
+            f"http://{value}")
+    scheme = scheme.lower()
+    return f"{scheme}://{rest}" if scheme in ("http", "https") else None
+
+
+_HOST_PORT = re.compile(r"^[^/:]+:\d+(?:/|$)")  # bella.com:8080/book
 
 
 def _clip(value: str | None) -> str | None:

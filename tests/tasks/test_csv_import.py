@@ -418,3 +418,16 @@ def test_emails_with_a_display_name_or_mailto_load_their_address() -> None:
     ]
     assert leads[0].raw["email"] == "Jo Bloggs <jo@displayname.example>"
     assert [(r.line_number, r.rule) for r in rejected] == [(7, "invalid_email")]
+
+
+def test_an_upper_case_scheme_is_read_and_passes_validation(tmp_path: Path) -> None:
+    from tasks.steps import to_frame
+    from tasks.validation import validate_batch
+
+    path = tmp_path / "companies.csv"
+    path.write_text("company_name,website\nBella Salon,HTTPS://Bella-Salon.com/Book\n")
+    leads, rejected, _ = read_all(path)
+    assert rejected == [] and leads[0].website == "https://Bella-Salon.com/Book"
+    frame = to_frame(leads)
+    frame["quality_score"], frame["tier"] = 50, "warm"
+    assert validate_batch(frame).rejected == []

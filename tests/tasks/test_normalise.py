@@ -177,3 +177,29 @@ def test_google_place_parses_formatted_addresses_outside_the_us(
     lead = normalise_google_place({"id": "p1", "displayName": {"text": "Bella"},
                                    "formattedAddress": formatted})
     assert (lead.address, lead.city, lead.state, lead.postal_code, lead.country) == expected
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("HTTPS://Bella-Salon.com/Book", "https://Bella-Salon.com/Book"),
+    ("Http://bella-salon.com", "http://bella-salon.com"),
+    ("//bella-salon.com/", "http://bella-salon.com/"),
+    ("bella-salon.com", "http://bella-salon.com"),
+    ("bella-salon.com:8080/book", "http://bella-salon.com:8080/book"),
+    ("ftp://files.bella-salon.com", None),
+    ("mailto:hi@bella-salon.com", None),
+    ("javascript:alert(1)", None),
+])
+def test_a_vendor_website_is_an_http_url_or_dropped_alone(given: str, stored: str | None) -> None:
+    """An odd website costs the lead its website, never the lead: what is kept passes the
+    validation's URL rule, what is dropped leaves the rest of the record."""
+    from tasks.steps import to_frame
+    from tasks.validation import validate_batch
+
+    org = {**payload("apollo_org_search.json")["organizations"][0], "website_url": given,
+           "primary_domain": None}
+    lead = normalise_apollo_org(org)
+    assert lead.website == stored
+    assert lead.company_name == "Northwind Robotics"
+    frame = to_frame([lead])
+    frame["quality_score"], frame["tier"] = 50, "warm"
+    assert validate_batch(frame).rejected == []
