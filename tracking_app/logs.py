@@ -13,9 +13,11 @@ from typing import Any
 
 # A token's signature part (see leadflow/tokens.py), and key=value secrets in messages.
 _TOKEN = re.compile(r"\b([ocu][0-9]{1,18}(?:-[0-9]{1,4})?)\.[A-Za-z0-9_-]{22}\b")
-_SECRET = re.compile(r"(?i)\b(password|secret|api[_-]?key|token|authorization)(\s*[=:]\s*)(\S+)")
-# The password of a URL (postgresql://user:password@host/...).
-_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@\s/]+@")
+# A name may be prefixed or quoted (smtp_password=, LEADFLOW_TRACKING_SECRET=, "password": "x").
+_SECRET = re.compile(r"(?i)\b(\w*(?:password|secret|api[_-]?key|token|authorization)\w*\"?)"
+                     r"(\s*[=:]\s*\"?)((?:bearer\s+|basic\s+)?[^\s\",}]+)")
+# The password of a URL (postgresql://user:password@host/...), a "/" in it included.
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@\s]+@")
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "color_message"}  # uvicorn's ANSI-coloured copy of the message
 

@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 
+import pytest
+
 from leadflow.tokens import TrackingToken, sign
 from tracking_app.logs import JsonFormatter, redact
 
@@ -25,6 +27,18 @@ def test_tokens_and_secrets_never_reach_the_log() -> None:
     line = redact(f"GET /c/{token} password=hunter2 api_key: sk-live-123")
     assert token not in line and "hunter2" not in line and "sk-live-123" not in line
     assert "c42-1.[redacted]" in line
+
+
+@pytest.mark.parametrize("text", [
+    "smtp_password=hunter2",
+    "LEADFLOW_TRACKING_SECRET=hunter2",
+    'settings {"password": "hunter2", "user": "app"}',
+    "Authorization: Bearer hunter2",
+    "postgresql://app:hun/ter2@db:5432/x",
+])
+def test_prefixed_quoted_and_bearer_secrets_are_masked(text: str) -> None:
+    line = redact(text)
+    assert "hunter2" not in line and "ter2" not in line and "[redacted]" in line
 
 
 def test_an_exception_is_logged_with_its_masked_message_and_traceback() -> None:
