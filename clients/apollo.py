@@ -1,5 +1,6 @@
 """Apollo.io organization search (POST /mixed_companies/search): X-Api-Key auth, page/per_page
-pagination, typed organization records."""
+pagination (the page size chosen for the limit and kept in the cursor), typed organization
+records."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import httpx
 from pydantic import WrapValidator
 
 from clients.fields import OptInt, OptStr, VendorModel, or_none
-from clients.http import SearchPage, transport_for
+from clients.http import SearchPage, even_page_size, transport_for
 from clients.keys import require_api_key
 from leadflow.settings import Settings
 
@@ -61,6 +62,39 @@ class ApolloOrgSearchResponse(VendorModel):
     organizations: list[Any] = []
 
 
+def page_size(limit: int, per_page: int = MAX_PER_PAGE) -> int:
+    """`per_page` for a new search of `limit` records: as few pages as `per_page` allows,
+    evened out so the last one returns few records we would drop (we meter Apollo per record
+    returned): 250 records are 3 pages of 84, not 3 of 100; 30 records 1 page of 30. The number
+    of requests is the same as with `per_page` itself."""
+    return even_page_size(limit, max(1, min(per_page, MAX_PER_PAGE)))
+
+
+def make_cursor(per_page: int, page: int) -> str:
+    """Where a search resumes: the next page number and the page size it counts in (Apollo's
+    `page` is a number of pages of `per_page` records, so a resumed search must keep it)."""
+    return f"{per_page}:{page}"
+
+
+def parse_cursor(cursor: str) -> tuple[int | None, int]:
+    """(per_page, page) of a `make_cursor` cursor; (None, page) for a bare page number, which is
+    resumed with the per_page the caller gives. ValueError for anything else."""
+    head, sep, page = cursor.partition(":")
+    if sep:
+        return int(head), int(page)
+    return None, int(cursor)
+
+
+def search_page_size(limit: int, cursor: str | None = None,
+                     per_page: int = MAX_PER_PAGE) -> int:
+    """The per_page `ApolloClient.search_organizations` asks for: a new search's `page_size`, or
+    the size a `make_cursor` cursor counts in (`per_page` for a bare page number)."""
+    if cursor is None:
+        return page_size(limit, per_page)
+    counted_in, _page = parse_cursor(cursor)
+    return max(1, min(counted_in or per_page, MAX_PER_PAGE))
+
+
 class ApolloClient:
     """Apollo's organization search over a shared AsyncClient."""
 
@@ -92,15 +126,18 @@ class ApolloClient:
         name: str | None = None,
         extra_filters: dict[str, Any] | None = None,
         per_page: int = MAX_PER_PAGE,
-        start_page: int = 1,
+        cursor: str | None = None,
     ) -> AsyncGenerator[SearchPage, None]:
         """Yield pages of organizations until `limit` records, the last page, or Apollo's
-        500-page cap. The last page is trimmed to `limit` (what was billed is still metered)."""
+        500-page cap. The last page is trimmed to `limit` (what was billed is still metered).
+
+        A new search picks its page size for `limit` (`page_size`: at most `per_page`); a
+        search resumed from a page's `next_cursor` keeps the size its page numbers count in
+        (a page number counts pages of one size: changing it would skip or repeat records)."""
         if limit <= 0:
             return
-        # A fixed page size, not shrunk to `limit`: page numbers shift if per_page changes
-        # mid-search, and a search resumed at `start_page` counts pages in this size.
-        per_page = max(1, min(per_page, MAX_PER_PAGE))
+        per_page = search_page_size(limit, cursor, per_page)
+        start_page = 1 if cursor is None else parse_cursor(cursor)[1]
         body: dict[str, Any] = dict(extra_filters or {})
         if keyword_tags:
             body["q_organization_keyword_tags"] = list(keyword_tags)
@@ -136,7 +173,7 @@ class ApolloClient:
                 records=records,
                 calls=resp.calls,
                 total=pagination.total_entries if pagination else None,
-                next_cursor=None if last else str(page + 1),
+                next_cursor=None if last else make_cursor(per_page, page + 1),
             )
             if last or seen >= limit:
                 return

@@ -426,6 +426,22 @@ def transport_for(
     )
 
 
+def even_page_size(limit: int, largest: int) -> int:
+    """Records per page for a search of `limit` records billed per record returned: as few
+    pages as `largest` allows, evened out so the last page is not billed for records that
+    would be dropped (250 records at most 100 a page: 3 pages of 84, 252 billed, not 300)."""
+    largest = max(1, largest)
+    pages = -(-max(1, limit) // largest)
+    return -(-max(1, limit) // pages)
+
+
+def most_billed(limit: int, size: int) -> int:
+    """The most records a search of `limit` records in pages of `size` can return (and so be
+    billed for): its pages come whole, the last one trimmed only after it is billed."""
+    size = max(1, size)
+    return -(-max(0, limit) // size) * size
+
+
 @dataclass(slots=True)
 class SearchPage:
     """One page of a paginated search: the vendor's records as received (normalised later,

@@ -11,7 +11,7 @@ import httpx
 from pydantic import WrapValidator
 
 from clients.fields import OptInt, OptStr, VendorModel, or_none
-from clients.http import SearchPage, transport_for
+from clients.http import SearchPage, even_page_size, transport_for
 from clients.keys import require_api_key
 from leadflow.settings import Settings
 
@@ -59,9 +59,7 @@ def page_size(limit: int, size: int = MAX_SIZE) -> int:
     evened out so the last one is not billed for records we would drop (PDL bills every record
     returned, and a scroll keeps its first size, so only the first request can choose): 250
     records are 3 pages of 84 (252 billed), not 3 of 100 (300); 5 records are 1 page of 5."""
-    size = max(1, min(size, MAX_SIZE))
-    pages = -(-max(1, limit) // size)
-    return -(-max(1, limit) // pages)
+    return even_page_size(limit, max(1, min(size, MAX_SIZE)))
 
 
 def make_cursor(size: int, scroll_token: str) -> str:
@@ -77,6 +75,15 @@ def parse_cursor(cursor: str) -> tuple[int | None, str]:
     if sep and head.isdigit() and token:
         return int(head), token
     return None, cursor
+
+
+def search_page_size(limit: int, cursor: str | None = None, size: int = MAX_SIZE) -> int:
+    """The page size `PdlClient.search_companies` asks for: a new scroll's `page_size`, or the
+    size a `make_cursor` cursor was issued for (`size` for a bare PDL token)."""
+    if cursor is None:
+        return page_size(limit, size)
+    issued_for, _token = parse_cursor(cursor)
+    return max(1, min(issued_for or size, MAX_SIZE))
 
 
 def _not_found_is_empty(status: int, _headers: httpx.Headers) -> str | None:
@@ -124,12 +131,8 @@ class PdlClient:
             raise ValueError("give exactly one of query (Elasticsearch) or sql")
         if limit <= 0:
             return
-        token = scroll_token
-        if token is None:
-            size = page_size(limit, size)
-        else:
-            issued_for, token = parse_cursor(token)
-            size = max(1, min(issued_for or size, MAX_SIZE))
+        size = search_page_size(limit, scroll_token, size)
+        token = None if scroll_token is None else parse_cursor(scroll_token)[1]
         body: dict[str, Any] = {"size": size}
         if query is not None:
             body["query"] = query

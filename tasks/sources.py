@@ -63,7 +63,7 @@ def _pages(source: str, http: Any, settings: Settings, industry: str | None, loc
             limit=want,
             keyword_tags=[keyword] if keyword and keyword.lower() != "any" else [],
             locations=[location] if location else [],
-            start_page=int(cursor or 1),
+            cursor=cursor,
         )
     if source == "google_places":
         query = f"{keyword} in {location}" if keyword and keyword.lower() != "any" else location

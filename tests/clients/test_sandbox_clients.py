@@ -62,11 +62,30 @@ def apollo(settings: Settings, **kw: Any) -> list[SearchPage]:
 def test_apollo_paginates_to_the_limit(sb: Sandbox) -> None:
     before = requests_to(sb, "apollo")
     pages = apollo(fast(), limit=250)
-    assert [len(p.records) for p in pages] == [100, 100, 50]
+    # As few requests as pages of 100 allow, evened out: 3 pages of 84 return 252 records
+    # (3 pages of 100 returned 300, 50 of them dropped but metered).
+    assert [len(p.records) for p in pages] == [84, 84, 82]
+    assert [p.units for p in pages] == [84, 84, 84]
     assert requests_to(sb, "apollo") - before == 3
     ids = [r["id"] for p in pages for r in p.records]
     assert len(set(ids)) == 250
     assert pages[0].total and pages[0].total >= 250
+    small = apollo(fast(), limit=30)
+    assert [(len(p.records), p.units) for p in small] == [(30, 30)]
+
+
+def test_apollo_resumes_a_search_with_the_page_size_its_cursor_counts_in(sb: Sandbox) -> None:
+    everything = [r["id"] for p in apollo(fast(), limit=300) for r in p.records]
+    first = apollo(fast(), limit=150)
+    assert [p.units for p in first] == [75, 75]
+    cursor = first[-1].next_cursor
+    assert cursor == "75:3"
+    # A later chunk of another size goes on where the first stopped: page 3 of pages of 75
+    # (asked with 100 a page, page 3 would start at record 201 and skip 50).
+    rest = apollo(fast(), limit=60, cursor=cursor)
+    assert [(len(p.records), p.units) for p in rest] == [(60, 75)]
+    ids = [r["id"] for p in [*first, *rest] for r in p.records]
+    assert ids == everything[:210]
 
 
 def test_google_places_stops_at_60_per_query(sb: Sandbox) -> None:

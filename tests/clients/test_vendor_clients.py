@@ -72,6 +72,29 @@ def test_apollo_stops_at_the_last_page(scripted: ScriptedServer) -> None:
     assert sum(len(p.records) for p in pages) == 3
 
 
+def test_apollo_new_search_sizes_pages_for_the_limit_and_a_cursor_keeps_it(
+        scripted: ScriptedServer) -> None:
+    scripted.script(APOLLO, *[Reply(200, apollo_page(p, 3, 50)) for p in (1, 2)])
+    settings = fast_settings(scripted.base_url)
+    pages = asyncio.run(_collect(ApolloClient.from_settings, settings, limit=5, per_page=4))
+    # 5 records at most 4 a page: 2 pages either way, of 3 (6 returned) rather than 4 (8).
+    assert [(h.body["page"], h.body["per_page"]) for h in scripted.hits(APOLLO)] == [
+        (1, 3), (2, 3)]
+    assert [len(p.records) for p in pages] == [3, 2]
+    assert pages[-1].next_cursor == "3:3"
+    scripted.reset()
+    scripted.script(APOLLO, Reply(200, apollo_page(3, 3, 3)))
+    # Resumed by a chunk of another size: page 3 still counts pages of 3 (records 7 to 9).
+    asyncio.run(_collect(ApolloClient.from_settings, settings, limit=50, cursor="3:3"))
+    assert [(h.body["page"], h.body["per_page"]) for h in scripted.hits(APOLLO)] == [(3, 3)]
+    scripted.reset()
+    scripted.script(APOLLO, Reply(200, apollo_page(7, 1, 7)))
+    # A bare page number (no size of ours) resumes with the per_page given.
+    asyncio.run(_collect(ApolloClient.from_settings, settings, limit=50, cursor="7",
+                         per_page=20))
+    assert [(h.body["page"], h.body["per_page"]) for h in scripted.hits(APOLLO)] == [(7, 20)]
+
+
 def test_missing_api_key_is_a_clear_error_before_any_request(scripted: ScriptedServer) -> None:
     settings = fast_settings(scripted.base_url, apollo_api_key=None)
     with pytest.raises(MissingApiKeyError, match="LEADFLOW_APOLLO_API_KEY"):
