@@ -8,9 +8,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+from clients import apollo, pdl
 from clients.apollo import ApolloClient
 from clients.google_places import GooglePlacesClient
-from clients.http import ApiCall, ApiError, SearchPage, make_async_client
+from clients.http import ApiCall, ApiError, SearchPage, make_async_client, most_billed
 from clients.pdl import PdlClient
 from leadflow.settings import Settings
 from tasks.batches import Rejected
@@ -18,8 +19,40 @@ from tasks.normalise import normalise_records
 from tasks.staging import CandidateLead
 
 SOURCES = ("apollo", "google_places", "pdl")
-# Records per page each search is asked for (fixed: cursors count in pages of this size).
+# Records per full page of each search: the flow asks for chunks in whole pages of this size.
+# (Apollo and PDL size a new search's pages for its limit, at most this; a resumed search keeps
+# the size its cursor carries: `page_size`.)
 PAGE_SIZE = {"apollo": 100, "google_places": 20, "pdl": 100}
+# Sources that bill every record a page returns (Google Places bills requests).
+BILLED_PER_RECORD = ("apollo", "pdl")
+
+
+def page_size(source: str, cursor: str | None, want: int) -> int:
+    """Records per page a fetch of `want` records from `cursor` asks `source` for (Apollo or
+    PDL: the size the client picks for a new search of `want`, or the one its cursor carries)."""
+    if source == "apollo":
+        return apollo.search_page_size(want, cursor)
+    if source == "pdl":
+        return pdl.search_page_size(want, cursor)
+    raise ValueError(f"{source!r} is not billed per record; expected one of {BILLED_PER_RECORD}")
+
+
+def most_billed_records(source: str, cursor: str | None, want: int) -> int:
+    """The most records (so units) a fetch of `want` records from `cursor` can be billed: its
+    pages come whole, the last one trimmed only after it was returned."""
+    return most_billed(want, page_size(source, cursor, want))
+
+
+def affordable(source: str, cursor: str | None, want: int, units: int) -> int:
+    """The most records, at most `want`, a fetch from `cursor` may ask for without being billed
+    more than `units`: a new search takes smaller pages (50 units: one page of 50), a resumed
+    one only whole pages of its size (0 when less than one is left)."""
+    want = min(want, units)
+    while want > 0 and most_billed_records(source, cursor, want) > units:
+        # A new search's evened pages may round up by less than one record a page; a resumed
+        # one drops to whole pages of its size: a few steps either way.
+        want -= 1
+    return want
 
 
 @dataclass(slots=True)

@@ -191,7 +191,14 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
     """Check the source's monthly quota, fetch up to `want` candidates from `cursor`, and
     meter every call made (also when the fetch fails)."""
     from clients.google_places import MAX_RESULTS_PER_QUERY
-    from tasks.sources import PAGE_SIZE, SourceFetchError, fetch_chunk
+    from tasks.sources import (
+        PAGE_SIZE,
+        SourceFetchError,
+        affordable,
+        fetch_chunk,
+        most_billed_records,
+        page_size,
+    )
     from tasks.usage import reserve_quota, settle_quota
 
     settings = get_settings()
@@ -204,13 +211,17 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
                     reservation = reserve_quota(session, source, pages)
                     want = min(want, reservation.units * page)
                 else:
-                    # Billed per record returned, and a page comes whole (its size is fixed:
-                    # cursors count in pages): whole pages are reserved and fetched.
-                    reservation = reserve_quota(session, source, -(-want // page) * page)
-                    want = min(want, reservation.units // page * page)
+                    # Billed per record returned, and a page comes whole: what the pages asked
+                    # for can return is reserved. Near the limit fewer records are asked for: a
+                    # new search then takes smaller pages, a resumed one (its cursor keeps its
+                    # page size) whole pages of its size, or none.
+                    reservation = reserve_quota(session, source,
+                                                most_billed_records(source, cursor, want))
+                    want = affordable(source, cursor, want, reservation.units)
                     if not want:  # (the raise rolls the reservation back)
+                        size = page_size(source, cursor, 1)
                         raise QuotaExceededError(
-                            f"less than one page ({page} records) of the monthly limit left",
+                            f"less than one page ({size} records) of the monthly limit left",
                             source=source, endpoint="-")
         except QuotaExceededError as exc:
             raise SourceFetchError(exc, []) from None

@@ -196,6 +196,60 @@ def test_a_source_billed_by_the_page_never_spends_past_its_monthly_limit(env: st
     assert scalar(env, select(func.count()).select_from(ApiReservation)) == 0
 
 
+def test_a_source_with_less_than_a_page_left_still_fetches_what_it_can_afford(
+        env: str) -> None:
+    """PDL bills every record returned and a new scroll sizes its pages for the limit: with
+    50 credits left this month a fetch of 50 costs 50, so it is made (one page of 50), not
+    refused for being less than a page of 100."""
+    from tasks.usage import ensure_api_configs
+
+    with session_scope(env) as s:
+        ensure_api_configs(s)
+        s.execute(update(ApiConfig).where(ApiConfig.source == "pdl").values(monthly_limit=50))
+
+    summary = run(source="pdl", max_results=50, location="United States", enrich=False,
+                  analyse=False)
+
+    assert summary["sources_used"] == ["pdl"]
+    assert summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"] == 50
+    assert scalar(env, select(func.sum(ApiUsage.units)).where(ApiUsage.source == "pdl")) == 50
+
+
+def test_near_the_limit_a_fetch_reserves_what_its_pages_can_bill_never_more_than_is_left(
+        env: str) -> None:
+    """Per-record sources near their monthly limit: a new search asks for as many records as
+    its (evened) pages can return within what is left; a resumed search keeps its page size,
+    so with less than one of its pages left it is refused before any call."""
+    from models import ApiReservation
+    from tasks.sources import SourceFetchError
+    from tasks.steps import fetch_source_chunk, open_batch
+    from tasks.usage import ensure_api_configs, remaining_quota
+
+    with session_scope(env) as s:
+        ensure_api_configs(s)
+        s.execute(update(ApiConfig).where(ApiConfig.source.in_(["pdl", "apollo"]))
+                  .values(monthly_limit=350))
+    batch = open_batch.fn("test:near-the-limit", "generate", "pdl", None, "United States", 500)
+
+    def billed(source: str) -> int:
+        return int(scalar(env, select(func.coalesce(func.sum(ApiUsage.units), 0))
+                          .where(ApiUsage.source == source)))
+
+    for source in ("pdl", "apollo"):
+        first = fetch_source_chunk.fn(batch, source, None, "United States", None, 100)
+        assert len(first.candidates) + len(first.rejected) == 100 and billed(source) == 100
+        # 250 left, 300 wanted: 250 in 3 pages would bill 3 x 84 = 252; 249 bill 3 x 83.
+        other = fetch_source_chunk.fn(batch, source, None, "United States", None, 300)
+        assert len(other.candidates) + len(other.rejected) == 249 and billed(source) == 349
+        # 1 left, and the first search resumes in pages of 100: refused, nothing called.
+        with pytest.raises(SourceFetchError, match=r"less than one page \(100 records\)"):
+            fetch_source_chunk.fn(batch, source, None, "United States", first.next_cursor, 100)
+        assert billed(source) == 349
+        with session_scope(env) as s:
+            assert remaining_quota(s, source) == 1
+    assert scalar(env, select(func.count()).select_from(ApiReservation)) == 0
+
+
 def test_a_fetch_that_crashes_releases_what_it_reserved(
     env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
