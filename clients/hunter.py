@@ -24,6 +24,8 @@ ENDPOINT_DOMAIN_SEARCH = "domain-search"
 ENDPOINT_EMAIL_FINDER = "email-finder"
 ENDPOINT_EMAIL_VERIFIER = "email-verifier"
 VERIFY_STATUSES = frozenset({"valid", "invalid", "accept_all", "webmail", "disposable", "unknown"})
+# Hunter's status for "usage limit reached": the plan's monthly requests are spent (hunter.json).
+QUOTA_STATUS = 429
 
 
 class HunterVerification(VendorModel):
@@ -107,7 +109,7 @@ def _classify(status: int, _headers: httpx.Headers) -> str | None:
     # come with it; Hunter documents none), 222 a transient SMTP failure.
     if status == 403:
         return "rate_limited"
-    if status == 429:
+    if status == QUOTA_STATUS:
         return "quota"
     if status == 222:
         return "retry"

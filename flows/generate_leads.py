@@ -80,6 +80,8 @@ def generate_leads(
     rows_loaded = fetched = 0
     touched: set[int] = set()  # leads the loads created or merged into
     enrich_failures = [0]  # a cell finish() can update
+    # Leads left without a Hunter lookup once Hunter said its monthly quota is used up, and why.
+    quota_stop: dict[str, Any] = {"leads": 0, "why": None}
     pending: deque[tuple[Chunk, PrefectFuture[Any] | None, PrefectFuture[Any] | None]] = deque()
 
     def submit_load(frame: Any, rejected: list[Rejected], seen: Seen | None,
@@ -112,6 +114,12 @@ def generate_leads(
             if outcome.get("skipped") and outcome["skipped"] not in notes:
                 notes.append(outcome["skipped"])
                 log.warning(outcome["skipped"])
+            if outcome.get("quota_stopped"):
+                if quota_stop["why"] is None:
+                    quota_stop["why"] = outcome.get("quota_error")
+                    log.warning("email enrichment stopped: %s; the run's later leads are loaded "
+                                "without a Hunter lookup", quota_stop["why"])
+                quota_stop["leads"] += outcome["quota_stopped"]
             if outcome.get("failures"):
                 enrich_failures[0] += outcome["failures"]
                 log.warning("email enrichment failed for %d leads of this chunk (first: %s); "
@@ -128,6 +136,14 @@ def generate_leads(
         validation = merge_validation(validation, checked.summary)
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
         loads.add(checked.valid, rejected, seen, chunk)
+
+    def quota_notes() -> list[str]:
+        """The batch note saying enrichment stopped for Hunter's quota, if it did."""
+        if not quota_stop["leads"]:
+            return []
+        return [f"email enrichment stopped, Hunter's monthly quota is used up "
+                f"({quota_stop['why']}): {quota_stop['leads']} leads loaded with their email "
+                "lookup skipped or unfinished"]
 
     def give_up(source: str, why: str) -> None:
         """Note and log that `source` is left, and for what."""
@@ -194,11 +210,13 @@ def generate_leads(
         loads.abandon()
         log.error("lead generation failed: %s", exc)
         close_batch(batch_id, rows_loaded, sources_used, validation,
-                    [*notes, f"run failed: {exc}"], status="failed", lead_ids=touched)
+                    [*notes, *quota_notes(), f"run failed: {exc}"], status="failed",
+                    lead_ids=touched)
         raise
     if fetched < max_results:
         searched = ", ".join(sources_used)
         notes.append(f"only {fetched} of {max_results} candidates found (searched: {searched})")
+    notes.extend(quota_notes())
     if enrich_failures[0]:
         notes.append(f"email enrichment failed for {enrich_failures[0]} leads (see the run logs)")
 

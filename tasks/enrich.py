@@ -34,6 +34,7 @@ DOMAIN_SEARCH_LIMIT = 10
 class EnrichFailure:
     candidate_id: str  # "<source>:<source_record_id>"
     reason: str
+    quota: bool = False  # not enriched because Hunter's monthly quota is used up
 
 
 @dataclass(slots=True)
@@ -45,6 +46,13 @@ class EnrichResult:
     calls: list[ApiCall] = field(default_factory=list)
     emails_found: int = 0
     emails_verified: int = 0
+    # Hunter said its monthly quota is used up (429): the error, once; calls stopped there.
+    quota_error: str | None = None
+
+    @property
+    def quota_stopped(self) -> int:
+        """Candidates left without (part of) their enrichment because the quota is used up."""
+        return sum(1 for f in self.failures if f.quota)
 
 
 def candidate_id(candidate: CandidateLead) -> str:
@@ -85,14 +93,21 @@ def pick_best_email(emails: list[HunterEmail]) -> HunterEmail | None:
 class _Run:
     """State shared by the concurrent per-candidate coroutines of one enrichment."""
 
-    def __init__(self, hunter: HunterClient, result: EnrichResult) -> None:
-        self.hunter = hunter
+    def __init__(self, hunter: HunterClient | None, result: EnrichResult,
+                 quota_error: str | None = None) -> None:
+        self._hunter = hunter
         self.result = result
-        self.quota_error: str | None = None
+        self.quota_error = result.quota_error = quota_error
         # One request per domain and per address in a run, however many candidates share it
         # (a chain's branches, one business listed twice): the others await the same answer.
         self._searches: dict[str, asyncio.Future[Any]] = {}
         self._verifications: dict[str, asyncio.Future[Any]] = {}
+
+    @property
+    def hunter(self) -> HunterClient:
+        if self._hunter is None:  # only when the quota is known to be spent: nothing calls
+            raise RuntimeError("no Hunter client to call")
+        return self._hunter
 
     @staticmethod
     def _shared(memo: dict[str, asyncio.Future[Any]], key: str,
@@ -105,17 +120,18 @@ class _Run:
             return future, True
         return future, False
 
-    def fail(self, candidate: CandidateLead, reason: str) -> None:
-        self.result.failures.append(EnrichFailure(candidate_id(candidate), reason))
+    def fail(self, candidate: CandidateLead, reason: str, quota: bool = False) -> None:
+        self.result.failures.append(EnrichFailure(candidate_id(candidate), reason, quota))
 
     def api_failed(self, candidate: CandidateLead, step: str, exc: ApiError,
                    metered: bool = True) -> None:
         if metered:
             self.result.calls.extend(exc.calls)
-        if isinstance(exc, QuotaExceededError):
+        quota = isinstance(exc, QuotaExceededError)
+        if quota and self.quota_error is None:
             # Hunter's monthly usage is gone: stop calling it for the rest of the batch.
-            self.quota_error = str(exc)
-        self.fail(candidate, f"{step}: {exc}")
+            self.quota_error = self.result.quota_error = str(exc)
+        self.fail(candidate, f"{step}: {exc}", quota)
 
     async def enrich(self, candidate: CandidateLead) -> None:
         if candidate.email:
@@ -132,7 +148,7 @@ class _Run:
         if domain is None:  # a Facebook page, a booking platform...: no domain of its own
             return
         if self.quota_error:
-            self.fail(candidate, f"domain-search skipped: {self.quota_error}")
+            self.fail(candidate, f"domain-search skipped: {self.quota_error}", quota=True)
             return
         if candidate.contact_first_name and candidate.contact_last_name:
             # A named contact (CSV, PDL): ask for that person's address first.
@@ -184,7 +200,7 @@ class _Run:
         if candidate.email is None:
             return
         if self.quota_error:
-            self.fail(candidate, f"email-verifier skipped: {self.quota_error}")
+            self.fail(candidate, f"email-verifier skipped: {self.quota_error}", quota=True)
             return
         address = candidate.email
         check, first = self._shared(self._verifications, address.lower(),
@@ -210,11 +226,17 @@ class _Run:
 
 
 async def enrich_candidates(
-    candidates: list[CandidateLead], hunter: HunterClient, concurrency: int
+    candidates: list[CandidateLead], hunter: HunterClient | None, concurrency: int,
+    quota_error: str | None = None,
 ) -> EnrichResult:
-    """Find and verify emails for a batch, at most `concurrency` candidates in flight."""
+    """Find and verify emails for a batch, at most `concurrency` candidates in flight.
+    `quota_error`: Hunter's monthly quota is already known to be used up (why): no request is
+    made, and every candidate Hunter would have been asked about fails with that reason
+    (syntax checks still run). `hunter` may be None only then."""
+    if hunter is None and quota_error is None:
+        raise ValueError("a Hunter client is needed unless its quota is known to be spent")
     result = EnrichResult(candidates=candidates)
-    run = _Run(hunter, result)
+    run = _Run(hunter, result, quota_error)
     semaphore = asyncio.Semaphore(max(1, concurrency))
     # A fixed pool of workers pulling from one iterator: no coroutine per candidate, and the
     # semaphore still bounds the requests in flight if the pool is ever widened.

@@ -27,6 +27,7 @@ from tasks.runtime import relax_gc
 from tasks.staging import CANDIDATE_COLUMNS, CandidateLead
 
 if TYPE_CHECKING:
+    from tasks.enrich import EnrichResult
     from tasks.load import Seen
     from tasks.sources import SourceChunk
     from tasks.validation import ValidationOutcome
@@ -238,15 +239,23 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
     return chunk
 
 
+# Why a chunk's leads go without a Hunter lookup once Hunter said its quota is used up.
+HUNTER_QUOTA_SPENT = "Hunter answered HTTP 429 (its monthly quota is used up) earlier in this run"
+
+
 @task(name="enrich-emails", **NETWORK_TASK)
 def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, Any]:
     """Find and verify emails with Hunter (bounded concurrency); skipped, and said so, when
     Hunter's monthly quota is spent or too low for the whole chunk (each lead costs up to two
-    requests: domain search and verification). Failures per lead are reported, leads kept."""
+    requests: domain search and verification). Failures per lead are reported, leads kept.
+
+    Once Hunter answers 429 (its monthly quota is used up), that call is recorded in api_usage
+    with the batch, and the batch's later chunks skip Hunter without a request: the outcome's
+    `quota_stopped` counts the leads left without a lookup, `quota_error` says why."""
     from clients.http import make_async_client
-    from clients.hunter import HunterClient
+    from clients.hunter import QUOTA_STATUS, SOURCE, HunterClient
     from tasks.enrich import enrich_candidates, reuse_known_emails
-    from tasks.usage import reserve_quota, settle_quota
+    from tasks.usage import batch_got_status, reserve_quota, settle_quota
 
     settings = get_settings()
     with timed(batch_id, "enrich"):
@@ -255,8 +264,13 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
             asked = len(candidates)
             candidates = reuse_known_emails(session, candidates)
             reused = asked - len(candidates)
+            spent = bool(candidates) and batch_got_status(session, SOURCE, batch_id,
+                                                          QUOTA_STATUS)
         if not candidates:
             return {"skipped": None, "failures": 0, "reused": reused}
+        if spent:  # same per-lead reasons as after a 429, without asking Hunter again
+            result = asyncio.run(enrich_candidates(candidates, None, 1, HUNTER_QUOTA_SPENT))
+            return enrich_outcome(result, None, reused)
         try:
             with session_scope() as session:
                 reservation = reserve_quota(session, "hunter", 2 * len(candidates))
@@ -283,10 +297,18 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
         finally:  # whatever happened, the calls made are metered and the rest is free again
             with session_scope() as session:
                 settle_quota(session, reservation, calls, batch_id)
-    return {"skipped": partly, "failures": len(result.failures),
-            "first_failure": result.failures[0].reason if result.failures else None,
+    return enrich_outcome(result, partly, reused)
+
+
+def enrich_outcome(result: EnrichResult, skipped: str | None, reused: int) -> dict[str, Any]:
+    """What `enrich_emails` tells the flow: failures other than the quota's, and apart the
+    leads left without a lookup because Hunter's quota is used up (`quota_stopped`, why)."""
+    failures = [f for f in result.failures if not f.quota]
+    return {"skipped": skipped, "failures": len(failures),
+            "first_failure": failures[0].reason if failures else None,
             "emails_found": result.emails_found, "emails_verified": result.emails_verified,
-            "reused": reused}
+            "reused": reused, "quota_stopped": result.quota_stopped,
+            "quota_error": result.quota_error}
 
 
 @task(name="analyse-websites", **NETWORK_TASK)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from clients.http import ApiCall, QuotaExceededError
 from models.api_usage import ApiConfig, ApiReservation, ApiUsage
+from models.leads import LeadBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +209,20 @@ def record_calls(
     ]
     session.execute(insert(ApiUsage), rows)
     return len(rows)
+
+
+def batch_got_status(session: Session, source: str, batch_id: int, status_code: int) -> bool:
+    """Whether a call of batch `batch_id` to `source` is recorded with `status_code`: e.g.
+    Hunter's 429 (its monthly quota is used up), so the batch's later chunks stop asking."""
+    batch = session.get(LeadBatch, batch_id)
+    if batch is None:
+        return False
+    # (source, called_at) is indexed; an hour's margin for clocks of other workers.
+    since = batch.started_at - RESERVATION_TTL
+    found = session.scalar(
+        select(ApiUsage.id).where(
+            ApiUsage.source == source, ApiUsage.called_at >= since,
+            ApiUsage.batch_id == batch_id, ApiUsage.status_code == status_code,
+        ).limit(1)
+    )
+    return found is not None

@@ -491,3 +491,31 @@ def test_enrichment_is_cut_to_what_the_hunter_quota_allows(env: str) -> None:
         searched = s.scalar(select(func.count()).where(ApiUsage.source == "hunter",
                                                        ApiUsage.endpoint == "domain-search"))
     assert searched is not None and searched <= 10
+
+
+def test_a_hunter_quota_used_up_is_learnt_once_per_run_and_said_in_the_summary(
+    env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hunter's 429 means its monthly quota is used up: the call that got it is recorded with
+    the batch, the run's later chunks skip Hunter without a request, every lead is still
+    loaded, and the batch notes say enrichment stopped for the quota (not 'failed')."""
+    from leadflow.settings import reset_settings_cache
+
+    monkeypatch.setenv("LEADFLOW_PIPELINE_DEPTH", "1")  # chunk k is done before k+1 asks
+    monkeypatch.setenv("LEADFLOW_ENRICH_CONCURRENCY", "1")
+    reset_settings_cache()
+    sandbox_env.set_faults({"hunter": {"rate": 1.0, "kinds": ["429"]}})
+
+    summary = run(location="United States", max_results=300, analyse=False)  # 3 chunks
+
+    assert summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"] == 300
+    assert sandbox_env.stats()["targets"]["hunter"]["requests"] == 1  # was one per chunk
+    with session_scope(env) as s:
+        refused = s.execute(select(ApiUsage.batch_id, ApiUsage.units).where(
+            ApiUsage.source == "hunter", ApiUsage.status_code == 429)).all()
+    assert refused == [(summary["batch_id"], 0)]
+    stopped = [n for n in summary["notes"] if n.startswith("email enrichment stopped")]
+    assert len(stopped) == 1 and "Hunter's monthly quota is used up" in stopped[0]
+    assert " leads loaded with their email lookup skipped or unfinished" in stopped[0]
+    assert int(stopped[0].split(": ")[-1].split(" ")[0]) > 100  # leads of all three chunks
+    assert not any(n.startswith("email enrichment failed") for n in summary["notes"])

@@ -188,6 +188,31 @@ def test_monthly_quota_stops_further_hunter_calls(scripted: ScriptedServer) -> N
     assert len(scripted.hits(VERIFY)) == 1
     assert len(result.failures) == 6
     assert all("usage limit" in f.reason for f in result.failures)
+    # ...and says so: the quota's error once, and every lead it left without a lookup.
+    assert result.quota_error is not None and "usage limit" in result.quota_error
+    assert result.quota_stopped == 6 and all(f.quota for f in result.failures)
+
+
+def test_a_quota_known_to_be_spent_asks_hunter_nothing_and_says_why_per_lead(
+    scripted: ScriptedServer,
+) -> None:
+    # A later chunk of a run whose Hunter quota is used up: no client, no request, the same
+    # per-lead reasons as after the 429; syntax checks still run, nobody is dropped.
+    candidates = [lead(0), lead(1, website="bella-salon.com"), lead(2, email="a@b.com"),
+                  lead(3, email="not an address"), lead(4, website="https://x.example",
+                                                        contact_first_name="Ann",
+                                                        contact_last_name="Lee")]
+    result = asyncio.run(enrich_candidates(candidates, None, 4, quota_error="spent earlier"))
+    assert scripted.requests == [] and result.calls == []
+    assert result.candidates == candidates
+    assert {f.candidate_id: f.reason for f in result.failures} == {
+        "apollo:id1": "domain-search skipped: spent earlier",
+        "apollo:id2": "email-verifier skipped: spent earlier",
+        "apollo:id4": "domain-search skipped: spent earlier"}
+    assert result.quota_stopped == 3 and result.quota_error == "spent earlier"
+    assert candidates[3].email_status == "invalid"
+    with pytest.raises(ValueError, match="Hunter client"):
+        asyncio.run(enrich_candidates(candidates, None, 4))
 
 
 def test_enrichment_against_the_sandbox_finds_and_verifies(sandbox_env: Any) -> None:

@@ -188,3 +188,27 @@ def test_runs_reserving_at_once_never_exceed_the_monthly_limit(db_url: str) -> N
     assert sorted(g for g in granted if g) == [10, 30, 30, 30]
     with session_scope(db_url) as s:
         assert remaining_quota(s, "pdl", NOW) == 0
+
+
+def test_a_batch_remembers_the_status_a_source_answered_it_with(db_url: str) -> None:
+    """Hunter's 429 (its monthly quota is used up) is metered with the batch like any call, so
+    the batch's later chunks can tell without asking Hunter again; other batches and other
+    sources' 429s (a rate limit there) do not count."""
+    from tasks.batches import start_batch
+    from tasks.usage import batch_got_status
+
+    now = datetime.now(UTC)
+    with session_scope(db_url) as s:
+        ensure_api_configs(s)
+        batch = start_batch(s, "run-1", "generate", "apollo", None, None, 10)
+        other = start_batch(s, "run-2", "generate", "apollo", None, None, 10)
+        record_calls(s, [call("apollo", 0, now, status=429), call("hunter", 1, now)], other)
+        record_calls(s, [call("hunter", 1, now)], batch)
+    with session_scope(db_url) as s:
+        assert not batch_got_status(s, "hunter", batch, 429)
+        record_calls(s, [call("hunter", 0, now, status=429)], batch)
+    with session_scope(db_url) as s:
+        assert batch_got_status(s, "hunter", batch, 429)
+        assert not batch_got_status(s, "hunter", other, 429)
+        assert batch_got_status(s, "apollo", other, 429)  # (the caller says what 429 means)
+        assert not batch_got_status(s, "hunter", 10_000, 429)  # no such batch
