@@ -7,6 +7,8 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import pickle
 import threading
 from collections.abc import Callable
@@ -72,8 +74,27 @@ def _start_worker() -> None:
     global _in_worker
     _in_worker = True
     relax_gc()
+    _exit_with_parent()
     for name in FORWARDED_LOGGERS:  # as in the flow's process (Prefect's logging level)
         logging.getLogger(name).setLevel(logging.INFO)
+
+
+def _exit_with_parent() -> None:
+    """In the worker: exit as soon as the process that started it is gone. A flow run's process
+    killed outright (a cancellation past its grace period, the OOM killer), or ended by
+    SIGTERM without Python's exit handlers, never tells its pool to stop, and the worker would
+    wait for work for ever with its database connections (a load it was running is rolled
+    back; the run's retry or re-run loads it again)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch(sentinel: int) -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, args=(parent.sentinel,), name="leadflow-parent-watch",
+                     daemon=True).start()
 
 
 def _forget_other_databases(url: str) -> None:

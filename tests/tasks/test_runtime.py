@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +19,8 @@ from models import Lead, LeadSourceRecord
 from models.db import session_scope
 from tasks import runtime
 from tasks.load import Seen
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_relax_gc_raises_the_thresholds_and_never_lowers_them() -> None:
@@ -64,3 +72,45 @@ def test_what_the_worker_logs_is_logged_again_in_the_calling_process(
     assert ("tasks.dedupe", logging.WARNING, "2 rows match several existing leads") in got
     assert ("tasks.load", logging.INFO, "loaded in the worker") in got
     assert not [r for r in got if r[0] == "elsewhere"]
+
+
+WORKER_PARENT = """
+import os, sys, time
+from tasks import runtime
+
+if __name__ == "__main__":
+    print(runtime.run_in_worker(os.getpid), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_worker_exits_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    """A flow run's process killed outright (a cancellation past its grace period, the OOM
+    killer; Prefect also ends a cancelled run by SIGTERM without Python's exit handlers) must
+    not leave its load worker behind, idle for ever with its database connections."""
+    script = tmp_path / "parent.py"
+    script.write_text(WORKER_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    assert parent.stdout is not None
+    worker_pid = int(parent.stdout.readline())
+    try:
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while _alive(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker_pid), "the load worker outlived its parent"
+    finally:
+        if _alive(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead (its parent, init here, has not reaped it yet).
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
