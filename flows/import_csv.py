@@ -89,7 +89,7 @@ def import_csv(
                 valid, seen = to_frame([]), None
             loads.add(valid, rejected, seen, (chunk.first_line, chunk.last_line))
         loads.wait()  # the last chunk's load, before the batch is closed
-    except Exception as exc:
+    except BaseException as exc:  # a cancellation (TerminationSignal) or Ctrl-C too
         loads.abandon()
         log.error("import of %s failed: %s", path, exc)
         close_batch(batch_id, rows_loaded, [report.source] if report else [], validation,

@@ -179,3 +179,48 @@ def test_lines_swallowed_by_a_quote_left_open_are_kept_in_the_quarantine(tmp_pat
     for text in lines[1:]:
         name = text.split(",")[0]
         assert name in names or f"{text}\n" in payload["_text"], name
+
+
+def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
+    tmp_path: Path, pg_settings: str, prefect_server: str,
+) -> None:
+    """Prefect cancels a run with SIGTERM, which its engine raises in the flow as
+    TerminationSignal (a BaseException, as is Ctrl-C's KeyboardInterrupt): the process is
+    really signalled here, mid-file, and the batch must end `failed`, never stay `running`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "big.csv"
+    rows = [f"Salon {i},https://salon-{i}.example,512-555-{i:04d},Austin,TX,Salon"
+            for i in range(20_000)]
+    path.write_text("company,website,phone,city,state,industry\n" + "\n".join(rows) + "\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "LEADFLOW_DATABASE_URL": pg_settings,
+           "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
+    code = ("import sys; from flows.import_csv import import_csv; "
+            "import_csv(sys.argv[1], chunk_rows=200)")
+    log = tmp_path / "import.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=root, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not lead_names() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the import ended before it could be cancelled"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = log.read_text(errors="replace")
+    with session_scope() as session:
+        batches = session.scalars(select(LeadBatch)).all()
+        assert [(b.kind, b.status) for b in batches] == [("import_csv", "failed")], stderr[-3000:]
+        assert batches[0].finished_at is not None
+        assert batches[0].notes and "import failed" in batches[0].notes[0]
+        assert batches[0].leads_generated == len(lead_names()) > 0
