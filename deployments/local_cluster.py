@@ -146,6 +146,12 @@ class LocalCluster:
     def flow_run(self, run_id: str) -> dict[str, Any]:
         return self._api("GET", f"/flow_runs/{run_id}")
 
+    def run_logs(self, run_id: str) -> list[str]:
+        """The messages of a flow run's log (what its page in the UI shows), oldest first."""
+        logs = self._api("POST", "/logs/filter", json={
+            "logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200})
+        return [entry["message"] for entry in logs]
+
     def wait(self, run_ids: list[str], timeout: float = 600) -> dict[str, str]:
         """Wait until every run reaches a final state; returns run id -> state type."""
         deadline = time.monotonic() + timeout
