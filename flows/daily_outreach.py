@@ -6,8 +6,9 @@ stop the others, nor the sending of what is due; the run then ends failed, namin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -16,15 +17,37 @@ from leadflow.settings import get_settings
 from tasks.outreach.steps import compose_due, enqueue_campaign, publish_funnel, send_due
 
 
+def hours_served(now: datetime, schedule_timezone: str) -> list[datetime]:
+    """The hours (UTC) whose campaigns the run scheduled at `now` contacts: its own, after any
+    its schedule left without a run. Prefect's hourly cron fires on each new wall-clock hour
+    of the schedule's time zone, not each elapsed hour: the day that zone's clocks go back,
+    an hour passes without a run (America/New_York: 05:00 then 07:00 UTC), and the campaigns
+    whose outreach hour it was would wait a whole day. The previous run is the one an hour
+    earlier on the schedule's wall clock (at most an hour earlier in UTC)."""
+    now = datetime.fromtimestamp(now.timestamp(), UTC)  # whatever type Prefect's runtime gave
+    zone = ZoneInfo(schedule_timezone)
+    wall_before = now.astimezone(zone).replace(tzinfo=None) - timedelta(hours=1)
+    previous = min(wall_before.replace(tzinfo=zone).astimezone(UTC), now - timedelta(hours=1))
+    hours = []
+    hour = previous + timedelta(hours=1)
+    while hour < now:
+        hours.append(hour)
+        hour += timedelta(hours=1)
+    return [*hours, now]
+
+
 @flow(name="daily-outreach", log_prints=False)
 def daily_outreach() -> dict[str, Any]:
     from tasks.outreach.campaign_leads import campaigns_due
 
     log = get_run_logger()
+    settings = get_settings()
     # The hour this run was scheduled for: a run that starts late still serves its own hour.
     scheduled = flow_run.scheduled_start_time
     now = scheduled.astimezone(UTC) if scheduled else datetime.now(UTC)
-    due = campaigns_due(get_settings().database_url, now)
+    due = list(dict.fromkeys(
+        campaign_id for hour in hours_served(now, settings.schedule_timezone)
+        for campaign_id in campaigns_due(settings.database_url, hour)))
     if not due:
         log.info("no campaign has its outreach hour now")
     enqueued = []

@@ -251,3 +251,32 @@ def test_daily_lead_generation_feeds_each_automated_campaign_its_leads_per_day(
     assert 0 < len(linked) <= 12 and c.leads_generated == len(linked)
     assert results[0]["leads_linked"] + again[0]["leads_linked"] == len(linked)
     assert all(lead.email_norm and lead.city.lower() == "austin" for lead in matched)
+
+
+def test_the_hour_the_clocks_repeat_in_the_schedule_time_zone_is_not_skipped(
+    env: str, relay: SmtpServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect's hourly cron fires on each new wall-clock hour of the schedule's time zone: the
+    day New York's clocks go back, its runs are at 05:00 and 07:00 UTC. A campaign whose hour
+    is 06:00 UTC must still be contacted that day, by the 07:00 run."""
+    from flows.daily_outreach import daily_outreach
+    from leadflow.settings import reset_settings_cache
+
+    monkeypatch.setenv("LEADFLOW_SCHEDULE_TIMEZONE", "America/New_York")
+    reset_settings_cache()
+    # The run the schedule made after 01:00 EDT (05:00 UTC): 02:00 EST. (Prefect's runtime
+    # cannot take a datetime from its PREFECT__RUNTIME__ environment variables.)
+    import prefect.runtime.flow_run
+
+    monkeypatch.setattr(prefect.runtime.flow_run, "scheduled_start_time",
+                        datetime(2026, 11, 1, 7, tzinfo=UTC), raising=False)
+    six = campaign(env, name="six utc", timezone="UTC", schedule_hour=6)
+    seven = campaign(env, name="seven utc", timezone="UTC", schedule_hour=7)
+    five = campaign(env, name="five utc", timezone="UTC", schedule_hour=5)
+    one_edt = campaign(env, name="1:00 in New York", timezone="America/New_York",
+                       schedule_hour=1)
+
+    result = daily_outreach()
+
+    assert sorted(result["campaigns"]) == sorted([six, seven])
+    assert five not in result["campaigns"] and one_edt not in result["campaigns"]
