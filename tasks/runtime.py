@@ -7,10 +7,11 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
+import select
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -70,31 +71,47 @@ _in_worker = False
 _worker_url: str | None = None
 
 
-def _start_worker() -> None:
+def _start_worker(parent_pid: int) -> None:
     global _in_worker
     _in_worker = True
     relax_gc()
-    _exit_with_parent()
+    exit_with(parent_pid)
     for name in FORWARDED_LOGGERS:  # as in the flow's process (Prefect's logging level)
         logging.getLogger(name).setLevel(logging.INFO)
 
 
-def _exit_with_parent() -> None:
-    """In the worker: exit as soon as the process that started it is gone. A flow run's process
-    killed outright (a cancellation past its grace period, the OOM killer), or ended by
-    SIGTERM without Python's exit handlers, never tells its pool to stop, and the worker would
-    wait for work for ever with its database connections (a load it was running is rolled
-    back; the run's retry or re-run loads it again)."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
+def exit_with(pid: int) -> None:
+    """In a pool's worker process: exit as soon as process `pid` (the one that made the pool)
+    is gone. A flow run's process killed outright (a cancellation past its grace period, the
+    OOM killer), or ended by SIGTERM without Python's exit handlers, never tells its pools to
+    stop, and their workers would wait for work for ever, the load worker with its database
+    connections (a load it was running is rolled back; the run's retry or re-run loads it
+    again). A pool initializer: the pool's process passes its own pid (a forkserver's
+    children are not its children)."""
 
-    def watch(sentinel: int) -> None:
-        multiprocessing.connection.wait([sentinel])
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(pid)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:  # no pidfd (an old kernel): look every second
+            while _alive(pid):
+                time.sleep(1)
+            os._exit(1)
+        select.select([handle], [], [])  # readable once the process has ended
         os._exit(1)
 
-    threading.Thread(target=watch, args=(parent.sentinel,), name="leadflow-parent-watch",
-                     daemon=True).start()
+    threading.Thread(target=watch, name="leadflow-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _forget_other_databases(url: str) -> None:
@@ -156,6 +173,7 @@ def run_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
         if _worker is None:
             # spawn, not fork: the flow's process runs threads (Prefect's, the loads').
             _worker = ProcessPoolExecutor(max_workers=1, initializer=_start_worker,
+                                          initargs=(os.getpid(),),
                                           mp_context=multiprocessing.get_context("spawn"))
         worker = _worker
     try:

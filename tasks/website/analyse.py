@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import multiprocessing
+import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from models.analysis import WebsiteAnalysis
 from tasks.keys import registrable_domain
+from tasks.runtime import exit_with
 from tasks.website.detect import SiteFacts, analyse_html
 from tasks.website.fetch import FetchResult, fetch_site, make_client
 
@@ -99,7 +101,9 @@ def parse_pool(workers: int) -> ProcessPoolExecutor | None:
         # in whatever state they are in.
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["tasks.website.detect", "tasks.website.fetch"])
-        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        # Its workers exit with this process, even killed outright (tasks.runtime.exit_with).
+        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                    initializer=exit_with, initargs=(os.getpid(),))
         _POOL_SIZE = workers
     return _POOL
 

@@ -74,36 +74,51 @@ def test_what_the_worker_logs_is_logged_again_in_the_calling_process(
     assert not [r for r in got if r[0] == "elsewhere"]
 
 
-WORKER_PARENT = """
-import os, sys, time
+LOAD_WORKER_PARENT = """
+import os, time
 from tasks import runtime
 
 if __name__ == "__main__":
     print(runtime.run_in_worker(os.getpid), flush=True)
     time.sleep(120)
 """
+PARSE_POOL_PARENT = """
+import os, time
+from tasks.website.analyse import parse_pool
+
+if __name__ == "__main__":
+    pool = parse_pool(2)
+    print(",".join(str(pool.submit(os.getpid).result()) for _ in range(4)), flush=True)
+    time.sleep(120)
+"""
 
 
-def test_the_worker_exits_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parent_code", [LOAD_WORKER_PARENT, PARSE_POOL_PARENT],
+                         ids=["load-worker", "parse-pool"])
+def test_pool_workers_exit_when_the_process_that_started_them_is_killed(
+    tmp_path: Path, parent_code: str,
+) -> None:
     """A flow run's process killed outright (a cancellation past its grace period, the OOM
     killer; Prefect also ends a cancelled run by SIGTERM without Python's exit handlers) must
-    not leave its load worker behind, idle for ever with its database connections."""
+    not leave its pools' workers behind, idle for ever (the load worker with its database
+    connections)."""
     script = tmp_path / "parent.py"
-    script.write_text(WORKER_PARENT)
+    script.write_text(parent_code)
     parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
     assert parent.stdout is not None
-    worker_pid = int(parent.stdout.readline())
+    workers = {int(pid) for pid in parent.stdout.readline().split(",")}
     try:
         parent.kill()
         parent.wait(timeout=30)
         deadline = time.monotonic() + 20
-        while _alive(worker_pid) and time.monotonic() < deadline:
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(worker_pid), "the load worker outlived its parent"
+        assert not [pid for pid in workers if _alive(pid)], "a worker outlived its parent"
     finally:
-        if _alive(worker_pid):
-            os.kill(worker_pid, signal.SIGKILL)
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
