@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 
 from flows.generate_leads import SourceName, generate_leads
 from leadflow.settings import get_settings
@@ -63,7 +64,22 @@ def daily_lead_generation() -> list[dict[str, Any]]:
             continue
         log.info("campaign %s: %s leads linked from batches %s", campaign_id,
                  result["leads_linked"], result["batches"])
+    _publish(results)
     failed = [r["campaign_id"] for r in results if "error" in r]
     if failed:
         raise RuntimeError(f"lead generation failed for campaigns {failed} (the others ran)")
     return results
+
+
+def _publish(results: list[dict[str, Any]]) -> None:
+    """What each campaign got, or why not, as a table artifact on the run's page (published
+    before a failed campaign fails the run); each batch's summary is on its subflow's run."""
+    create_table_artifact(
+        key="daily-lead-generation",
+        table=[{"campaign_id": r["campaign_id"], "leads_linked": r["leads_linked"],
+                "batches": ", ".join(map(str, r["batches"])) or "-",
+                "outcome": (f"failed: {r['error']}" if "error" in r
+                            else f"skipped: {r['skipped']}" if "skipped" in r else "ok")}
+               for r in results] or [{"note": "no active automated daily campaign"}],
+        description="Leads linked to each automated daily campaign by this run.",
+    )

@@ -280,3 +280,34 @@ def test_the_hour_the_clocks_repeat_in_the_schedule_time_zone_is_not_skipped(
 
     assert sorted(result["campaigns"]) == sorted([six, seven])
     assert five not in result["campaigns"] and one_edt not in result["campaigns"]
+
+
+def test_daily_lead_generation_leaves_a_table_of_what_each_campaign_got(env: str) -> None:
+    """The run's page shows, per campaign, what it got and why not (skipped, failed), also
+    when the run fails; the batches' own artifacts are on the generate-leads subflow runs."""
+    from prefect.artifacts import Artifact
+
+    from flows.daily_lead_generation import daily_lead_generation
+
+    untargeted = campaign(env, name="untargeted", campaign_type="automated",
+                          target_industry=None, target_location=None)
+    broken = campaign(env, name="broken zone", campaign_type="automated", sources=["apollo"],
+                      target_industry="salon", target_location="Austin, TX",
+                      timezone="Mars/Olympus_Mons")
+
+    with pytest.raises(RuntimeError, match=f"campaigns \\[{broken}\\]"):
+        daily_lead_generation()
+
+    artifact = Artifact.get("daily-lead-generation")
+    assert artifact is not None and artifact.type == "table"
+    rows = {row["campaign_id"]: row for row in _table(artifact.data)}
+    assert set(rows) == {untargeted, broken}
+    assert rows[untargeted]["leads_linked"] == 0
+    assert "needs sources" in rows[untargeted]["outcome"]
+    assert "Mars/Olympus_Mons" in rows[broken]["outcome"]
+
+
+def _table(data: Any) -> list[dict[str, Any]]:
+    import json
+
+    return json.loads(data) if isinstance(data, str) else data
