@@ -209,9 +209,10 @@ def generate_leads(
     except BaseException as exc:
         loads.abandon()
         log.error("lead generation failed: %s", exc)
-        close_batch(batch_id, rows_loaded, sources_used, validation,
-                    [*notes, *quota_notes(), f"run failed: {exc}"], status="failed",
-                    lead_ids=touched)
+        closed = close_batch(batch_id, rows_loaded, sources_used, validation,
+                             [*notes, *quota_notes(), f"run failed: {exc}"], status="failed",
+                             lead_ids=touched)
+        _publish_failed(closed.as_dict(), validation)
         raise
     if fetched < max_results:
         searched = ", ".join(sources_used)
@@ -229,14 +230,15 @@ def generate_leads(
     return summary
 
 
-def _publish(summary: dict[str, Any], validation: dict[str, Any]) -> None:
+def _publish(summary: dict[str, Any], validation: dict[str, Any], failed: bool = False) -> None:
     """The batch summary, and the validation summary rule by rule, as table artifacts."""
     from tasks.validation import run_table
 
     create_table_artifact(
         key="lead-batch-summary",
         table=summary_rows(summary, validation),
-        description=f"Lead batch {summary['batch_id']}: summary and validation",
+        description=(f"Lead batch {summary['batch_id']}{' (failed)' if failed else ''}: "
+                     "summary and validation"),
     )
     create_table_artifact(
         key="lead-batch-validation",
@@ -244,3 +246,13 @@ def _publish(summary: dict[str, Any], validation: dict[str, Any]) -> None:
         description=(f"Lead batch {summary['batch_id']}: {validation.get('rows_valid', 0)} of "
                      f"{validation.get('rows_in', 0)} rows passed the Great Expectations suite"),
     )
+
+
+def _publish_failed(summary: dict[str, Any], validation: dict[str, Any]) -> None:
+    """A failed run's batch on its page too: what it loaded before failing stays loaded, and
+    its notes say what failed. The run's own error is the one to raise: an artifact that
+    cannot be published (the Prefect API may be what failed) is only logged."""
+    try:
+        _publish(summary, validation, failed=True)
+    except Exception as exc:  # noqa: BLE001 - the run's own error is the one to report
+        get_run_logger().warning("the failed batch's summary was not published: %s", exc)

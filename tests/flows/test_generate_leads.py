@@ -362,6 +362,13 @@ def test_a_run_where_every_source_fails_fails_and_says_so(
         assert [n.split(" ")[0] for n in failures] == ["apollo", "google_places", "pdl"]
         assert failures[-1].endswith("no source left to try")
         assert batch.notes[-1].startswith("run failed: no source could be queried")
+    # The failed run's page shows its batch too (what a failed run loaded stays loaded).
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("lead-batch-summary")
+    assert artifact is not None and artifact.description is not None
+    assert artifact.description.startswith(f"Lead batch {batch.id} (failed)")
+    assert "run failed: no source could be queried" in str(artifact.data)
 
 
 def test_hunter_timeouts_leave_leads_without_email_but_loaded(
