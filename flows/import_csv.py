@@ -92,8 +92,11 @@ def import_csv(
     except BaseException as exc:  # a cancellation (TerminationSignal) or Ctrl-C too
         loads.abandon()
         log.error("import of %s failed: %s", path, exc)
-        close_batch(batch_id, rows_loaded, [report.source] if report else [], validation,
-                    [f"import failed: {exc}"], status="failed", lead_ids=touched)
+        closed = close_batch(batch_id, rows_loaded, [report.source] if report else [],
+                             validation, [f"import failed: {exc}"], status="failed",
+                             lead_ids=touched)
+        if report is not None:  # else nothing was read: the error says why
+            _publish_failed(closed.as_dict(), validation, report)
         raise
     assert report is not None  # read_leads_csv always yields at least one chunk
 
@@ -106,8 +109,19 @@ def import_csv(
     return summary
 
 
+def _publish_failed(summary: dict[str, Any], validation: dict[str, Any],
+                    report: CsvImportReport) -> None:
+    """A failed import's batch on its page too: the chunks loaded before the failure stay
+    loaded. The run's own error is the one to raise: an artifact that cannot be published
+    (the Prefect API may be what failed) is only logged."""
+    try:
+        _publish(summary, validation, report, failed=True)
+    except Exception as exc:  # noqa: BLE001 - the run's own error is the one to report
+        get_run_logger().warning("the failed import's summary was not published: %s", exc)
+
+
 def _publish(summary: dict[str, Any], validation: dict[str, Any],
-             report: CsvImportReport) -> None:
+             report: CsvImportReport, failed: bool = False) -> None:
     """The batch summary, the CSV report and the validation summary as one table artifact."""
     rows: list[dict[str, Any]] = [
         {"metric": "file", "value": report.path},
@@ -124,5 +138,6 @@ def _publish(summary: dict[str, Any], validation: dict[str, Any],
     create_table_artifact(
         key="csv-import-summary",
         table=rows,
-        description=f"CSV import, batch {summary['batch_id']}: {report.describe()}",
+        description=(f"CSV import, batch {summary['batch_id']}"
+                     f"{' (failed)' if failed else ''}: {report.describe()}"),
     )

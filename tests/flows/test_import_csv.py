@@ -224,3 +224,9 @@ def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
         assert batches[0].finished_at is not None
         assert batches[0].notes and "import failed" in batches[0].notes[0]
         assert batches[0].leads_generated == len(lead_names()) > 0
+    # The run's page shows the batch too, with what the chunks before the signal loaded.
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("csv-import-summary")
+    assert artifact is not None and artifact.description is not None
+    assert artifact.description.startswith(f"CSV import, batch {batches[0].id} (failed)")
