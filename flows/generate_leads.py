@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 from pydantic import Field, StringConstraints
 
 from leadflow.settings import MAX_RESULTS, get_settings
-from tasks.batches import Rejected, merge_validation, summary_rows
+from tasks.batches import Rejected, failure_note, merge_validation, summary_rows
 from tasks.steps import (
     Chunk,
     OrderedLoads,
@@ -208,9 +208,10 @@ def generate_leads(
         loads.wait()  # the last chunk's load, before the batch is closed
     except BaseException as exc:
         loads.abandon()
-        log.error("lead generation failed: %s", exc)
+        log.error("lead generation failed: %s", failure_note(exc))
         closed = close_batch(batch_id, rows_loaded, sources_used, validation,
-                             [*notes, *quota_notes(), f"run failed: {exc}"], status="failed",
+                             [*notes, *quota_notes(), f"run failed: {failure_note(exc)}"],
+                             status="failed",
                              lead_ids=touched)
         _publish_failed(closed.as_dict(), validation)
         raise

@@ -15,7 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from tasks.batches import Rejected, merge_validation, summary_rows
+from tasks.batches import Rejected, failure_note, merge_validation, summary_rows
 from tasks.csv_import import CsvImportReport, read_leads_csv
 from tasks.steps import (
     OrderedLoads,
@@ -91,10 +91,10 @@ def import_csv(
         loads.wait()  # the last chunk's load, before the batch is closed
     except BaseException as exc:  # a cancellation (TerminationSignal) or Ctrl-C too
         loads.abandon()
-        log.error("import of %s failed: %s", path, exc)
+        log.error("import of %s failed: %s", path, failure_note(exc))
         closed = close_batch(batch_id, rows_loaded, [report.source] if report else [],
-                             validation, [f"import failed: {exc}"], status="failed",
-                             lead_ids=touched)
+                             validation, [f"import failed: {failure_note(exc)}"],
+                             status="failed", lead_ids=touched)
         if report is not None:  # else nothing was read: the error says why
             _publish_failed(closed.as_dict(), validation, report)
         raise

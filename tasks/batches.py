@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,24 @@ def start_batch(session: Session, run_key: str, kind: str, source: str, industry
     session.add(batch)
     session.flush()
     return batch.id
+
+
+def failure_note(exc: BaseException) -> str:
+    """What ended a failed run, for its batch's notes: the error's message, or what stopped a
+    run from outside (Prefect's cancellation raises TerminationSignal, whose message is only
+    the signal's number; Ctrl-C's KeyboardInterrupt has none)."""
+    if isinstance(exc, Exception):
+        return str(exc) or type(exc).__name__
+    signum = getattr(exc, "signal", None)  # TerminationSignal's, however it was raised
+    if not isinstance(signum, int):
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if signum is None:
+        return f"stopped ({type(exc).__name__})"
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return f"stopped by {name} (the run was cancelled or its process ended)"
 
 
 def _json_safe(value: Any) -> Any:
