@@ -125,6 +125,22 @@ def _worth_retrying(error: ApiError) -> bool:
     return error.retry_after is None or error.retry_after <= get_settings().http_backoff_max_s
 
 
+def retry_unless_hopeless(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition of database tasks: retry what another attempt may fix (the
+    database unreachable or busy, a serialisation failure, a lost worker process), not a row
+    that is not there (an unknown campaign) or a value refused (ValueError, LookupError,
+    TypeError: the same input fails the same way)."""
+    from sqlalchemy.exc import MultipleResultsFound, NoResultFound
+
+    try:
+        state.result()
+    except (NoResultFound, MultipleResultsFound, ValueError, LookupError, TypeError):
+        return False
+    except Exception:
+        return True
+    return True
+
+
 # The clients already retry each request (backoff, jitter, Retry-After); task retries cover a
 # whole chunk failing, e.g. an API down for a minute.
 _settings = get_settings()
@@ -138,6 +154,7 @@ NETWORK_TASK: dict[str, Any] = dict(
 DB_TASK: dict[str, Any] = dict(
     retries=_settings.task_retries,
     retry_delay_seconds=exponential_backoff(backoff_factor=_settings.task_retry_delay_s),
+    retry_condition_fn=retry_unless_hopeless,
     cache_policy=NO_CACHE,
 )
 PURE_TASK: dict[str, Any] = dict(cache_policy=NO_CACHE)
