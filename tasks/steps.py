@@ -377,7 +377,7 @@ def score_chunk(batch_id: int, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @task(name="dedupe-leads", **DB_TASK)
-def dedupe_chunk(batch_id: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, Seen | None]:
+def dedupe_chunk(batch_id: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, Seen]:
     """Normalised keys, clusters within the chunk, and matches against existing leads; also
     what the match could see of the leads, so the load re-matches only against leads
     committed since."""
