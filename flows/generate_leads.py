@@ -33,11 +33,13 @@ from tasks.steps import (
     dedupe_chunk,
     enrich_emails,
     fetch_source_chunk,
+    forget_stage_timing,
     load_chunk,
     open_batch,
     quoted,
     score_chunk,
     stage_report,
+    start_stage_timing,
     timed,
     to_frame,
     validate_chunk,
@@ -152,6 +154,7 @@ def generate_leads(
         notes.append(note)
         log.warning(note)
 
+    start_stage_timing(batch_id)  # reported when the run succeeds, else forgotten
     try:
         for current in order:
             cursor: str | None = None
@@ -207,6 +210,7 @@ def generate_leads(
             finish(*pending.popleft())
         loads.wait()  # the last chunk's load, before the batch is closed
     except BaseException as exc:
+        forget_stage_timing(batch_id)
         loads.abandon()
         log.error("lead generation failed: %s", failure_note(exc))
         closed = close_batch(batch_id, rows_loaded, sources_used, validation,
@@ -215,6 +219,7 @@ def generate_leads(
                              lead_ids=touched)
         _publish_failed(closed.as_dict(), validation)
         raise
+    stage_seconds = stage_report(batch_id)
     if fetched < max_results:
         searched = ", ".join(sources_used)
         notes.append(f"only {fetched} of {max_results} candidates found (searched: {searched})")
@@ -224,7 +229,7 @@ def generate_leads(
 
     summary = close_batch(batch_id, rows_loaded, sources_used, validation, notes,
                           lead_ids=touched).as_dict()
-    summary["stage_seconds"] = stage_report(batch_id)
+    summary["stage_seconds"] = stage_seconds
     _publish(summary, validation)
     log.info("batch %s done: %s", batch_id, {k: summary[k] for k in
              ("leads_generated", "leads_merged", "rows_rejected", "avg_score")})

@@ -21,11 +21,13 @@ from tasks.steps import (
     OrderedLoads,
     close_batch,
     dedupe_chunk,
+    forget_stage_timing,
     load_chunk,
     open_batch,
     quoted,
     score_chunk,
     stage_report,
+    start_stage_timing,
     timed,
     to_frame,
     validate_chunk,
@@ -69,6 +71,7 @@ def import_csv(
     # Chunk k's load runs in the background while chunk k+1 is read, scored, deduped and
     # validated; loads stay one at a time, in file order.
     loads = OrderedLoads(submit_load, loaded)
+    start_stage_timing(batch_id)  # reported when the run succeeds, else forgotten
     try:
         chunks = read_leads_csv(path, chunk_rows)
         while True:
@@ -90,6 +93,7 @@ def import_csv(
             loads.add(valid, rejected, seen, (chunk.first_line, chunk.last_line))
         loads.wait()  # the last chunk's load, before the batch is closed
     except BaseException as exc:  # a cancellation (TerminationSignal) or Ctrl-C too
+        forget_stage_timing(batch_id)
         loads.abandon()
         log.error("import of %s failed: %s", path, failure_note(exc))
         closed = close_batch(batch_id, rows_loaded, [report.source] if report else [],
@@ -98,12 +102,13 @@ def import_csv(
         if report is not None:  # else nothing was read: the error says why
             _publish_failed(closed.as_dict(), validation, report)
         raise
+    stage_seconds = stage_report(batch_id)
     assert report is not None  # read_leads_csv always yields at least one chunk
 
     summary = close_batch(batch_id, rows_loaded, [report.source], validation,
                           [report.describe()], lead_ids=touched).as_dict()
     summary["csv"] = report.as_dict()
-    summary["stage_seconds"] = stage_report(batch_id)
+    summary["stage_seconds"] = stage_seconds
     _publish(summary, validation, report)
     log.info("batch %s done: %s", batch_id, report.describe())
     return summary

@@ -47,7 +47,23 @@ def quoted(value: T) -> T:
 
 _stage_lock = threading.Lock()
 # batch id -> (stage, kind, start, end): kind "body" inside a task, "call" around it in the flow.
+# Only batches whose run is timing them (start_stage_timing to stage_report or
+# forget_stage_timing), so a long-lived process keeps no entry of a run that ended.
 STAGE_INTERVALS: dict[int, list[tuple[str, str, float, float]]] = {}
+
+
+def start_stage_timing(batch_id: int) -> None:
+    """Record the stage intervals of this batch from now on, until its run reports or forgets
+    them."""
+    with _stage_lock:
+        STAGE_INTERVALS.setdefault(batch_id, [])
+
+
+def forget_stage_timing(batch_id: int) -> None:
+    """Drop what was recorded for this batch (its run failed), and record nothing more: a task
+    of that run still running in a thread does not bring the entry back."""
+    with _stage_lock:
+        STAGE_INTERVALS.pop(batch_id, None)
 
 
 @contextmanager
@@ -57,9 +73,9 @@ def timed(batch_id: int | None, stage: str, kind: str = "body") -> Iterator[None
         yield
     finally:
         with _stage_lock:
-            STAGE_INTERVALS.setdefault(batch_id or 0, []).append(
-                (stage, kind, start, time.perf_counter())
-            )
+            intervals = STAGE_INTERVALS.get(batch_id or 0)
+            if intervals is not None:
+                intervals.append((stage, kind, start, time.perf_counter()))
 
 
 def stage_report(batch_id: int) -> dict[str, float]:

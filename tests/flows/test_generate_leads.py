@@ -371,6 +371,20 @@ def test_a_run_where_every_source_fails_fails_and_says_so(
     assert "run failed: no source could be queried" in str(artifact.data)
 
 
+def test_a_failed_run_leaves_no_stage_timing_behind(env: str, sandbox_env: Sandbox) -> None:
+    from tasks.sources import NoSourceAvailable
+    from tasks.steps import STAGE_INTERVALS
+
+    sandbox_env.set_faults({source: {"rate": 1.0, "kinds": ["503"], "retry_after": 0}
+                            for source in ("apollo", "google_places", "pdl")})
+
+    with pytest.raises(NoSourceAvailable):
+        run(max_results=20)
+
+    failed = scalar(env, select(func.max(LeadBatch.id)))
+    assert failed is not None and failed not in STAGE_INTERVALS
+
+
 def test_hunter_timeouts_leave_leads_without_email_but_loaded(
     env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

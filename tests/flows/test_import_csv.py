@@ -149,6 +149,20 @@ def test_missing_required_column_raises_a_clear_error_and_marks_the_batch_failed
     assert lead_names() == []
 
 
+def test_a_failed_import_leaves_no_stage_timing_behind() -> None:
+    """A run's stage intervals are kept per batch until its summary reports them: a failed
+    run never reports, and a long-lived process (a worker, `leadflow serve`) must not keep
+    them."""
+    from tasks.steps import STAGE_INTERVALS
+
+    with pytest.raises(CsvFormatError):
+        import_csv(str(CSV / "missing_required_column.csv"))
+
+    with session_scope() as session:
+        failed = session.scalars(select(LeadBatch.id)).one()
+    assert failed not in STAGE_INTERVALS
+
+
 def test_formula_injection_cells_never_reach_the_leads_table() -> None:
     path = CSV / "formula_injection.csv"
 

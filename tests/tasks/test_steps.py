@@ -1,4 +1,5 @@
-"""The flows' task options: which failures of a database task Prefect retries."""
+"""The flows' task options (which failures of a database task Prefect retries), and the
+stage timing of a run."""
 
 from __future__ import annotations
 
@@ -43,3 +44,18 @@ def test_a_database_task_retries_an_unreachable_database() -> None:
 ])
 def test_a_database_task_does_not_retry_what_fails_the_same_way(error: Exception) -> None:
     assert _attempts(error) == 1
+
+
+def test_a_task_finishing_after_its_run_failed_records_no_stage_timing() -> None:
+    """A failed run forgets its batch's timing while tasks it submitted may still be running
+    in threads; what they time once they end must not bring the entry back."""
+    from tasks.steps import STAGE_INTERVALS, forget_stage_timing, start_stage_timing, timed
+
+    start_stage_timing(987_654)
+    with timed(987_654, "enrich"):
+        forget_stage_timing(987_654)  # the run fails while this body is still running
+    with timed(987_654, "analyse"):
+        pass
+    with timed(None, "score"):  # a stage body called outside a flow (the benchmarks)
+        pass
+    assert 987_654 not in STAGE_INTERVALS and 0 not in STAGE_INTERVALS
