@@ -105,6 +105,25 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
+@app.command("sweep-batches")
+def sweep_batches() -> None:
+    """Mark failed the lead batches left running by a run that died (no sign of life for
+    LEADFLOW_BATCH_STALE_AFTER_S); each generate or import run does this when it starts."""
+    from leadflow.cli_outreach import migrated_database
+    from leadflow.settings import get_settings
+    from models.db import session_scope
+    from tasks.stale_batches import sweep_stale_batches
+
+    db = migrated_database()
+    with session_scope(db) as session:
+        swept = sweep_stale_batches(session, get_settings().batch_stale_after_s)
+    for stale in swept:
+        console.print(f"batch {stale.batch_id} ({stale.kind}): marked failed, no sign of life "
+                      f"since {stale.last_seen:%Y-%m-%d %H:%M:%S} UTC")
+    if not swept:
+        console.print("no batch left running by a run that died")
+
+
 @app.command()
 def generate(
     source: Source = typer.Option(Source.apollo, help="Where to look for leads first."),

@@ -60,7 +60,7 @@ class SmtpTarget:
 def run_checks(settings: Settings | None = None) -> list[Check]:
     """Every check, in the order a person would fix them."""
     settings = settings or get_settings()
-    checks, providers = check_database(settings.database_url)
+    checks, providers = check_database(settings.database_url, settings.batch_stale_after_s)
     checks += [check_api(source, settings) for source in API_SOURCES]
     checks.append(check_lead_sources(settings))
     if providers is None:
@@ -94,8 +94,10 @@ def _probe_engine(url: str) -> Engine:
     return create_engine(url, poolclass=NullPool, connect_args=args)
 
 
-def check_database(url: str) -> tuple[list[Check], list[SmtpTarget] | None]:
-    """Reachable and migrated to head; the active SMTP providers when both hold (else None)."""
+def check_database(url: str, stale_after_s: float = 7200.0,
+                   ) -> tuple[list[Check], list[SmtpTarget] | None]:
+    """Reachable and migrated to head, then no batch left running by a dead run; the active
+    SMTP providers when reachable and migrated (else None)."""
     from sqlalchemy.exc import ArgumentError
 
     from models.db import safe_url
@@ -125,6 +127,7 @@ def check_database(url: str) -> tuple[list[Check], list[SmtpTarget] | None]:
             reachable = Check("database reachable", True, shown)
             migrated = check_migrated(conn, url)
             providers = load_smtp_targets(conn) if migrated.ok else None
+            batches = [check_stale_batches(conn, stale_after_s)] if migrated.ok else []
     except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable"
         reason = _redact(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], url)
         return [
@@ -135,7 +138,28 @@ def check_database(url: str) -> tuple[list[Check], list[SmtpTarget] | None]:
         ], None
     finally:
         engine.dispose()
-    return [reachable, migrated], providers
+    return [reachable, migrated, *batches], providers
+
+
+def check_stale_batches(conn: Connection, stale_after_s: float) -> Check:
+    """Batches still `running` with no sign of life for longer than LEADFLOW_BATCH_STALE_AFTER_S:
+    their run's process was killed outright and never closed them."""
+    from tasks.stale_batches import stale_batches
+
+    stale = stale_batches(conn, stale_after_s)
+    if not stale:
+        return Check("lead batches", True, "no batch left running by a run that died")
+    shown = ", ".join(f"{b.batch_id} ({b.kind}, last seen {b.last_seen:%Y-%m-%d %H:%M} UTC)"
+                      for b in stale[:5])
+    more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+    return Check(
+        "lead batches", False,
+        f"{len(stale)} batch(es) still running with no sign of life for more than "
+        f"LEADFLOW_BATCH_STALE_AFTER_S={stale_after_s:g} s: {shown}{more}",
+        "run `leadflow sweep-batches` to mark them failed (the next generate or import run "
+        "does it too)",
+        severity="warning",
+    )
 
 
 def _sqlite_file(url: str) -> Path | None:

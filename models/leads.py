@@ -69,6 +69,12 @@ class LeadBatch(Base):
     finished_at: Mapped[datetime | None] = mapped_column(
         comment="When the run ended (UTC); NULL while running"
     )
+    # A run killed outright (SIGKILL, out of memory, a reboot) never closes its batch: the
+    # next run marks a running batch failed once this is older than LEADFLOW_BATCH_STALE_AFTER_S.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(
+        comment="Last sign of life of the run (UTC): when it started and each chunk it loaded; "
+                "NULL for batches older than this column"
+    )
 
 
 class Lead(Base):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from models import Lead, LeadBatch, LeadSourceRecord, QuarantinedRow
 from models.db import insert_ignore
 from tasks.load import leads_created_by_batch
+from tasks.stale_batches import touch_batch
 
 
 @dataclass(slots=True)
@@ -50,13 +51,16 @@ class BatchSummary:
 
 def start_batch(session: Session, run_key: str, kind: str, source: str, industry: str | None,
                 location: str | None, max_results: int | None) -> int:
-    """Create the batch record, or return the one this run (same run_key) already made."""
+    """Create the batch record, or return the one this run (same run_key) already made; either
+    way its heartbeat says the run is alive."""
     existing = session.scalar(select(LeadBatch.id).where(LeadBatch.run_key == run_key))
     if existing is not None:
+        touch_batch(session, existing)
         return existing
     batch = LeadBatch(run_key=run_key, kind=kind, source=source, industry=industry,
                       location=location, max_results=max_results, status="running",
-                      sources_used=[], tier_distribution={}, validation={}, notes=[])
+                      sources_used=[], tier_distribution={}, validation={}, notes=[],
+                      heartbeat_at=datetime.now(UTC))
     session.add(batch)
     session.flush()
     return batch.id

@@ -53,9 +53,12 @@ def load_rows(url: str, batch_id: int | None, frame: pd.DataFrame, rejected: lis
     from tasks.batches import quarantine
     from tasks.dedupe import match_existing
     from tasks.load import load_leads
+    from tasks.stale_batches import touch_batch
 
     _forget_other_databases(url)
     with session_scope(url) as session:
+        if batch_id is not None:  # the run is alive (committed with the chunk)
+            touch_batch(session, batch_id)
         # On a retry, the quarantined rows of the first attempt are already there.
         quarantined = quarantine(session, batch_id, rejected)
         result = load_leads(session, frame, batch_id,

@@ -200,11 +200,22 @@ def to_frame(candidates: list[CandidateLead]) -> pd.DataFrame:
 @task(name="open-batch", **DB_TASK)
 def open_batch(run_key: str, kind: str, source: str, industry: str | None,
                location: str | None, max_results: int | None) -> int:
+    """The run's batch, after marking failed the batches of runs that died without closing
+    theirs (no heartbeat for LEADFLOW_BATCH_STALE_AFTER_S)."""
+    from prefect import get_run_logger
+
+    from tasks.stale_batches import sweep_stale_batches
     from tasks.usage import ensure_api_configs
 
     with session_scope() as session:
         ensure_api_configs(session)
-        return start_batch(session, run_key, kind, source, industry, location, max_results)
+        batch_id = start_batch(session, run_key, kind, source, industry, location, max_results)
+        swept = sweep_stale_batches(session, get_settings().batch_stale_after_s)
+    for stale in swept:
+        get_run_logger().warning(
+            "batch %s (%s) was still running with no sign of life since %s UTC: marked failed",
+            stale.batch_id, stale.kind, f"{stale.last_seen:%Y-%m-%d %H:%M:%S}")
+    return batch_id
 
 
 @task(name="close-batch", **DB_TASK)

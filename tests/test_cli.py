@@ -63,8 +63,38 @@ def test_help_lists_the_commands(cli_env: dict[str, str], tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     for command in ("generate", "import-csv", "analyse-site", "dedupe-csv", "migrate", "demo",
                     "sandbox", "campaign", "outreach", "follow-ups", "reply", "review",
-                    "tracking", "serve", "deploy", "deployments", "doctor", "warehouse-doc"):
+                    "tracking", "serve", "deploy", "deployments", "doctor", "warehouse-doc",
+                    "sweep-batches"):
         assert command in result.stdout
+
+
+def test_sweep_batches_marks_failed_only_the_batches_of_dead_runs(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from models import LeadBatch
+    from models.db import session_scope, upgrade_database
+
+    url = cli_env["LEADFLOW_DATABASE_URL"]
+    upgrade_database(url)
+    now = datetime.now(UTC)
+    with session_scope(url) as session:
+        for key, silent_h in (("dead", 3.0), ("alive", 0.1)):
+            session.add(LeadBatch(run_key=key, kind="generate", source="apollo",
+                                  status="running", started_at=now - timedelta(hours=9),
+                                  heartbeat_at=now - timedelta(hours=silent_h)))
+
+    first = leadflow(cli_env, tmp_path, "sweep-batches")
+    again = leadflow(cli_env, tmp_path, "sweep-batches")
+
+    assert first.returncode == 0, first.stderr
+    assert "batch 1 (generate): marked failed, no sign of life since" in first.stdout
+    assert "batch 2" not in first.stdout
+    assert "no batch left running by a run that died" in again.stdout
+    with session_scope(url) as session:
+        assert [(b.run_key, b.status) for b in session.query(LeadBatch).order_by(LeadBatch.id)
+                ] == [("dead", "failed"), ("alive", "running")]
 
 
 def test_analyse_site_prints_one_json_object_per_file_per_line(

@@ -385,6 +385,26 @@ def test_a_failed_run_leaves_no_stage_timing_behind(env: str, sandbox_env: Sandb
     assert failed is not None and failed not in STAGE_INTERVALS
 
 
+def test_a_run_marks_failed_a_batch_left_running_by_a_dead_run(env: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    with session_scope(env) as s:
+        dead = LeadBatch(run_key="dead", kind="generate", source="apollo", status="running",
+                         started_at=datetime.now(UTC) - timedelta(hours=5),
+                         heartbeat_at=datetime.now(UTC) - timedelta(hours=3))
+        s.add(dead)
+        s.flush()
+        dead_id = dead.id
+
+    summary = run(max_results=20)
+
+    with session_scope(env) as s:
+        swept = s.get_one(LeadBatch, dead_id)
+        assert swept.status == "failed"
+        assert "no sign of life since" in swept.notes[-1]
+        assert s.get_one(LeadBatch, summary["batch_id"]).status == "done"
+
+
 def test_hunter_timeouts_leave_leads_without_email_but_loaded(
     env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

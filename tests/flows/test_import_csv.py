@@ -250,3 +250,67 @@ def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
     artifact = Artifact.get("csv-import-summary")
     assert artifact is not None and artifact.description is not None
     assert artifact.description.startswith(f"CSV import, batch {batches[0].id} (failed)")
+
+
+def test_the_next_import_marks_failed_a_batch_whose_process_was_killed_not_a_live_one(
+    tmp_path: Path, pg_settings: str, prefect_server: str,
+) -> None:
+    """SIGKILL (as the OOM killer or a reboot) runs no code: the killed import's batch stays
+    `running`. The next import marks it failed once its heartbeat (stamped by each chunk
+    load) is older than LEADFLOW_BATCH_STALE_AFTER_S; the hours that takes are stood for by
+    moving its heartbeat back. A long batch whose heartbeat is fresh is left running."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    path = tmp_path / "big.csv"
+    rows = [f"Salon {i},https://salon-{i}.example,512-555-{i:04d},Austin,TX,Salon"
+            for i in range(60_000)]
+    path.write_text("company,website,phone,city,state,industry\n" + "\n".join(rows) + "\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "LEADFLOW_DATABASE_URL": pg_settings,
+           "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
+    code = ("import sys; from flows.import_csv import import_csv; "
+            "import_csv(sys.argv[1], chunk_rows=200)")
+    log = tmp_path / "import.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=root, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not leads_loaded() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the import ended before it could be killed"
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with session_scope() as session:
+        killed = session.scalars(select(LeadBatch)).one()
+        assert killed.status == "running", log.read_text(errors="replace")[-3000:]
+        assert killed.heartbeat_at is not None and killed.heartbeat_at > killed.started_at
+        session.execute(update(LeadBatch).where(LeadBatch.id == killed.id).values(
+            heartbeat_at=killed.heartbeat_at - timedelta(hours=3)))
+        now = datetime.now(UTC)
+        live = LeadBatch(run_key="live", kind="generate", source="apollo", status="running",
+                         started_at=now - timedelta(hours=10), heartbeat_at=now)
+        session.add(live)
+        session.flush()
+        live_id = live.id
+    loaded_by_killed = leads_loaded()
+
+    summary = import_csv(str(CSV / "sales_navigator_leads.csv"))
+
+    assert batch(summary["batch_id"]).status == "done"
+    assert batch(live_id).status == "running"
+    swept = batch(killed.id)
+    assert swept.status == "failed"
+    assert swept.finished_at is not None
+    assert len(swept.notes) == 1 and "no sign of life since" in swept.notes[0]
+    assert swept.leads_generated == loaded_by_killed > 0

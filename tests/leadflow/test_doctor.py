@@ -180,6 +180,31 @@ def test_tracking_secret_is_ok_from_the_generated_file_and_warns_without_one(
     assert by_name(run_checks(settings))["tracking secret"].ok
 
 
+def test_batches_left_running_by_a_dead_run_warn_with_the_command_that_closes_them(
+    sqlite_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from models import LeadBatch
+    from models.db import session_scope
+
+    now = datetime.now(UTC)
+    with session_scope(sqlite_url) as session:
+        for key, silent_h in (("dead", 3.0), ("alive", 0.1)):
+            session.add(LeadBatch(run_key=key, kind="import_csv", source="csv",
+                                  status="running", started_at=now - timedelta(hours=9),
+                                  heartbeat_at=now - timedelta(hours=silent_h)))
+
+    check = by_name(run_checks(make_settings(database_url=sqlite_url)))["lead batches"]
+
+    assert (check.ok, check.severity) == (False, "warning")
+    assert check.detail.startswith("1 batch(es) still running with no sign of life")
+    assert "LEADFLOW_BATCH_STALE_AFTER_S=7200 s: 1 (import_csv, last seen " in check.detail
+    assert "leadflow sweep-batches" in check.fix
+    with session_scope(sqlite_url) as session:  # the doctor only reads
+        assert [b.status for b in session.query(LeadBatch)] == ["running", "running"]
+
+
 def _doctor_cli(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
     clean.update(COLUMNS="250", LEADFLOW_TRACKING_SECRET_FILE=str(tmp_path / "tracking.key"),

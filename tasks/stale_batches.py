@@ -1,0 +1,64 @@
+"""The heartbeat of a running lead batch, and the sweep that closes the batches of runs killed
+outright (SIGKILL, out of memory, a reboot), which never got to close them themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Select, func, select, update
+from sqlalchemy.orm import Session
+
+from models import LeadBatch
+
+# When a batch last showed a sign of life (batches from before heartbeat_at: when it started).
+LAST_SEEN = func.coalesce(LeadBatch.heartbeat_at, LeadBatch.started_at)
+
+
+@dataclass(frozen=True, slots=True)
+class StaleBatch:
+    batch_id: int
+    kind: str
+    last_seen: datetime
+
+
+def touch_batch(session: Session, batch_id: int) -> None:
+    """The run of this batch is alive: stamp its heartbeat (at its start and each chunk load)."""
+    session.execute(update(LeadBatch).where(LeadBatch.id == batch_id)
+                    .values(heartbeat_at=datetime.now(UTC)))
+
+
+def _stale(stale_after_s: float) -> Select[int, str, datetime]:
+    cutoff = datetime.now(UTC) - timedelta(seconds=stale_after_s)
+    return (select(LeadBatch.id, LeadBatch.kind, LAST_SEEN)
+            .where(LeadBatch.status == "running", cutoff > LAST_SEEN)
+            .order_by(LeadBatch.id))
+
+
+def stale_batches(conn: Connection | Session, stale_after_s: float) -> list[StaleBatch]:
+    """Running batches without a sign of life for more than `stale_after_s` (reads only)."""
+    return [StaleBatch(batch_id, kind, seen)
+            for batch_id, kind, seen in conn.execute(_stale(stale_after_s))]
+
+
+def sweep_stale_batches(session: Session, stale_after_s: float) -> list[StaleBatch]:
+    """Mark failed, with a note saying why and when, every running batch without a sign of life
+    for more than `stale_after_s`; its figures are what it loaded before it died. A batch whose
+    load is committing right now is locked by that load and skipped (on PostgreSQL): its run
+    is alive. Returns the batches swept."""
+    from tasks.batches import finish_batch
+
+    locked = _stale(stale_after_s).with_for_update(skip_locked=True, of=LeadBatch)
+    swept = [StaleBatch(batch_id, kind, seen)
+             for batch_id, kind, seen in session.execute(locked)]
+    now = datetime.now(UTC)
+    for stale in swept:
+        batch = session.get_one(LeadBatch, stale.batch_id)
+        note = (f"run failed: marked failed at {now:%Y-%m-%d %H:%M:%S} UTC, no sign of life "
+                f"since {stale.last_seen:%Y-%m-%d %H:%M:%S} UTC (more than "
+                f"LEADFLOW_BATCH_STALE_AFTER_S={stale_after_s:g} s): its process was killed "
+                "or its machine stopped; the figures are what it loaded before, merges not "
+                "counted")
+        finish_batch(session, stale.batch_id, 0, list(batch.sources_used),
+                     dict(batch.validation), [*batch.notes, note], status="failed")
+    return swept

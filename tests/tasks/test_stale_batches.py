@@ -1,0 +1,103 @@
+"""The batch heartbeat and the sweep of batches whose run died, on PostgreSQL: which running
+batches are marked failed, which are left alone, and that a chunk load stamps the heartbeat."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+
+from models import LeadBatch
+from models.db import get_engine, session_scope
+from tasks.batches import start_batch
+from tasks.stale_batches import stale_batches, sweep_stale_batches
+
+HOUR = 3600.0
+
+
+def new_batch(url: str, run_key: str, *, heartbeat_age_s: float, started_age_s: float = 0.0,
+              status: str = "running") -> int:
+    """A batch as a run leaves it, its heartbeat last stamped `heartbeat_age_s` ago."""
+    now = datetime.now(UTC)
+    with session_scope(url) as session:
+        batch_id = start_batch(session, run_key, "generate", "apollo", "salon", "TX", 10)
+        session.execute(update(LeadBatch).where(LeadBatch.id == batch_id).values(
+            status=status, started_at=now - timedelta(seconds=started_age_s),
+            heartbeat_at=now - timedelta(seconds=heartbeat_age_s)))
+    return batch_id
+
+
+def get(url: str, batch_id: int) -> LeadBatch:
+    with session_scope(url) as session:
+        found = session.get_one(LeadBatch, batch_id)
+        session.expunge(found)
+        return found
+
+
+def test_a_running_batch_silent_for_longer_than_the_setting_is_marked_failed_with_a_note(
+    pg_clean: str,
+) -> None:
+    dead = new_batch(pg_clean, "dead", heartbeat_age_s=3 * HOUR, started_age_s=4 * HOUR)
+
+    with session_scope(pg_clean) as session:
+        swept = sweep_stale_batches(session, 2 * HOUR)
+
+    assert [s.batch_id for s in swept] == [dead]
+    batch = get(pg_clean, dead)
+    assert batch.status == "failed"
+    assert batch.finished_at is not None
+    assert datetime.now(UTC) - batch.finished_at < timedelta(minutes=1)
+    assert len(batch.notes) == 1
+    assert batch.notes[0].startswith("run failed: marked failed at ")
+    assert "LEADFLOW_BATCH_STALE_AFTER_S=7200 s" in batch.notes[0]
+    with session_scope(pg_clean) as session:  # a second sweep finds nothing more to do
+        assert sweep_stale_batches(session, 2 * HOUR) == []
+    assert get(pg_clean, dead).notes == batch.notes
+
+
+def test_a_long_batch_with_a_fresh_heartbeat_and_closed_batches_are_never_swept(
+    pg_clean: str,
+) -> None:
+    alive = new_batch(pg_clean, "alive", heartbeat_age_s=60, started_age_s=10 * HOUR)
+    done = new_batch(pg_clean, "done", heartbeat_age_s=5 * HOUR, status="done")
+    failed = new_batch(pg_clean, "failed", heartbeat_age_s=5 * HOUR, status="failed")
+
+    with session_scope(pg_clean) as session:
+        assert sweep_stale_batches(session, 2 * HOUR) == []
+
+    assert [get(pg_clean, b).status for b in (alive, done, failed)] == [
+        "running", "done", "failed"]
+    assert get(pg_clean, done).notes == []
+
+
+def test_a_batch_whose_chunk_load_is_committing_is_left_to_its_run(pg_clean: str) -> None:
+    """The sweep and a load of a batch silent until now race: the load holds the batch's row
+    (it stamps the heartbeat first), so the sweep skips the batch rather than failing it."""
+    from tasks.stale_batches import touch_batch
+
+    batch_id = new_batch(pg_clean, "slow", heartbeat_age_s=3 * HOUR)
+    with session_scope(pg_clean) as loading:  # a load's transaction, not committed yet
+        touch_batch(loading, batch_id)
+        with session_scope(pg_clean) as session:
+            assert sweep_stale_batches(session, 2 * HOUR) == []
+    batch = get(pg_clean, batch_id)
+    assert batch.status == "running"
+    assert batch.heartbeat_at is not None
+    assert datetime.now(UTC) - batch.heartbeat_at < timedelta(minutes=1)
+
+
+def test_a_chunk_load_and_a_reopened_run_stamp_the_heartbeat(pg_clean: str) -> None:
+    from tasks.runtime import load_rows
+    from tasks.steps import to_frame
+
+    batch_id = new_batch(pg_clean, "run-1", heartbeat_age_s=3 * HOUR)
+    load_rows(pg_clean, batch_id, to_frame([]), [], None, 88.0)
+    with get_engine(pg_clean).connect() as conn:
+        assert stale_batches(conn, 2 * HOUR) == []
+
+    with session_scope(pg_clean) as session:  # the run's batch found again by a retried run
+        session.execute(update(LeadBatch).values(
+            heartbeat_at=datetime.now(UTC) - timedelta(hours=3)))
+        assert start_batch(session, "run-1", "generate", "apollo", "salon", "TX", 10) == batch_id
+    with get_engine(pg_clean).connect() as conn:
+        assert stale_batches(conn, 2 * HOUR) == []
