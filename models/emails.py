@@ -107,6 +107,10 @@ class Email(Base):
     sent_at: Mapped[datetime | None] = mapped_column(
         comment="When the SMTP server (or the outbox) accepted the email (UTC)"
     )
+    failed_at: Mapped[datetime | None] = mapped_column(
+        comment="When the email failed for good (UTC), set once: the SMTP server refused it "
+        "(status bounced) or it failed permanently (status failed); NULL otherwise"
+    )
     smtp_response: Mapped[str | None] = mapped_column(String(500), comment="Last SMTP reply")
     last_error: Mapped[str | None] = mapped_column(
         String(500), comment="Last error, secrets redacted"

@@ -104,8 +104,8 @@ VIEWS: tuple[ViewDoc, ...] = (
         "v_daily_activity",
         "What happened each UTC day: leads loaded, emails sent and what recipients did. Email "
         "figures count distinct emails (an email opened on two days counts on both); an email "
-        "the SMTP server refused (no sent_at) is sent and bounced when it was refused; another "
-        "bounce is dated by its first bounce event.",
+        "the SMTP server refused (no sent_at) is sent and bounced when it was refused "
+        "(emails.failed_at); another bounce is dated by its first bounce event.",
         (
             ("day", "UTC calendar day"),
             ("leads_created", "Leads first loaded that day"),

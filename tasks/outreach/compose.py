@@ -249,7 +249,8 @@ def _fail(session: Session, skipped: Mapping[int, str], now: datetime) -> None:
     table = EMAILS
     stmt = (update(table)
             .where(table.c.id == bindparam("b_id"), table.c.status == "scheduled")
-            .values(status="failed", last_error=bindparam("b_error"), updated_at=now))
+            .values(status="failed", last_error=bindparam("b_error"), updated_at=now,
+                    failed_at=now))
     session.execute(stmt, [{"b_id": i, "b_error": why[:500]} for i, why in skipped.items()])
     # A step that cannot be composed ends the lead's sequence like any failed step.
     failed = [(c, lead, n) for c, lead, n in session.execute(

@@ -242,11 +242,14 @@ def _update_emails(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def _finish(session: Session, outcomes: list[Outcome], status: str, counts: Counter[str],
             note: str | None = None) -> None:
+    # An email that ends failed or bounced never went out: `failed_at` keeps when (the views
+    # date a refusal by it; `updated_at` moves with any later change of the row).
+    failed = status in ("failed", "bounced")
     _update_emails(session, [
         {"b_id": o.email_id, "status": status, "provider_id": o.provider_id,
          "smtp_response": o.response[:500] or None,
          "last_error": (f"{note} ({o.response})" if note else o.response)[:500],
-         "claim_expires_at": None}
+         "claim_expires_at": None, **({"failed_at": as_utc(o.at)} if failed else {})}
         for o in outcomes
     ])
     counts[status] += len(outcomes)

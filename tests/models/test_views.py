@@ -248,7 +248,7 @@ def test_an_email_the_server_refused_is_sent_on_its_day_as_in_the_funnel(
     with session_scope(warehouse_url) as s:
         s.add(Email(id=8, campaign_id=1, lead_id=3, step_id=1, step_number=1, status="bounced",
                     scheduled_at=at(7, 9), to_email="owner3@business3.example", sent_at=None,
-                    smtp_response="550 5.1.1 no such user", updated_at=at(7, 9, 1)))
+                    smtp_response="550 5.1.1 no such user", failed_at=at(7, 9, 1)))
     day = {as_day(r.pop("day")): r for r in rows(warehouse_url, "SELECT * FROM v_daily_activity")}
     assert day["2026-03-07"] == dict(leads_created=0, emails_sent=1, human_opens=0,
                                      human_clicks=0, replies=0, unsubscribes=0, bounces=1)
@@ -269,7 +269,7 @@ def test_email_engagement_documents_the_sent_at_of_an_email_the_server_refused(
     with session_scope(warehouse_url) as s:
         s.add(Email(id=8, campaign_id=1, lead_id=3, step_id=1, step_number=1, status="bounced",
                     scheduled_at=at(7, 9), to_email="owner3@business3.example", sent_at=None,
-                    smtp_response="550 5.1.1 no such user", updated_at=at(7, 9, 1)))
+                    smtp_response="550 5.1.1 no such user", failed_at=at(7, 9, 1)))
     (got,) = rows(warehouse_url, "SELECT * FROM v_email_engagement WHERE email_id = 8")
     assert (got["sent_at"], got["status"]) == (None, "bounced")
     funnel = rows(warehouse_url, "SELECT sent FROM v_campaign_funnel WHERE step_number = 1 "
@@ -279,3 +279,40 @@ def test_email_engagement_documents_the_sent_at_of_an_email_the_server_refused(
     meaning = dict(view.columns)["sent_at"]
     assert "NULL = not sent" not in meaning
     assert "refused" in meaning
+
+
+@pytest.mark.parametrize("kind", ["bounced", "failed"])
+def test_a_refused_or_failed_email_keeps_its_day_when_its_row_changes_later(
+    warehouse_url: str, kind: str,
+) -> None:
+    """Email 8 is claimed on 03-07 and the sender records the SMTP server's refusal (bounced) or
+    a permanent failure; weeks later something touches its row (any UPDATE moves updated_at).
+    v_daily_activity keeps a refused email sent and bounced on 03-07, and a failed one out."""
+    from sqlalchemy import update
+
+    from leadflow.settings import get_settings
+    from models import Email
+    from models.db import session_scope
+    from tasks.outreach.outcomes import Outcome, record_outcomes
+    from tests.models.conftest import at
+
+    with session_scope(warehouse_url) as s:
+        s.add(Email(id=8, campaign_id=1, lead_id=3, step_id=1, step_number=1, status="sending",
+                    scheduled_at=at(7, 9), to_email="owner3@business3.example", attempts=1,
+                    claimed_by="w1", claimed_at=at(7, 9), claim_expires_at=at(7, 9, 10)))
+    counts = record_outcomes(warehouse_url, "w1", [
+        Outcome(8, kind, at(7, 9, 1), response="550 5.1.1 no such user")], get_settings())
+    assert counts[kind] == 1
+    with session_scope(warehouse_url) as s:
+        s.execute(update(Email).where(Email.id == 8).values(last_error="checked by a person"))
+        assert s.get_one(Email, 8).updated_at.date().isoformat() != "2026-03-07"
+    (email,) = rows(warehouse_url, "SELECT status, failed_at FROM emails WHERE id = 8")
+    assert (email["status"], utc_minute(email["failed_at"])) == (kind, "2026-03-07 09:01")
+    day = {as_day(r.pop("day")): r for r in rows(warehouse_url, "SELECT * FROM v_daily_activity")}
+    refused = kind == "bounced"
+    assert day.get("2026-03-07") == (dict(leads_created=0, emails_sent=1, human_opens=0,
+                                          human_clicks=0, replies=0, unsubscribes=0, bounces=1)
+                                     if refused else None)
+    funnel = rows(warehouse_url, "SELECT sent, bounces FROM v_campaign_funnel")
+    assert sum(r["emails_sent"] for r in day.values()) == sum(r["sent"] for r in funnel)
+    assert sum(r["bounces"] for r in day.values()) == sum(r["bounces"] for r in funnel)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -125,3 +126,66 @@ def test_later_sqlite_batch_migration_of_a_table_the_views_read_succeeds(
         assert conn.execute(text("SELECT source, leads FROM v_lead_quality")).all() == [("csv", 1)]
         # Rebuilding leads did not cascade-delete the rows that reference it.
         assert conn.execute(text("SELECT count(*) FROM lead_source_records")).scalar() == 1
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def unmigrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of this test's own: PostgreSQL, then SQLite."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'unmigrated.db'}"
+    url: str = request.getfixturevalue("own_pg_url")
+    return url
+
+
+def utc_minute(value: object) -> str | None:
+    """A timestamp to the minute in UTC (timestamptz on PostgreSQL, UTC text on SQLite)."""
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC)
+    return None if value is None else str(value)[:16]
+
+
+def test_0013_gives_emails_refused_or_failed_before_it_their_updated_at_as_failed_at(
+    unmigrated_url: str,
+) -> None:
+    """Emails stored before 0013: refused (bounced, no sent_at), failed, and sent. The refused
+    one is sent and bounced on its refusal day in v_daily_activity, after the upgrade and after
+    its row changes again."""
+    from sqlalchemy import insert, update
+
+    from models import Campaign, Email, Sequence, SequenceStep
+    from tests.models.conftest import at
+
+    url = unmigrated_url
+    command.upgrade(alembic_config(url), "0012")
+    with session_scope(url) as s:
+        s.add(Sequence(id=1, name="one step"))
+        s.flush()
+        s.add(SequenceStep(id=1, sequence_id=1, step_number=1, name="Step 1", delay_days=0,
+                           lead_status="contacted"))
+        s.add(Campaign(id=1, name="Austin salons", sequence_id=1, sender_name="Sam",
+                       sender_email="sam@leadflow.example", sender_postal_address="1 Main St"))
+        s.add_all([Lead(id=n, company_name=f"Business {n}", source="csv") for n in (1, 2, 3)])
+    with get_engine(url).begin() as conn:  # Core, naming only columns 0012 has
+        conn.execute(insert(Email.__table__), [
+            dict(id=n, campaign_id=1, lead_id=n, step_id=1, step_number=1, status=status,
+                 scheduled_at=at(7, 9), to_email=f"owner{n}@business{n}.example",
+                 sent_at=sent_at, updated_at=updated_at)
+            for n, status, sent_at, updated_at in (
+                (1, "bounced", None, at(7, 9, 1)),
+                (2, "failed", None, at(8, 9, 1)),
+                (3, "sent", at(7, 9, 2), at(9, 10)),
+            )
+        ])
+    upgrade_database(url)
+    with get_engine(url).connect() as conn:
+        failed_at = dict(conn.execute(text("SELECT id, failed_at FROM emails")).all())
+    assert {n: utc_minute(v) for n, v in failed_at.items()} == {
+        1: "2026-03-07 09:01", 2: "2026-03-08 09:01", 3: None}
+    with session_scope(url) as s:  # later: a change to every row moves its updated_at
+        s.execute(update(Email).values(last_error="seen"))
+    with get_engine(url).connect() as conn:
+        days = conn.execute(text(
+            "SELECT day, emails_sent, bounces FROM v_daily_activity "
+            "WHERE emails_sent > 0 OR bounces > 0")).all()
+    assert [(str(day)[:10], sent, bounces) for day, sent, bounces in days] == [
+        ("2026-03-07", 2, 1)]

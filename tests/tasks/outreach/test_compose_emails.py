@@ -77,7 +77,7 @@ def test_the_scenarios_variant_is_used_and_the_default_when_it_has_none(pg_clean
     assert by_id[odd[0]].subject == "Quick question about bookings at Bella Salon 1"
 
 
-def test_missing_template_fails_the_email_with_the_reason(pg_clean: str) -> None:
+def test_missing_template_fails_the_email_with_the_reason_and_time(pg_clean: str) -> None:
     _, ids = seed(pg_clean, leads=2)
     with session_scope(pg_clean) as session:
         session.execute(text("DELETE FROM templates"))
@@ -85,6 +85,7 @@ def test_missing_template_fails_the_email_with_the_reason(pg_clean: str) -> None
     assert report.composed == 0 and set(report.skipped) == set(ids)
     for row in emails(pg_clean, ids):
         assert row.status == "failed"
+        assert row.failed_at == NOW  # when it failed, kept for the views (not updated_at)
         assert row.last_error == report.skipped[row.id]
         assert row.last_error.startswith("no template for step 1")
 
