@@ -31,14 +31,17 @@ class ViewDoc:
 VIEWS: tuple[ViewDoc, ...] = (
     ViewDoc(
         "v_campaign_funnel",
-        "The outreach funnel of each campaign, one row per step of its sequence (steps with no "
-        "email yet show zeros). Rates are fractions (0.25 = 25%), NULL when nothing was "
-        "delivered (or sent, for the bounce rate).",
+        "The outreach funnel of each campaign, one row per step: every step its emails were "
+        "queued as (by the emails' own step numbers, so moving the campaign to another "
+        "sequence or editing its steps later does not change what it sent), and the steps of "
+        "its current sequence with no email yet (zeros). Rates are fractions (0.25 = 25%), "
+        "NULL when nothing was delivered (or sent, for the bounce rate).",
         (
             ("campaign_id", "Campaign id"),
             ("campaign_name", "Campaign name"),
-            ("step_number", "Step of the sequence (1 = initial email)"),
-            ("step_name", "Step name"),
+            ("step_number", "Step number of the emails (1 = initial email)"),
+            ("step_name", "Name of the step the emails were queued as; for a step with no "
+             "email yet, its name in the campaign's sequence"),
             ("sent", "Emails sent: status sent or bounced"),
             ("delivered", "Sent emails that did not bounce"),
             ("human_opens", "Sent emails a human opened or clicked (a click means it was read)"),

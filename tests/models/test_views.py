@@ -82,6 +82,39 @@ def test_campaign_funnel_counts_human_events_per_step_with_rates(warehouse_url: 
     assert got == expected
 
 
+def test_campaign_funnel_keeps_what_was_sent_when_the_campaign_changes_sequence(
+    warehouse_url: str,
+) -> None:
+    """Campaign 1 sent steps 1 and 2 of its three-step sequence, then moves to a one-step
+    sequence: its funnel still counts the emails by the steps they were sent as, with those
+    steps' names; step 3, never sent and no longer in its sequence, has no row. Campaign 2,
+    which sent nothing, shows its current sequence."""
+    from models import Campaign, Sequence, SequenceStep
+    from models.db import session_scope
+
+    query = ("SELECT campaign_id, step_number, step_name, sent, delivered, human_opens, "
+             "replies, bounces FROM v_campaign_funnel ORDER BY campaign_id, step_number")
+    before = rows(warehouse_url, query)
+    with session_scope(warehouse_url) as s:
+        s.add(Sequence(id=2, name="one step"))
+        s.flush()
+        s.add(SequenceStep(id=4, sequence_id=2, step_number=1, name="Only email", delay_days=0,
+                           lead_status="contacted"))
+        s.get_one(Campaign, 1).sequence_id = 2
+    after = rows(warehouse_url, query)
+    assert [r for r in after if r["campaign_id"] == 1] == [
+        r for r in before if r["campaign_id"] == 1 and r["step_number"] in (1, 2)]
+    assert [(r["step_number"], r["step_name"], r["sent"]) for r in after
+            if r["campaign_id"] == 1] == [(1, "Step 1", 4), (2, "Step 2", 2)]
+    assert [r for r in after if r["campaign_id"] == 2] == [
+        r for r in before if r["campaign_id"] == 2]
+    with session_scope(warehouse_url) as s:  # campaign 2 moves too: nothing sent, new steps
+        s.get_one(Campaign, 2).sequence_id = 2
+    assert [(r["step_number"], r["step_name"], r["sent"])
+            for r in rows(warehouse_url, query) if r["campaign_id"] == 2] == [
+        (1, "Only email", 0)]
+
+
 def test_lead_quality_groups_leads_by_source_and_tier(warehouse_url: str) -> None:
     got = rows(warehouse_url, "SELECT * FROM v_lead_quality")
     by_key = {(r.pop("source"), r.pop("tier")): r for r in got}
