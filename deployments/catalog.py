@@ -94,17 +94,6 @@ def runner_deployments(timezone: str) -> list[RunnerDeployment]:
     return deployments
 
 
-def flow_run_env() -> dict[str, str]:
-    """What a worker's flow-run process needs in its environment before Prefect starts: the
-    run log takes leadflow's own loggers only if they are named when Prefect sets up logging,
-    before the flow's module (and with it `leadflow`, whose defaults name them) is imported.
-    A worker started by `prefect worker start` never imported leadflow, so the pool's job
-    variables pass it on (`leadflow serve` runs flows with its own environment, which has it)."""
-    from leadflow.runtime import DEFAULTS
-
-    return {k: DEFAULTS[k] for k in ("PREFECT_LOGGING_EXTRA_LOGGERS",)}
-
-
 def render_prefect_yaml(timezone: str) -> str:
     """prefect.yaml for `prefect deploy --all`, from JOBS."""
     import json
@@ -132,9 +121,9 @@ def render_prefect_yaml(timezone: str) -> str:
         "    process_pool: &process_pool",
         f"      name: {WORK_POOL}",
         "      work_queue_name: default",
-        "      job_variables:",
-        "        env:",
-        *(f"          {k}: {scalar(v)}" for k, v in flow_run_env().items()),
+        "      # No job_variables env: a flow run takes the worker's environment as it is, so",
+        "      # the operator's PREFECT_LOGGING_EXTRA_LOGGERS holds; leadflow's own loggers",
+        "      # reach the run log without it (leadflow/run_log.py).",
         "  concurrency:",
         "    one_at_a_time: &one_at_a_time",
         "      limit: 1",

@@ -12,9 +12,8 @@ DEFAULTS = {
     "GX_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_LEVEL": "INFO",
-    # Warnings logged by leadflow's own modules (provider unavailable, claims expired...) go to
-    # the flow run's log in the Prefect UI too, not only to the worker's terminal.
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,clients,leadflow",
+    # (leadflow's own loggers reach the run log without PREFECT_LOGGING_EXTRA_LOGGERS, which
+    # stays the operator's: leadflow/run_log.py.)
     # Outside a flow run (the CLI's own commands, the benchmarks, a load worker) those loggers'
     # records go to the terminal only, instead of a UserWarning per record from Prefect's API
     # handler once the process has run a flow.

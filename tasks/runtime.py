@@ -18,6 +18,8 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from leadflow.run_log import PROJECT_LOGGERS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -137,8 +139,8 @@ def pickled_for_worker(frame: pd.DataFrame) -> bytes:
 
 
 # The project's loggers whose records a load in the worker sends back to the flow's process,
-# where they reach the run's log (leadflow/runtime.py: PREFECT_LOGGING_EXTRA_LOGGERS).
-FORWARDED_LOGGERS = ("tasks", "clients", "leadflow", "models")
+# where they reach the run's log (leadflow/run_log.py).
+FORWARDED_LOGGERS = PROJECT_LOGGERS
 
 
 class _Collect(logging.Handler):

@@ -39,6 +39,17 @@ def test_prefect_yaml_schedules_follow_the_seed_with_an_explicit_time_zone() -> 
     assert {d["work_pool"]["name"] for d in config["deployments"]} == {"leadflow-process"}
 
 
+def test_prefect_yaml_leaves_the_operators_extra_loggers_alone() -> None:
+    """The pool's job variables would replace the worker's PREFECT_LOGGING_EXTRA_LOGGERS (one
+    value, no adding to it): the deployments set nothing in the flow run's environment."""
+    config = yaml.safe_load(render_prefect_yaml("UTC"))
+    pools = [config["definitions"]["work_pools"]["process_pool"],
+             *(d["work_pool"] for d in config["deployments"])]
+    for pool in pools:
+        env = (pool.get("job_variables") or {}).get("env") or {}
+        assert "PREFECT_LOGGING_EXTRA_LOGGERS" not in env
+
+
 def test_daily_job_runs_at_nine_local_time() -> None:
     from prefect.server.schemas.schedules import CronSchedule
 

@@ -18,9 +18,10 @@ def test_leadflow_warnings_reach_the_run_log_of_a_worker_run(
 ) -> None:
     from tasks.outreach.defaults import create_campaign
 
-    # A worker machine's shell: only what docs/deployment.md tells the operator to export.
-    for name in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_LOGGING_LEVEL"):
-        monkeypatch.delenv(name, raising=False)
+    # A worker machine's shell: what docs/deployment.md tells the operator to export, and the
+    # operator's own extra loggers (which the deployments must not replace).
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    monkeypatch.setenv("PREFECT_LOGGING_EXTRA_LOGGERS", "operator.audit")
     with session_scope(pg_clean) as session:
         campaign_id = create_campaign(session, name="bad zone", status="active",
                                       timezone="Mars/Olympus_Mons")
