@@ -3,6 +3,7 @@ Imports stay inside the commands so that `leadflow --help` is fast."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -226,12 +227,10 @@ def deployments(
     check: bool = typer.Option(False, "--check", help="Exit 1 if prefect.yaml is stale."),
 ) -> None:
     """Render prefect.yaml from deployments/catalog.py (time zone LEADFLOW_SCHEDULE_TIMEZONE)."""
-    from pathlib import Path
-
     from deployments.catalog import render_prefect_yaml
     from leadflow.settings import get_settings
 
-    path = Path("prefect.yaml")
+    path = _project_dir() / "prefect.yaml"
     text = render_prefect_yaml(get_settings().schedule_timezone)
     if check:
         if not path.exists() or path.read_text() != text:
@@ -248,22 +247,34 @@ def deployments(
 def deploy() -> None:
     """`prefect deploy --all` with the schedules in LEADFLOW_SCHEDULE_TIMEZONE (prefect.yaml in
     the repository carries UTC): renders the deployments with the current settings and deploys
-    them to the Prefect server at PREFECT_API_URL (process work pool `leadflow-process`)."""
+    them to the Prefect server at PREFECT_API_URL (process work pool `leadflow-process`).
+    Works from any directory: Prefect reads the entrypoints from the project's checkout."""
     import subprocess
     import sys
-    from pathlib import Path
 
     from deployments.catalog import render_prefect_yaml
     from leadflow.settings import get_settings
 
+    project = _project_dir()
     timezone = get_settings().schedule_timezone
-    rendered = Path(".leadflow") / "prefect.deploy.yaml"
+    rendered = project / ".leadflow" / "prefect.deploy.yaml"
     rendered.parent.mkdir(parents=True, exist_ok=True)
     rendered.write_text(render_prefect_yaml(timezone))
-    console.print(f"deploying every job with schedules in {timezone}")
+    console.print(f"deploying every job from {project} with schedules in {timezone}")
     done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
-                           "--prefect-file", str(rendered)])
+                           "--prefect-file", str(rendered)], cwd=project)
     raise typer.Exit(done.returncode)
+
+
+def _project_dir() -> Path:
+    """The checkout (leadflow/project.py), or exit 2 saying how to name it."""
+    from leadflow.project import ProjectDirError, project_dir
+
+    try:
+        return project_dir()
+    except ProjectDirError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
 
 
 review_app = typer.Typer(

@@ -92,3 +92,19 @@ def test_leadflow_deployments_prints_prefect_yaml_unwrapped_when_piped() -> None
     assert done.stdout == render_prefect_yaml(os.environ.get("LEADFLOW_SCHEDULE_TIMEZONE",
                                                               "UTC"))
     yaml.safe_load(done.stdout)
+
+
+def test_leadflow_deployments_check_finds_prefect_yaml_from_any_directory(
+    tmp_path: Path,
+) -> None:
+    """From outside the checkout, without LEADFLOW_PROJECT_DIR: the checkout's prefect.yaml
+    (found from the package's location) is checked, not ./prefect.yaml."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LEADFLOW_PROJECT_DIR"}
+    env["LEADFLOW_SCHEDULE_TIMEZONE"] = "UTC"  # as the committed file
+    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "deployments", "--check"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "prefect.yaml is current" in done.stdout

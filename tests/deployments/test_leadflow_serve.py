@@ -65,3 +65,22 @@ def test_leadflow_deploy_puts_the_settings_time_zone_into_every_schedule(
                 assert (schedule["cron"], schedule["timezone"]) == (job.cron, "Asia/Tokyo")
     finally:
         server.stop()
+
+
+def test_leadflow_deploy_works_from_any_directory(tmp_path: Path) -> None:
+    """Run from a directory outside the checkout, without LEADFLOW_PROJECT_DIR: the project is
+    found from the package's location, and nothing is written to the current directory."""
+    server = LocalCluster(home=tmp_path / "prefect")
+    server.start_server()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        server.run_prefect("work-pool", "create", "leadflow-process", "--type", "process")
+        env = {k: v for k, v in server.process_env().items() if k != "LEADFLOW_PROJECT_DIR"}
+        done = subprocess.run([sys.executable, "-m", "leadflow.cli", "deploy"], cwd=elsewhere,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert server.deployment_names() == sorted(job.name for job in JOBS)
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        server.stop()
