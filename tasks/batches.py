@@ -52,11 +52,15 @@ class BatchSummary:
 def start_batch(session: Session, run_key: str, kind: str, source: str, industry: str | None,
                 location: str | None, max_results: int | None) -> int:
     """Create the batch record, or return the one this run (same run_key) already made; either
-    way its heartbeat says the run is alive."""
-    existing = session.scalar(select(LeadBatch.id).where(LeadBatch.run_key == run_key))
+    way its heartbeat says the run is alive. A retried run finds its batch closed (failed, or
+    swept as dead) and works on it again: the batch is `running` until the run closes it."""
+    existing = session.scalar(select(LeadBatch).where(LeadBatch.run_key == run_key))
     if existing is not None:
-        touch_batch(session, existing)
-        return existing
+        if existing.status != "running":
+            existing.status = "running"
+            existing.finished_at = None
+        touch_batch(session, existing.id)
+        return existing.id
     batch = LeadBatch(run_key=run_key, kind=kind, source=source, industry=industry,
                       location=location, max_results=max_results, status="running",
                       sources_used=[], tier_distribution={}, validation={}, notes=[],

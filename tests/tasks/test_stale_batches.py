@@ -101,3 +101,25 @@ def test_a_chunk_load_and_a_reopened_run_stamp_the_heartbeat(pg_clean: str) -> N
         assert start_batch(session, "run-1", "generate", "apollo", "salon", "TX", 10) == batch_id
     with get_engine(pg_clean).connect() as conn:
         assert stale_batches(conn, 2 * HOUR) == []
+
+
+def test_a_retried_run_puts_its_failed_or_swept_batch_back_to_running(pg_clean: str) -> None:
+    swept = new_batch(pg_clean, "run-swept", heartbeat_age_s=3 * HOUR)
+    with session_scope(pg_clean) as session:
+        assert [s.batch_id for s in sweep_stale_batches(session, 2 * HOUR)] == [swept]
+    failed = new_batch(pg_clean, "run-failed", heartbeat_age_s=0.0, status="failed")
+    with session_scope(pg_clean) as session:
+        session.execute(update(LeadBatch).where(LeadBatch.id == failed)
+                        .values(finished_at=datetime.now(UTC)))
+    assert get(pg_clean, swept).status == "failed" and get(pg_clean, swept).finished_at
+    sweep_notes = get(pg_clean, swept).notes
+    assert any("marked failed" in note for note in sweep_notes)
+
+    with session_scope(pg_clean) as session:
+        for run_key, batch_id in (("run-swept", swept), ("run-failed", failed)):
+            assert start_batch(session, run_key, "generate", "apollo", "salon", "TX",
+                               10) == batch_id
+    for batch_id in (swept, failed):
+        batch = get(pg_clean, batch_id)
+        assert (batch.status, batch.finished_at) == ("running", None)
+    assert get(pg_clean, swept).notes == sweep_notes  # what happened before is kept
