@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -371,6 +372,11 @@ def measure(kind: str, db_url: str, paths_file: str, args: argparse.Namespace,
         result["loop_busy"] = round(result["loop_thread_cpu_us"] * result["rps"] / 1e6, 2)
         if kind == "app":
             result["pg_cpu_us"] = round(backend_cpu(db_url) / answered * 1e6, 1)
+            # Group commit at work: hits per committed batch (warm-up included).
+            health = json.loads(urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/healthz", timeout=10).read())
+            result["hits_per_batch"] = round(
+                health["events_committed"] / max(1, health["batches_committed"]), 1)
     finally:
         stop_server(proc)
     print(f"{kind}: {json.dumps(result)}", flush=True)
