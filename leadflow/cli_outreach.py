@@ -230,18 +230,19 @@ def deployments(
     from deployments.catalog import render_prefect_yaml
     from leadflow.settings import get_settings
 
-    path = _project_dir() / "prefect.yaml"
     text = render_prefect_yaml(get_settings().schedule_timezone)
+    if not (check or write):
+        typer.echo(text, nl=False)  # as is: YAML must not be wrapped to the terminal's width
+        return
+    path = _project_dir() / "prefect.yaml"
     if check:
         if not path.exists() or path.read_text() != text:
             err.print("prefect.yaml is stale: run `leadflow deployments --write`")
             raise typer.Exit(1)
         console.print("prefect.yaml is current")
-    elif write:
+    else:
         path.write_text(text)
         console.print(f"wrote {path}")
-    else:
-        typer.echo(text, nl=False)  # as is: YAML must not be wrapped to the terminal's width
 
 
 def deploy() -> None:

@@ -28,7 +28,9 @@ def project_dir() -> Path:
                                   "or deployments/catalog.py there)")
         return path
     path = Path(__file__).resolve().parent.parent
-    if not is_checkout(path):
+    # Installed from a wheel, the package sits in site-packages next to flows/ and
+    # deployments/ (packages too): only a checkout has the project's pyproject.toml.
+    if not (is_checkout(path) and (path / "pyproject.toml").is_file()):
         raise ProjectDirError(f"leadflow is installed at {path}, not in a checkout: set "
                               f"{ENV_VAR} to the checkout's directory")
     return path

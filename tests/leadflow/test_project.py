@@ -53,3 +53,32 @@ def test_leadflow_deploy_refuses_a_wrong_project_dir_before_calling_prefect(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "is not a leadflow checkout" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_editable_install_is_no_checkout(tmp_path: Path) -> None:
+    """Installed from a wheel, the packages (flows/ and deployments/catalog.py among them) sit
+    in site-packages: that directory is not the checkout, and `leadflow deployments --write`
+    says to set LEADFLOW_PROJECT_DIR instead of writing prefect.yaml into site-packages."""
+    site = tmp_path / "site-packages"
+    # What a wheel of this project installs: setuptools' build_py of its packages.
+    built = subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "-q",
+                            "egg_info", "--egg-base", str(tmp_path),
+                            "build_py", "--build-lib", str(site)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    assert (site / "flows").is_dir() and (site / "deployments" / "catalog.py").is_file()
+    env = {k: v for k, v in os.environ.items() if k != "LEADFLOW_PROJECT_DIR"}
+    env["PYTHONPATH"] = str(site)
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "deployments", "--write"],
+                          cwd=here, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "set LEADFLOW_PROJECT_DIR" in done.stderr
+    assert not (site / "prefect.yaml").exists()
+    assert list(here.iterdir()) == []
+    # Printing prefect.yaml needs no checkout.
+    printed = subprocess.run([sys.executable, "-m", "leadflow.cli", "deployments"],
+                             cwd=here, env=env, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("# Prefect deployments of leadflow")
