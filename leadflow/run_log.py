@@ -21,7 +21,7 @@ PROJECT_LOGGERS = ("tasks", "clients", "leadflow", "models", "tracking_app")
 
 class ToPrefectExtraHandlers(logging.Handler):
     """Hands a record to the handlers of Prefect's `prefect.extra` logger, except those the
-    logger it sits on already has (an operator who names that logger in
+    record meets on its way up anyway (an operator who names this logger, or one below it, in
     PREFECT_LOGGING_EXTRA_LOGGERS: Prefect attached them there, once is enough)."""
 
     def __init__(self, owner: logging.Logger) -> None:
@@ -30,8 +30,11 @@ class ToPrefectExtraHandlers(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         handlers = logging.getLogger("prefect.extra").handlers
+        # Those the record meets anyway: on this logger or on one between it and the record's
+        # own (`tasks.outreach`, named by the operator, below `tasks`) or above.
+        met = _handlers_on_the_way(logging.getLogger(record.name))
         for handler in handlers:
-            if handler not in self.owner.handlers and record.levelno >= handler.level:
+            if handler not in met and record.levelno >= handler.level:
                 handler.handle(record)
         if not handlers and not _other_handlers(logging.getLogger(record.name)):
             # Without this handler Python would have printed the record (a warning) through
@@ -39,6 +42,15 @@ class ToPrefectExtraHandlers(logging.Handler):
             last = logging.lastResort
             if last is not None and record.levelno >= last.level:
                 last.handle(record)
+
+
+def _handlers_on_the_way(logger: logging.Logger | None) -> list[logging.Handler]:
+    """The handlers a record of `logger` meets on its way up (as Logger.callHandlers walks)."""
+    found: list[logging.Handler] = []
+    while logger is not None:
+        found += logger.handlers
+        logger = logger.parent if logger.propagate else None
+    return found
 
 
 def _other_handlers(logger: logging.Logger | None) -> bool:
