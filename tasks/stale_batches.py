@@ -19,7 +19,13 @@ LAST_SEEN = func.coalesce(LeadBatch.heartbeat_at, LeadBatch.started_at)
 class StaleBatch:
     batch_id: int
     kind: str
-    last_seen: datetime
+    last_seen: datetime  # UTC
+
+
+def _utc(moment: datetime) -> datetime:
+    """An aware UTC instant: PostgreSQL returns the session's TimeZone (often the machine's),
+    SQLite a naive UTC value."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def touch_batch(session: Session, batch_id: int) -> None:
@@ -37,7 +43,7 @@ def _stale(stale_after_s: float) -> Select[int, str, datetime]:
 
 def stale_batches(conn: Connection | Session, stale_after_s: float) -> list[StaleBatch]:
     """Running batches without a sign of life for more than `stale_after_s` (reads only)."""
-    return [StaleBatch(batch_id, kind, seen)
+    return [StaleBatch(batch_id, kind, _utc(seen))
             for batch_id, kind, seen in conn.execute(_stale(stale_after_s))]
 
 
@@ -49,7 +55,7 @@ def sweep_stale_batches(session: Session, stale_after_s: float) -> list[StaleBat
     from tasks.batches import finish_batch
 
     locked = _stale(stale_after_s).with_for_update(skip_locked=True, of=LeadBatch)
-    swept = [StaleBatch(batch_id, kind, seen)
+    swept = [StaleBatch(batch_id, kind, _utc(seen))
              for batch_id, kind, seen in session.execute(locked)]
     now = datetime.now(UTC)
     for stale in swept:

@@ -123,3 +123,30 @@ def test_a_retried_run_puts_its_failed_or_swept_batch_back_to_running(pg_clean: 
         batch = get(pg_clean, batch_id)
         assert (batch.status, batch.finished_at) == ("running", None)
     assert get(pg_clean, swept).notes == sweep_notes  # what happened before is kept
+
+
+def test_the_last_sign_of_life_is_told_in_utc_whatever_the_servers_time_zone(
+    pg_clean: str,
+) -> None:
+    """PostgreSQL hands timestamps back in the session's TimeZone (initdb sets the machine's):
+    the sweep's note, `leadflow sweep-batches` and doctor say "... UTC", so they convert."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    heartbeat = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    dead = new_batch(pg_clean, "dead", heartbeat_age_s=0.0)
+    with session_scope(pg_clean) as session:
+        session.execute(update(LeadBatch).where(LeadBatch.id == dead)
+                        .values(heartbeat_at=heartbeat))
+    tokyo = create_engine(pg_clean, connect_args={"options": "-c timezone=Asia/Tokyo"})
+    try:
+        with tokyo.connect() as conn:
+            (stale,) = stale_batches(conn, 2 * HOUR)
+        with Session(tokyo) as session, session.begin():
+            (swept,) = sweep_stale_batches(session, 2 * HOUR)
+    finally:
+        tokyo.dispose()
+    said = f"{heartbeat:%Y-%m-%d %H:%M:%S}"
+    assert f"{stale.last_seen:%Y-%m-%d %H:%M:%S}" == said
+    assert f"{swept.last_seen:%Y-%m-%d %H:%M:%S}" == said
+    assert f"no sign of life since {said} UTC" in get(pg_clean, dead).notes[-1]
