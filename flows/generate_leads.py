@@ -22,7 +22,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from pydantic import Field, StringConstraints
 
-from leadflow.settings import MAX_RESULTS, get_settings
+from leadflow.settings import MAX_RESULTS, MAX_SEARCH_TEXT, get_settings
 from tasks.batches import Rejected, failure_note, merge_validation, summary_rows
 from tasks.steps import (
     Chunk,
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 SourceName = Literal["apollo", "google_places", "pdl"]
 # What to search for: some text (blank would search everything, anywhere).
 SearchText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                              max_length=200)]
+                                              max_length=MAX_SEARCH_TEXT)]
 
 
 @flow(

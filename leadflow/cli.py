@@ -85,6 +85,20 @@ def _settings_first() -> None:
         raise typer.Exit(2) from None
 
 
+def _check_search(industry: str, location: str) -> None:
+    """Refuse, in one line (exit 2), a search the generate-leads flow's typed parameters would
+    refuse with a Prefect traceback: blank, or longer than MAX_SEARCH_TEXT."""
+    from leadflow.settings import MAX_SEARCH_TEXT
+
+    for name, value in (("--industry", industry), ("--location", location)):
+        if not value.strip():
+            err.print(f"{name} must not be blank")
+            raise typer.Exit(2)
+        if len(value.strip()) > MAX_SEARCH_TEXT:
+            err.print(f"{name} must be at most {MAX_SEARCH_TEXT} characters")
+            raise typer.Exit(2)
+
+
 @app.command()
 def doctor() -> None:
     """Check configuration and connectivity: database, migrations, API keys, SMTP, tracking."""
@@ -141,10 +155,7 @@ def generate(
     from leadflow.cli_outreach import migrated_database
     from tasks.sources import NoSourceAvailable
 
-    for name, value in (("--industry", industry), ("--location", location)):
-        if not value.strip():
-            err.print(f"{name} must not be blank")
-            raise typer.Exit(2)
+    _check_search(industry, location)
     migrated_database()
     try:
         summary = generate_leads(
@@ -219,7 +230,7 @@ def analyse_site(
 @app.command("dedupe-csv")
 def dedupe_csv(
     input_csv: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
-    out: Path = typer.Option(..., "--out", help="Where to write id,cluster_id."),
+    out: Path = typer.Option(..., "--out", dir_okay=False, help="Where to write id,cluster_id."),
 ) -> None:
     """Cluster the rows of a companies CSV (id,company_name,address,city,phone) into businesses."""
     from rich.markup import escape
@@ -232,6 +243,11 @@ def dedupe_csv(
     except DedupeCsvError as exc:
         err.print(f"[red]cannot dedupe:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    except OSError as exc:  # the output cannot be written (its folder, permissions, full disk)
+        where = f" ({exc.filename})" if exc.filename else ""
+        err.print(f"[red]cannot write {escape(str(out))}:[/red] "
+                  f"{escape((exc.strerror or str(exc)) + where)}", soft_wrap=True)
+        raise typer.Exit(1) from None
     err.print(
         f"{report.rows} rows, {report.clusters} businesses, {report.duplicates} duplicates "
         f"({report.encoding}); wrote {escape(str(out))}", soft_wrap=True,
@@ -243,10 +259,10 @@ def dedupe_csv(
 @app.command()
 def sandbox(
     host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8799),
-    businesses: int = typer.Option(20_000, help="Size of the synthetic dataset."),
+    port: int = typer.Option(8799, min=1, max=65_535),
+    businesses: int = typer.Option(20_000, min=1, help="Size of the synthetic dataset."),
     seed: int = typer.Option(7),
-    latency_ms: int = typer.Option(0, help="Latency added to every response."),
+    latency_ms: int = typer.Option(0, min=0, help="Latency added to every response."),
     faults: str = typer.Option("", help='Fault config as JSON, e.g. {"apollo": {"rate": 0.1}}.'),
 ) -> None:
     """Serve the local stand-in for Apollo, Google Places, PDL, Hunter, OpenAI and the websites."""
@@ -270,7 +286,8 @@ def sandbox(
 
 @app.command()
 def demo(
-    max_results: int = typer.Option(200, help="Leads to generate."),
+    # The flow's bounds, as `generate` has them: out of range is a usage error, not a traceback.
+    max_results: int = typer.Option(200, min=1, max=1_000_000, help="Leads to generate."),
     industry: str = typer.Option("salon"),
     location: str = typer.Option("Austin, TX"),
     outreach_leads: int = typer.Option(
@@ -281,6 +298,7 @@ def demo(
     network."""
     from leadflow.demo import run_demo
 
+    _check_search(industry, location)  # before the sandbox is started
     summary = run_demo(max_results=max_results, industry=industry, location=location,
                        outreach_leads=outreach_leads)
     console.print(_summary_table(summary))

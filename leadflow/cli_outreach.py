@@ -13,6 +13,10 @@ from rich.table import Table
 console = Console()
 err = Console(stderr=True)
 campaign_app = typer.Typer(help="Create, fill and run outreach campaigns.", no_args_is_help=True)
+# The ids the columns can hold (campaigns.id INTEGER, emails.id BIGINT): a larger one is a usage
+# error here, not an overflow traceback from the database driver.
+CAMPAIGN_ID_MAX = 2**31 - 1
+EMAIL_ID_MAX = 2**63 - 1
 
 
 def migrated_database() -> str:
@@ -110,7 +114,7 @@ def campaign_create(
 
 @campaign_app.command("link")
 def campaign_link(
-    campaign_id: int = typer.Argument(...),
+    campaign_id: int = typer.Argument(..., min=1, max=CAMPAIGN_ID_MAX),
     limit: int = typer.Option(50, min=1, max=100_000, help="How many leads at most."),
 ) -> None:
     """Link the best new leads that match the campaign's industry and location."""
@@ -123,7 +127,7 @@ def campaign_link(
 
 @campaign_app.command("execute")
 def campaign_execute(
-    campaign_id: int = typer.Argument(...),
+    campaign_id: int = typer.Argument(..., min=1, max=CAMPAIGN_ID_MAX),
     # max: the flow's bound on max_leads (flows/execute_campaign.py), written out.
     max_leads: int = typer.Option(None, min=1, max=100_000,
                                   help="Contact at most this many leads."),
@@ -191,7 +195,7 @@ def reply(
 
 def tracking(
     host: str = typer.Option(None, help="Default: LEADFLOW_TRACKING_HOST."),
-    port: int = typer.Option(None, help="Default: LEADFLOW_TRACKING_PORT."),
+    port: int = typer.Option(None, min=1, max=65_535, help="Default: LEADFLOW_TRACKING_PORT."),
 ) -> None:
     """Serve the open/click/unsubscribe tracking app (uvicorn) on the configured database."""
     from leadflow.settings import get_settings
@@ -303,7 +307,8 @@ def review_list() -> None:
 
 
 @review_app.command("requeue")
-def review_requeue(email_ids: list[int] = typer.Argument(..., help="Email ids.")) -> None:
+def review_requeue(email_ids: list[int] = typer.Argument(..., min=1, max=EMAIL_ID_MAX,
+                                                          help="Email ids.")) -> None:
     """The server does not have them: send them again."""
     from tasks.outreach.queue import requeue_review
 
@@ -311,7 +316,8 @@ def review_requeue(email_ids: list[int] = typer.Argument(..., help="Email ids.")
 
 
 @review_app.command("mark-sent")
-def review_mark_sent(email_ids: list[int] = typer.Argument(..., help="Email ids.")) -> None:
+def review_mark_sent(email_ids: list[int] = typer.Argument(..., min=1, max=EMAIL_ID_MAX,
+                                                          help="Email ids.")) -> None:
     """The server did take them: record them as sent (the sequence goes on)."""
     from tasks.outreach.queue import mark_review_sent
 

@@ -19,6 +19,9 @@ DATA_DIR = Path(".leadflow")
 # max_results: the sources are fetched page by page and the chunks streamed, so memory does not
 # grow with it).
 MAX_RESULTS = 1_000_000
+# The longest industry or location a generate-leads run may search for (the flow's and the
+# CLI's bound).
+MAX_SEARCH_TEXT = 200
 LEAD_SOURCES = ("apollo", "google_places", "pdl")
 
 

@@ -350,3 +350,114 @@ def test_generate_fails_with_a_message_when_no_source_can_be_queried(
     db = sqlite3.connect(cli_env["LEADFLOW_DATABASE_URL"].removeprefix("sqlite:///"))
     assert db.execute("SELECT status, leads_generated FROM lead_batches").fetchall() == [
         ("failed", 0)]
+
+
+def usage_error(text: str) -> str:
+    """A typer/click usage error's message without its box and line breaks."""
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-results", "0"], "Invalid value for '--max-results': Input should be greater than"),
+    (["--max-results", "-5"], "Invalid value for '--max-results': Input should be greater than"),
+    (["--max-results", "1000001"], "Input should be less than or equal to 1000000"),
+    (["--industry", "  "], "--industry must not be blank"),
+    (["--location", "x" * 201], "--location must be at most 200 characters"),
+])
+def test_demo_refuses_parameters_the_flow_would_refuse_in_one_message(
+    cli_env: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Were they passed on, the flow's typed parameters would refuse them with a Prefect
+    traceback after the sandbox had started; the CLI refuses them first, as usage errors."""
+    done = leadflow(cli_env, tmp_path, "demo", *args)
+
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in usage_error(done.stderr)
+    assert "Traceback" not in done.stderr and "ParameterTypeError" not in done.stderr
+    assert not (tmp_path / ".leadflow").exists()  # no database, no outbox: nothing started
+
+
+def test_generate_refuses_a_search_longer_than_the_flow_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # were the check missing, the default database lands here
+    from typer.testing import CliRunner
+
+    from flows.generate_leads import generate_leads
+    from leadflow.cli import app
+    from leadflow.settings import MAX_SEARCH_TEXT
+
+    properties = generate_leads.parameters.properties
+    assert properties["industry"]["maxLength"] == MAX_SEARCH_TEXT
+    assert properties["location"]["maxLength"] == MAX_SEARCH_TEXT
+    for option in ("--industry", "--location"):
+        result = CliRunner().invoke(app, ["generate", option, "x" * (MAX_SEARCH_TEXT + 1)])
+        assert result.exit_code == 2, result.output
+        assert f"{option} must be at most {MAX_SEARCH_TEXT} characters" in result.output
+    assert not (tmp_path / ".leadflow").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["sandbox", "--port", "70000"],
+    ["sandbox", "--port", "0"],
+    ["sandbox", "--businesses", "0"],
+    ["sandbox", "--latency-ms", "-1"],
+    ["tracking", "--port", "70000"],
+    ["tracking", "--port", "0"],
+])
+def test_servers_refuse_a_port_or_size_they_cannot_serve_before_starting(
+    cli_env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    # Without the check these started serving (uvicorn on port 0 picks any port, a sandbox of
+    # no businesses answers nothing): the run is cut at 60 s and the test fails.
+    done = leadflow_within(cli_env, tmp_path, 60, *args)
+
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"Invalid value for '{args[1]}'" in usage_error(done.stderr)
+
+
+def leadflow_within(env: dict[str, str], cwd: Path, seconds: float, *args: str
+                    ) -> subprocess.CompletedProcess[str]:
+    """`leadflow(...)`, but a command still running after `seconds` is killed and reported as
+    exit code -1 (a server that started instead of refusing its arguments)."""
+    try:
+        return subprocess.run([sys.executable, "-m", "leadflow.cli", *args], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return subprocess.CompletedProcess(exc.cmd, -1, "", out)
+
+
+def test_dedupe_csv_to_a_place_it_cannot_write_says_so_in_one_line(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    source = FIXTURES / "dedupe" / "companies_labelled.csv"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+
+    into_a_folder = leadflow(cli_env, tmp_path, "dedupe-csv", str(source), "--out", ".")
+    under_a_file = leadflow(cli_env, tmp_path, "dedupe-csv", str(source),
+                            "--out", str(a_file / "clusters.csv"))
+
+    assert into_a_folder.returncode == 2
+    assert "Invalid value for '--out': file '.' is a directory" in usage_error(
+        into_a_folder.stderr)
+    assert under_a_file.returncode == 1
+    assert under_a_file.stderr.startswith(f"cannot write {a_file / 'clusters.csv'}: ")
+    assert len(under_a_file.stderr.splitlines()) == 1, under_a_file.stderr
+    for done in (into_a_folder, under_a_file):
+        assert "Traceback" not in done.stderr
+
+
+def test_ids_beyond_what_the_tables_hold_are_usage_errors_not_overflow_tracebacks(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    huge = str(2**64)
+    for command, name in ((["campaign", "execute", huge], "campaign_id"),
+                          (["campaign", "link", huge], "campaign_id"),
+                          (["review", "requeue", "1", huge], "email_ids"),
+                          (["review", "mark-sent", huge], "email_ids")):
+        done = leadflow(cli_env, tmp_path, *command)
+        assert done.returncode == 2, (command, done.stderr[-2000:])
+        assert f"Invalid value for '{name}'" in usage_error(done.stderr), command
+        assert "Traceback" not in done.stderr and "OverflowError" not in done.stderr
