@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,13 +48,55 @@ class EnrichResult:
     calls: list[ApiCall] = field(default_factory=list)
     emails_found: int = 0
     emails_verified: int = 0
-    # Hunter said its monthly quota is used up (429): the error, once; calls stopped there.
+    # Hunter said its monthly quota is used up (429), to this enrichment or to another of the
+    # batch's: the error, once; calls stopped there.
     quota_error: str | None = None
 
     @property
     def quota_stopped(self) -> int:
         """Candidates left without (part of) their enrichment because the quota is used up."""
         return sum(1 for f in self.failures if f.quota)
+
+
+class QuotaStop:
+    """Hunter's quota 429 (its monthly quota is used up), shared by the enrichments of one batch:
+    the first error, checked before every request. A batch's chunks enrich at the same time
+    (the flow keeps several in flight), so a chunk must stop on another chunk's 429 before its
+    next request, not go on until it gets a 429 of its own."""
+
+    def __init__(self, error: str | None = None) -> None:
+        self._lock = threading.Lock()
+        self._error = error
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def set(self, error: str) -> None:
+        with self._lock:  # the first 429 is the one reported
+            if self._error is None:
+                self._error = error
+
+
+# One QuotaStop per batch enriching in this process (the flow's chunks run as threads of its
+# process); the last few batches only: a later chunk also learns the 429 from api_usage.
+_QUOTA_STOPS: OrderedDict[Hashable, QuotaStop] = OrderedDict()
+_QUOTA_STOPS_KEPT = 256
+_QUOTA_STOPS_LOCK = threading.Lock()
+
+
+def batch_quota_stop(batch: Hashable) -> QuotaStop:
+    """The QuotaStop every chunk of `batch` enriching in this process shares. `batch` names one
+    batch for good, e.g. (database, batch id, start time): an id alone comes back in a database
+    that is emptied and filled again."""
+    with _QUOTA_STOPS_LOCK:
+        stop = _QUOTA_STOPS.get(batch)
+        if stop is None:
+            stop = _QUOTA_STOPS[batch] = QuotaStop()
+            while len(_QUOTA_STOPS) > _QUOTA_STOPS_KEPT:
+                _QUOTA_STOPS.popitem(last=False)
+        _QUOTA_STOPS.move_to_end(batch)
+        return stop
 
 
 def candidate_id(candidate: CandidateLead) -> str:
@@ -94,10 +138,10 @@ class _Run:
     """State shared by the concurrent per-candidate coroutines of one enrichment."""
 
     def __init__(self, hunter: HunterClient | None, result: EnrichResult,
-                 quota_error: str | None = None) -> None:
+                 stop: QuotaStop) -> None:
         self._hunter = hunter
         self.result = result
-        self.quota_error = result.quota_error = quota_error
+        self.stop = stop
         # One request per domain and per address in a run, however many candidates share it
         # (a chain's branches, one business listed twice): the others await the same answer.
         self._searches: dict[str, asyncio.Future[Any]] = {}
@@ -123,14 +167,26 @@ class _Run:
     def fail(self, candidate: CandidateLead, reason: str, quota: bool = False) -> None:
         self.result.failures.append(EnrichFailure(candidate_id(candidate), reason, quota))
 
+    def quota_spent(self) -> bool:
+        """Whether Hunter's quota is known to be used up (here or in another chunk of the batch):
+        asked right before each request."""
+        if self.stop.error is None:
+            return False
+        self.result.quota_error = self.result.quota_error or self.stop.error
+        return True
+
+    def quota_skip(self, candidate: CandidateLead, step: str) -> None:
+        self.fail(candidate, f"{step} skipped: {self.stop.error}", quota=True)
+
     def api_failed(self, candidate: CandidateLead, step: str, exc: ApiError,
                    metered: bool = True) -> None:
         if metered:
             self.result.calls.extend(exc.calls)
         quota = isinstance(exc, QuotaExceededError)
-        if quota and self.quota_error is None:
+        if quota:
             # Hunter's monthly usage is gone: stop calling it for the rest of the batch.
-            self.quota_error = self.result.quota_error = str(exc)
+            self.stop.set(str(exc))
+            self.result.quota_error = self.result.quota_error or self.stop.error
         self.fail(candidate, f"{step}: {exc}", quota)
 
     async def enrich(self, candidate: CandidateLead) -> None:
@@ -147,15 +203,19 @@ class _Run:
         domain = registrable_domain(candidate.website)
         if domain is None:  # a Facebook page, a booking platform...: no domain of its own
             return
-        if self.quota_error:
-            self.fail(candidate, f"domain-search skipped: {self.quota_error}", quota=True)
+        if self.quota_spent():
+            self.quota_skip(candidate, "domain-search")
             return
         if candidate.contact_first_name and candidate.contact_last_name:
             # A named contact (CSV, PDL): ask for that person's address first.
-            if await self.find_named(candidate, domain):
+            found = await self.find_named(candidate, domain)
+            if found is None:  # failed (and recorded)
+                return
+            if found:
                 await self.verify(candidate)
                 return
-            if self.quota_error:
+            if self.quota_spent():
+                self.quota_skip(candidate, "domain-search")
                 return
         search, first = self._shared(
             self._searches, domain,
@@ -179,14 +239,15 @@ class _Run:
         self.result.emails_found += 1
         await self.verify(candidate)
 
-    async def find_named(self, candidate: CandidateLead, domain: str) -> bool:
-        """Hunter's email finder for the candidate's named contact; True if it found one."""
+    async def find_named(self, candidate: CandidateLead, domain: str) -> bool | None:
+        """Hunter's email finder for the candidate's named contact; True if it found one, None
+        if the request failed (recorded as the candidate's failure)."""
         try:
             resp = await self.hunter.email_finder(
                 domain, candidate.contact_first_name or "", candidate.contact_last_name or "")
         except ApiError as exc:
             self.api_failed(candidate, "email-finder", exc)
-            return False
+            return None
         self.result.calls.extend(resp.calls)
         address = check_syntax(resp.data.email) if resp.data.email else None
         if address is None:
@@ -199,8 +260,8 @@ class _Run:
     async def verify(self, candidate: CandidateLead) -> None:
         if candidate.email is None:
             return
-        if self.quota_error:
-            self.fail(candidate, f"email-verifier skipped: {self.quota_error}", quota=True)
+        if self.quota_spent():
+            self.quota_skip(candidate, "email-verifier")
             return
         address = candidate.email
         check, first = self._shared(self._verifications, address.lower(),
@@ -227,16 +288,22 @@ class _Run:
 
 async def enrich_candidates(
     candidates: list[CandidateLead], hunter: HunterClient | None, concurrency: int,
-    quota_error: str | None = None,
+    quota_error: str | None = None, stop: QuotaStop | None = None,
 ) -> EnrichResult:
     """Find and verify emails for a batch, at most `concurrency` candidates in flight.
     `quota_error`: Hunter's monthly quota is already known to be used up (why): no request is
     made, and every candidate Hunter would have been asked about fails with that reason
-    (syntax checks still run). `hunter` may be None only then."""
-    if hunter is None and quota_error is None:
+    (syntax checks still run). `hunter` may be None only then.
+    `stop`: shared with the enrichments running at the same time for the same batch
+    (`batch_quota_stop`): a 429 any of them gets stops the others' next requests too."""
+    stop = stop or QuotaStop()
+    if quota_error is not None:
+        stop.set(quota_error)
+    if hunter is None and stop.error is None:
         raise ValueError("a Hunter client is needed unless its quota is known to be spent")
-    result = EnrichResult(candidates=candidates)
-    run = _Run(hunter, result, quota_error)
+    result = EnrichResult(candidates=candidates,
+                          quota_error=None if quota_error is None else stop.error)
+    run = _Run(hunter, result, stop)
     semaphore = asyncio.Semaphore(max(1, concurrency))
     # A fixed pool of workers pulling from one iterator: no coroutine per candidate, and the
     # semaphore still bounds the requests in flight if the pool is ever widened.

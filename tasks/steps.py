@@ -294,22 +294,29 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
     requests: domain search and verification). Failures per lead are reported, leads kept.
 
     Once Hunter answers 429 (its monthly quota is used up), that call is recorded in api_usage
-    with the batch, and the batch's later chunks skip Hunter without a request: the outcome's
+    with the batch, the batch's chunks enriching alongside (this process) make no new request
+    after it, and its later chunks skip Hunter without a request: the outcome's
     `quota_stopped` counts the leads left without a lookup, `quota_error` says why."""
     from clients.http import make_async_client
     from clients.hunter import QUOTA_STATUS, SOURCE, HunterClient
-    from tasks.enrich import enrich_candidates, reuse_known_emails
+    from models import LeadBatch
+    from tasks.enrich import batch_quota_stop, enrich_candidates, reuse_known_emails
     from tasks.usage import batch_got_status, reserve_quota, settle_quota
 
     settings = get_settings()
     with timed(batch_id, "enrich"):
         with session_scope() as session:
+            # A 429 of a chunk enriching at the same time (this process) stops this one's
+            # requests too.
+            batch = session.get(LeadBatch, batch_id)
+            stop = batch_quota_stop((settings.database_url, batch_id,
+                                     batch.started_at if batch else None))
             # Addresses the database already holds verified cost no Hunter request.
             asked = len(candidates)
             candidates = reuse_known_emails(session, candidates)
             reused = asked - len(candidates)
-            spent = bool(candidates) and batch_got_status(session, SOURCE, batch_id,
-                                                          QUOTA_STATUS)
+            spent = bool(candidates) and (stop.error is not None or batch_got_status(
+                session, SOURCE, batch_id, QUOTA_STATUS))
         if not candidates:
             return {"skipped": None, "failures": 0, "reused": reused}
         if spent:  # same per-lead reasons as after a 429, without asking Hunter again
@@ -329,7 +336,8 @@ def enrich_emails(batch_id: int, candidates: list[CandidateLead]) -> dict[str, A
         async def run() -> Any:
             async with make_async_client(settings) as http:
                 hunter = HunterClient.from_settings(http, settings)
-                return await enrich_candidates(chosen, hunter, settings.enrich_concurrency)
+                return await enrich_candidates(chosen, hunter, settings.enrich_concurrency,
+                                               stop=stop)
 
         calls: list[Any] = []
         try:

@@ -534,6 +534,33 @@ def test_enrichment_is_cut_to_what_the_hunter_quota_allows(env: str) -> None:
     assert searched is not None and searched <= 10
 
 
+def test_after_a_hunter_quota_429_the_chunks_running_alongside_send_no_new_request(
+    env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three chunks enrich at the same time; the first Hunter answer is the quota 429 (then
+    Hunter would answer normally, so a chunk that did not know would go on asking). After it,
+    the other chunks only finish the request each had in flight (one each at concurrency 1):
+    they check the batch's shared stop before every request, not only at their start."""
+    from leadflow.settings import reset_settings_cache
+
+    monkeypatch.setenv("LEADFLOW_PIPELINE_DEPTH", "3")
+    monkeypatch.setenv("LEADFLOW_ENRICH_CONCURRENCY", "1")
+    reset_settings_cache()
+    # Slow answers: the chunks' first requests are all in flight when the 429 comes back.
+    sandbox_env.set_faults({"hunter": {"sequence": ["429"], "latency_ms": 400}})
+
+    summary = run(location="United States", max_results=300, analyse=False)  # 3 chunks
+
+    hunter = sandbox_env.stats()["targets"]["hunter"]
+    assert hunter["statuses"].get("429") == 1
+    assert hunter["requests"] - 1 <= 2, hunter  # after the 429: at most the two in flight
+    assert summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"] == 300
+    stopped = [n for n in summary["notes"] if n.startswith("email enrichment stopped")]
+    assert len(stopped) == 1 and "Hunter's monthly quota is used up" in stopped[0]
+    assert int(stopped[0].split(": ")[-1].split(" ")[0]) > 200  # leads of all three chunks
+    assert not any(n.startswith("email enrichment failed") for n in summary["notes"])
+
+
 def test_a_hunter_quota_used_up_is_learnt_once_per_run_and_said_in_the_summary(
     env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
