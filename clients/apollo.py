@@ -1,5 +1,5 @@
 """Apollo.io organization search (POST /mixed_companies/search): X-Api-Key auth, page/per_page
-pagination (the page size chosen for the limit and kept in the cursor), typed organization
+pagination (the page size chosen for the limit and carried in the cursor), typed organization
 records."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def page_size(limit: int, per_page: int = MAX_PER_PAGE) -> int:
 
 def make_cursor(per_page: int, page: int) -> str:
     """Where a search resumes: the next page number and the page size it counts in (Apollo's
-    `page` is a number of pages of `per_page` records, so a resumed search must keep it)."""
+    `page` is a number of pages of `per_page` records: without its size it means nothing)."""
     return f"{per_page}:{page}"
 
 
@@ -85,14 +85,41 @@ def parse_cursor(cursor: str) -> tuple[int | None, int]:
     return None, int(cursor)
 
 
+def resume_at(limit: int, cursor: str, per_page: int = MAX_PER_PAGE) -> tuple[int, int]:
+    """(per_page, page) a search resumed from a `make_cursor` cursor asks for (a bare page number
+    counts in `per_page`).
+
+    Page N of pages of P starts after record (N-1)*P, so the search goes on where it stopped in
+    the cursor's size, or in any smaller size that divides that offset (at page offset/size+1);
+    no other size can, it would skip or repeat records. A smaller one is taken when it bills
+    fewer records for `limit` in no more requests: a last chunk of 50 resumed after 100 records
+    in pages of 100 would be billed 100 records and keep 50; in pages of 50 (page 3) it is billed
+    50. Near the monthly limit it also lets a resumed search fetch what is left (10 left: page
+    11 of 10) instead of none. Never past Apollo's 500-page cap."""
+    counted_in, page = parse_cursor(cursor)
+    size = max(1, min(counted_in or per_page, MAX_PER_PAGE))
+    page = max(1, page)
+    offset = (page - 1) * size
+    limit = max(1, limit)
+    pages = -(-limit // size)
+    best, best_cost = (size, page), (pages * size, pages)
+    for smaller in range(size - 1, 0, -1):
+        if offset % smaller:
+            continue
+        start, n = offset // smaller + 1, -(-limit // smaller)
+        cost = (n * smaller, n)
+        if n <= pages and start + n - 1 <= MAX_PAGE and cost < best_cost:
+            best, best_cost = (smaller, start), cost
+    return best
+
+
 def search_page_size(limit: int, cursor: str | None = None,
                      per_page: int = MAX_PER_PAGE) -> int:
     """The per_page `ApolloClient.search_organizations` asks for: a new search's `page_size`, or
-    the size a `make_cursor` cursor counts in (`per_page` for a bare page number)."""
+    the size a resumed one goes on in (`resume_at`)."""
     if cursor is None:
         return page_size(limit, per_page)
-    counted_in, _page = parse_cursor(cursor)
-    return max(1, min(counted_in or per_page, MAX_PER_PAGE))
+    return resume_at(limit, cursor, per_page)[0]
 
 
 class ApolloClient:
@@ -132,12 +159,15 @@ class ApolloClient:
         500-page cap. The last page is trimmed to `limit` (what was billed is still metered).
 
         A new search picks its page size for `limit` (`page_size`: at most `per_page`); a
-        search resumed from a page's `next_cursor` keeps the size its page numbers count in
-        (a page number counts pages of one size: changing it would skip or repeat records)."""
+        search resumed from a page's `next_cursor` goes on in the size its page numbers count
+        in, or a smaller one dividing the records already read that bills fewer for `limit`
+        (`resume_at`: any other size would skip or repeat records)."""
         if limit <= 0:
             return
-        per_page = search_page_size(limit, cursor, per_page)
-        start_page = 1 if cursor is None else parse_cursor(cursor)[1]
+        if cursor is None:
+            per_page, start_page = page_size(limit, per_page), 1
+        else:
+            per_page, start_page = resume_at(limit, cursor, per_page)
         body: dict[str, Any] = dict(extra_filters or {})
         if keyword_tags:
             body["q_organization_keyword_tags"] = list(keyword_tags)

@@ -20,8 +20,9 @@ from tasks.staging import CandidateLead
 
 SOURCES = ("apollo", "google_places", "pdl")
 # Records per full page of each search: the flow asks for chunks in whole pages of this size.
-# (Apollo and PDL size a new search's pages for its limit, at most this; a resumed search keeps
-# the size its cursor carries: `page_size`.)
+# (Apollo and PDL size a new search's pages for its limit, at most this; a resumed PDL scroll
+# keeps the size its cursor carries, as its token is only valid with it; a resumed Apollo search
+# keeps it or takes a smaller size that divides the records read: `page_size`.)
 PAGE_SIZE = {"apollo": 100, "google_places": 20, "pdl": 100}
 # Sources that bill every record a page returns (Google Places bills requests).
 BILLED_PER_RECORD = ("apollo", "pdl")
@@ -29,7 +30,8 @@ BILLED_PER_RECORD = ("apollo", "pdl")
 
 def page_size(source: str, cursor: str | None, want: int) -> int:
     """Records per page a fetch of `want` records from `cursor` asks `source` for (Apollo or
-    PDL: the size the client picks for a new search of `want`, or the one its cursor carries)."""
+    PDL: the size the client picks for a new search of `want`, or for one resumed from
+    `cursor`)."""
     if source == "apollo":
         return apollo.search_page_size(want, cursor)
     if source == "pdl":
@@ -45,8 +47,9 @@ def most_billed_records(source: str, cursor: str | None, want: int) -> int:
 
 def affordable(source: str, cursor: str | None, want: int, units: int) -> int:
     """The most records, at most `want`, a fetch from `cursor` may ask for without being billed
-    more than `units`: a new search takes smaller pages (50 units: one page of 50), a resumed
-    one only whole pages of its size (0 when less than one is left)."""
+    more than `units`: a new search takes smaller pages (50 units: one page of 50); a resumed
+    PDL scroll only whole pages of its size (0 when less than one is left), a resumed Apollo
+    search whole pages of its size or of a smaller one that divides the records read."""
     want = min(want, units)
     while want > 0 and most_billed_records(source, cursor, want) > units:
         # A new search's evened pages may round up by less than one record a page; a resumed

@@ -258,8 +258,8 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
                 else:
                     # Billed per record returned, and a page comes whole: what the pages asked
                     # for can return is reserved. Near the limit fewer records are asked for: a
-                    # new search then takes smaller pages, a resumed one (its cursor keeps its
-                    # page size) whole pages of its size, or none.
+                    # new search then takes smaller pages, a resumed one whole pages of the size
+                    # it goes on in (`tasks.sources.page_size`), or none.
                     reservation = reserve_quota(session, source,
                                                 most_billed_records(source, cursor, want))
                     want = affordable(source, cursor, want, reservation.units)

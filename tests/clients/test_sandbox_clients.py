@@ -88,6 +88,24 @@ def test_apollo_resumes_a_search_with_the_page_size_its_cursor_counts_in(sb: San
     assert ids == everything[:210]
 
 
+def test_apollo_resumes_a_short_last_chunk_in_smaller_pages_that_divide_what_was_read(
+        sb: Sandbox) -> None:
+    """A last chunk of 50 after 100 records read in pages of 100: page 3 of pages of 50 (the
+    same records 101 to 150) is billed 50; page 2 of pages of 100 was billed 100, 50 dropped."""
+    everything = [r["id"] for p in apollo(fast(), limit=200) for r in p.records]
+    first = apollo(fast(), limit=100)
+    assert first[-1].next_cursor == "100:2"
+
+    rest = apollo(fast(), limit=50, cursor="100:2")
+
+    assert [(len(p.records), p.units) for p in rest] == [(50, 50)]
+    assert rest[-1].next_cursor == "50:4"
+    assert [r["id"] for p in rest for r in p.records] == everything[100:150]
+    # No size but the cursor's divides 75 records read: pages of 75, billed 75 for 60.
+    assert [(len(p.records), p.units) for p in apollo(fast(), limit=60, cursor="75:2")] == [
+        (60, 75)]
+
+
 def test_google_places_stops_at_60_per_query(sb: Sandbox) -> None:
     pages = asyncio.run(pages_of(GooglePlacesClient.from_settings, "search_text", fast(),
                                  text_query="hair salon in Austin, TX", limit=500))

@@ -95,6 +95,19 @@ def test_apollo_new_search_sizes_pages_for_the_limit_and_a_cursor_keeps_it(
     assert [(h.body["page"], h.body["per_page"]) for h in scripted.hits(APOLLO)] == [(7, 20)]
 
 
+def test_apollo_resumes_in_a_smaller_size_only_where_it_reads_the_same_records_for_less() -> None:
+    from clients.apollo import resume_at
+
+    assert resume_at(50, "100:2") == (50, 3)  # records 101-150: billed 50, not 100
+    assert resume_at(10, "100:2") == (10, 11)
+    assert resume_at(100, "100:2") == (100, 2)  # nothing to save
+    assert resume_at(60, "75:3") == (75, 3)  # 150 read: no divisor of 150 in [60, 75)
+    assert resume_at(50, "3:3") == (3, 3)  # pages of 2 would bill 50 but take 25 requests
+    assert resume_at(40, "7", per_page=20) == (20, 7)  # a bare page number counts in per_page
+    # Page 997 of pages of 50 is past Apollo's 500-page cap: the cursor's size it is.
+    assert resume_at(50, "100:499") == (100, 499)
+
+
 def test_missing_api_key_is_a_clear_error_before_any_request(scripted: ScriptedServer) -> None:
     settings = fast_settings(scripted.base_url, apollo_api_key=None)
     with pytest.raises(MissingApiKeyError, match="LEADFLOW_APOLLO_API_KEY"):

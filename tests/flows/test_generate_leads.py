@@ -177,8 +177,9 @@ def test_falls_back_to_the_next_source_when_one_is_at_its_monthly_limit(env: str
 
 
 def test_a_source_billed_by_the_page_never_spends_past_its_monthly_limit(env: str) -> None:
-    """Apollo bills every record of a page, and pages come in hundreds: with 150 records left
-    this month one page is fetched (100 billed), not two; then less than a page is left and
+    """Apollo bills every record of a page: with 150 records left this month the search's
+    first page of 100 is fetched, then the rest in a page of 50 (page 3 of 50: the same records
+    a second page of 100 would start with), not a second page of 100; then nothing is left and
     the flow moves on to the next source. Nothing stays reserved."""
     from models import ApiReservation
     from tasks.usage import ensure_api_configs
@@ -190,10 +191,22 @@ def test_a_source_billed_by_the_page_never_spends_past_its_monthly_limit(env: st
     summary = run(max_results=300, location="United States", enrich=False, analyse=False)
 
     billed = scalar(env, select(func.sum(ApiUsage.units)).where(ApiUsage.source == "apollo"))
-    assert billed == 100
+    assert billed == 150
     assert summary["sources_used"][:2] == ["apollo", "google_places"]
-    assert any("apollo" in note and "less than one page" in note for note in summary["notes"])
+    assert any(note.startswith("apollo is at its monthly limit") for note in summary["notes"])
     assert scalar(env, select(func.count()).select_from(ApiReservation)) == 0
+
+
+def test_the_last_chunk_of_an_apollo_search_is_not_billed_past_max_results(env: str) -> None:
+    """150 leads in chunks of 100: the second chunk resumes after 100 records and wants 50. In
+    the cursor's pages of 100 it was billed 100 (50 kept, 50 dropped); in pages of 50 (page 3)
+    it is billed the 50 it keeps."""
+    summary = run(max_results=150, location="United States", enrich=False, analyse=False)
+
+    assert summary["sources_used"] == ["apollo"]
+    assert summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"] == 150
+    billed = scalar(env, select(func.sum(ApiUsage.units)).where(ApiUsage.source == "apollo"))
+    assert billed == 150
 
 
 def test_a_source_with_less_than_a_page_left_still_fetches_what_it_can_afford(
@@ -218,8 +231,10 @@ def test_a_source_with_less_than_a_page_left_still_fetches_what_it_can_afford(
 def test_near_the_limit_a_fetch_reserves_what_its_pages_can_bill_never_more_than_is_left(
         env: str) -> None:
     """Per-record sources near their monthly limit: a new search asks for as many records as
-    its (evened) pages can return within what is left; a resumed search keeps its page size,
-    so with less than one of its pages left it is refused before any call."""
+    its (evened) pages can return within what is left; a resumed PDL scroll keeps its page
+    size (its token is only valid with it), so with less than one of its pages left it is
+    refused before any call; a resumed Apollo search goes on in a page that fits (page 101 of
+    pages of 1 is record 101, where page 2 of pages of 100 starts)."""
     from models import ApiReservation
     from tasks.sources import SourceFetchError
     from tasks.steps import fetch_source_chunk, open_batch
@@ -241,12 +256,18 @@ def test_near_the_limit_a_fetch_reserves_what_its_pages_can_bill_never_more_than
         # 250 left, 300 wanted: 250 in 3 pages would bill 3 x 84 = 252; 249 bill 3 x 83.
         other = fetch_source_chunk.fn(batch, source, None, "United States", None, 300)
         assert len(other.candidates) + len(other.rejected) == 249 and billed(source) == 349
-        # 1 left, and the first search resumes in pages of 100: refused, nothing called.
-        with pytest.raises(SourceFetchError, match=r"less than one page \(100 records\)"):
-            fetch_source_chunk.fn(batch, source, None, "United States", first.next_cursor, 100)
-        assert billed(source) == 349
+        if source == "pdl":
+            # 1 left, and the first scroll resumes in pages of 100: refused, nothing called.
+            with pytest.raises(SourceFetchError, match=r"less than one page \(100 records\)"):
+                fetch_source_chunk.fn(batch, source, None, "United States", first.next_cursor,
+                                      100)
+            assert billed(source) == 349
+        else:
+            last = fetch_source_chunk.fn(batch, source, None, "United States",
+                                         first.next_cursor, 100)
+            assert len(last.candidates) + len(last.rejected) == 1 and billed(source) == 350
         with session_scope(env) as s:
-            assert remaining_quota(s, source) == 1
+            assert remaining_quota(s, source) == (1 if source == "pdl" else 0)
     assert scalar(env, select(func.count()).select_from(ApiReservation)) == 0
 
 
