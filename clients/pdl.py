@@ -1,6 +1,6 @@
 """People Data Labs company search (POST /company/search): X-Api-Key auth, an Elasticsearch
-`query` or a `sql` string, size/scroll_token pagination (the page size chosen for the limit and
-kept in the cursor), typed company records."""
+`query` or a `sql` string, size/scroll_token pagination (the page size chosen for the limit, or
+for a whole run's records, and kept in the cursor), typed company records."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 from pydantic import WrapValidator
 
 from clients.fields import OptInt, OptStr, VendorModel, or_none
-from clients.http import SearchPage, even_page_size, transport_for
+from clients.http import SearchPage, even_page_size, most_billed, transport_for
 from clients.keys import require_api_key
 from leadflow.settings import Settings
 
@@ -60,6 +60,21 @@ def page_size(limit: int, size: int = MAX_SIZE) -> int:
     returned, and a scroll keeps its first size, so only the first request can choose): 250
     records are 3 pages of 84 (252 billed), not 3 of 100 (300); 5 records are 1 page of 5."""
     return even_page_size(limit, max(1, min(size, MAX_SIZE)))
+
+
+def run_page_size(total: int, size: int = MAX_SIZE) -> int:
+    """Records per page for a scroll a run reads in several chunks, `total` records in all (each
+    chunk whole pages of it): the scroll keeps its first size, so the first request must pick
+    one that suits the last chunk too. The rule: no more requests than pages of `size` need
+    (ceil(total / size)), and of the sizes that need no more, the largest one billing the fewest
+    records. A size dividing `total` bills it exactly (150: pages of 75, billed 150; chunks of
+    100 resumed in pages of 100 were billed 200); when none fits (a prime, 151) it is the
+    evened size, under one record a page over (2 pages of 76, billed 152). A large `total`
+    needs no search: 10,000 is 100 pages of 100, 9,973 is 100 pages of 100 (27 over)."""
+    size = max(1, min(size, MAX_SIZE))
+    total = max(1, total)
+    fewest = even_page_size(total, size)  # the smallest size needing no more pages than `size`
+    return min(range(size, fewest - 1, -1), key=lambda s: most_billed(total, s))
 
 
 def make_cursor(size: int, scroll_token: str) -> str:

@@ -69,7 +69,7 @@ def generate_leads(
 ) -> dict[str, Any]:
     """Generate up to `max_results` leads for `industry` in `location`, starting with `source`."""
     from clients.http import QuotaExceededError
-    from tasks.sources import PAGE_SIZE, NoSourceAvailable, SourceFetchError, fallback_order
+    from tasks.sources import NoSourceAvailable, SourceFetchError, fallback_order, run_page_size
 
     log = get_run_logger()
     settings = get_settings()
@@ -159,14 +159,16 @@ def generate_leads(
         for current in order:
             cursor: str | None = None
             failed = False
+            # Pages sized for what is left to fetch (a PDL scroll keeps its first size: 150 in
+            # pages of 75, so its last chunk is not billed a page of 100 to keep 50).
+            page = run_page_size(current, max_results - fetched)
             while fetched < max_results:
                 # Whole pages per chunk, so no chunk leaves part of a page behind the cursor.
-                page = PAGE_SIZE[current]
                 want = min(max(page, settings.batch_size // page * page), max_results - fetched)
                 try:
                     with timed(batch_id, "fetch", "call"):
                         got = fetch_source_chunk(batch_id, current, industry, location,
-                                                 cursor, want)
+                                                 cursor, want, page)
                 except SourceFetchError as exc:
                     what = ("is at its monthly limit" if isinstance(exc.error, QuotaExceededError)
                             else "failed")

@@ -232,9 +232,10 @@ def close_batch(batch_id: int, rows_loaded: int, sources_used: list[str],
 
 @task(name="fetch-source-chunk", **NETWORK_TASK)
 def fetch_source_chunk(batch_id: int, source: str, industry: str | None, location: str,
-                       cursor: str | None, want: int) -> SourceChunk:
-    """Check the source's monthly quota, fetch up to `want` candidates from `cursor`, and
-    meter every call made (also when the fetch fails)."""
+                       cursor: str | None, want: int, size: int | None = None) -> SourceChunk:
+    """Check the source's monthly quota, fetch up to `want` candidates from `cursor` (a new
+    Apollo or PDL search in pages of at most `size`, default `PAGE_SIZE`), and meter every call
+    made (also when the fetch fails)."""
     from clients.google_places import MAX_RESULTS_PER_QUERY
     from tasks.sources import (
         PAGE_SIZE,
@@ -261,18 +262,19 @@ def fetch_source_chunk(batch_id: int, source: str, industry: str | None, locatio
                     # new search then takes smaller pages, a resumed one whole pages of the size
                     # it goes on in (`tasks.sources.page_size`), or none.
                     reservation = reserve_quota(session, source,
-                                                most_billed_records(source, cursor, want))
-                    want = affordable(source, cursor, want, reservation.units)
+                                                most_billed_records(source, cursor, want, size))
+                    want = affordable(source, cursor, want, reservation.units, size)
                     if not want:  # (the raise rolls the reservation back)
-                        size = page_size(source, cursor, 1)
                         raise QuotaExceededError(
-                            f"less than one page ({size} records) of the monthly limit left",
+                            f"less than one page ({page_size(source, cursor, 1, size)} records)"
+                            " of the monthly limit left",
                             source=source, endpoint="-")
         except QuotaExceededError as exc:
             raise SourceFetchError(exc, []) from None
         calls: list[Any] = []
         try:
-            chunk = asyncio.run(fetch_chunk(source, industry, location, cursor, want, settings))
+            chunk = asyncio.run(fetch_chunk(source, industry, location, cursor, want, settings,
+                                            size))
             calls = chunk.calls
         except SourceFetchError as exc:
             calls = exc.calls

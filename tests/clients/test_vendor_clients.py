@@ -108,6 +108,19 @@ def test_apollo_resumes_in_a_smaller_size_only_where_it_reads_the_same_records_f
     assert resume_at(50, "100:499") == (100, 499)
 
 
+def test_pdl_run_page_size_bills_the_fewest_records_in_no_more_requests() -> None:
+    from clients.pdl import run_page_size
+
+    assert run_page_size(150) == 75  # 2 pages, billed 150 (100 + 100 kept 150)
+    assert run_page_size(120) == 60
+    assert run_page_size(60) == 60 and run_page_size(100) == 100 and run_page_size(1) == 1
+    assert run_page_size(151) == 76  # prime: the evened size, billed 152 in 2 pages
+    assert run_page_size(250) == 84  # no divisor in [84, 100]: 3 pages, billed 252
+    assert run_page_size(10_000) == 100
+    assert run_page_size(9_973) == 100  # a large prime: 100 pages of 100, 27 over
+    assert run_page_size(150, size=40) == 38  # 4 pages at most 40: billed 152, not 160
+
+
 def test_missing_api_key_is_a_clear_error_before_any_request(scripted: ScriptedServer) -> None:
     settings = fast_settings(scripted.base_url, apollo_api_key=None)
     with pytest.raises(MissingApiKeyError, match="LEADFLOW_APOLLO_API_KEY"):

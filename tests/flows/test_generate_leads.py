@@ -209,6 +209,25 @@ def test_the_last_chunk_of_an_apollo_search_is_not_billed_past_max_results(env: 
     assert billed == 150
 
 
+def test_the_last_chunk_of_a_pdl_scroll_is_not_billed_past_max_results(
+        env: str, sandbox_env: Sandbox) -> None:
+    """150 leads from PDL in chunks of whole pages: a scroll keeps its first page size, so the
+    first chunk's pages of 100 made the second chunk (50 wanted) fetch a page of 100, billed
+    200 for 150. The scroll now takes pages of 75 (dividing 150): two pages, billed 150, what
+    the sandbox says it charged (`x-call-credits-spent` is the records returned)."""
+    summary = run(source="pdl", max_results=150, location="United States", enrich=False,
+                  analyse=False)
+
+    assert summary["sources_used"] == ["pdl"]
+    assert summary["leads_generated"] + summary["leads_merged"] + summary["rows_rejected"] == 150
+    assert scalar(env, select(func.count(func.distinct(LeadSourceRecord.external_id)))) == 150
+    billed = scalar(env, select(func.sum(ApiUsage.units)).where(ApiUsage.source == "pdl"))
+    assert billed == 150
+    assert scalar(env, select(func.count()).select_from(ApiUsage)
+                  .where(ApiUsage.source == "pdl")) == 2  # no more requests than pages of 100
+    assert sandbox_env.stats()["targets"]["pdl"]["requests"] == 2
+
+
 def test_a_source_with_less_than_a_page_left_still_fetches_what_it_can_afford(
         env: str) -> None:
     """PDL bills every record returned and a new scroll sizes its pages for the limit: with
