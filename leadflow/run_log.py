@@ -8,7 +8,14 @@ loggers there, in the environment or a work pool's job variables, would replace 
 operator's own list. So leadflow leaves the setting alone: each of its top-level loggers gets
 one handler that passes records on to `prefect.extra`'s handlers as they are when the record
 is logged, which works whether Prefect set up logging before leadflow was imported (a worker's
-flow-run process) or after (the CLI, `leadflow serve`)."""
+flow-run process) or after (the CLI, `leadflow serve`).
+
+Prefect 3 only copies handlers onto its extra loggers: it sets no level on them, so a logger
+nobody configured inherits the root's WARNING and its INFO lines (a source client's retry, a
+load's summary) would never get as far as a handler. Each of leadflow's top-level loggers that
+has no level of its own gets INFO; a level the operator set (a logging.yml in
+PREFECT_LOGGING_SETTINGS_PATH, or code that runs first) is kept. Outside Prefect nothing
+prints more for it: with no handler configured, only warnings reach Python's last resort."""
 
 from __future__ import annotations
 
@@ -64,8 +71,11 @@ def _other_handlers(logger: logging.Logger | None) -> bool:
 
 
 def route_project_loggers() -> None:
-    """Give each of leadflow's top-level loggers its handler (once per process)."""
+    """Give each of leadflow's top-level loggers its handler (once per process), and INFO if
+    it has no level of its own."""
     for name in PROJECT_LOGGERS:
         logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
         if not any(isinstance(h, ToPrefectExtraHandlers) for h in logger.handlers):
             logger.addHandler(ToPrefectExtraHandlers(logger))
