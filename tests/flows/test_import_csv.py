@@ -3,6 +3,10 @@ fixture files in, leads, quarantined rows and the batch record out."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,21 +204,14 @@ def test_lines_swallowed_by_a_quote_left_open_are_kept_in_the_quarantine(tmp_pat
         assert name in names or f"{text}\n" in payload["_text"], name
 
 
-def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
-    tmp_path: Path, pg_settings: str, prefect_server: str,
-) -> None:
-    """Prefect cancels a run with SIGTERM, which its engine raises in the flow as
-    TerminationSignal (a BaseException, as is Ctrl-C's KeyboardInterrupt): the process is
-    really signalled here, mid-file, and the batch must end `failed`, never stay `running`."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
+def start_big_import(tmp_path: Path, pg_settings: str,
+                     prefect_server: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """An import of a 60,000-row file in its own process (long enough to be signalled mid-file
+    on a busy machine), returned once its first chunk has loaded (or it ended, or 180 s),
+    with the file its output goes to."""
     path = tmp_path / "big.csv"
     rows = [f"Salon {i},https://salon-{i}.example,512-555-{i:04d},Austin,TX,Salon"
-            for i in range(60_000)]  # long enough to be signalled mid-file on a busy machine
+            for i in range(60_000)]
     path.write_text("company,website,phone,city,state,industry\n" + "\n".join(rows) + "\n")
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "LEADFLOW_DATABASE_URL": pg_settings,
@@ -225,10 +222,22 @@ def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=root, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while not leads_loaded() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return proc, log
+
+
+def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
+    tmp_path: Path, pg_settings: str, prefect_server: str,
+) -> None:
+    """Prefect cancels a run with SIGTERM, which its engine raises in the flow as
+    TerminationSignal (a BaseException, as is Ctrl-C's KeyboardInterrupt): the process is
+    really signalled here, mid-file, and the batch must end `failed`, never stay `running`."""
+    import signal
+
+    proc, log = start_big_import(tmp_path, pg_settings, prefect_server)
     try:
-        deadline = time.monotonic() + 180
-        while not leads_loaded() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
         assert proc.poll() is None, "the import ended before it could be cancelled"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -259,31 +268,12 @@ def test_the_next_import_marks_failed_a_batch_whose_process_was_killed_not_a_liv
     `running`. The next import marks it failed once its heartbeat (stamped by each chunk
     load) is older than LEADFLOW_BATCH_STALE_AFTER_S; the hours that takes are stood for by
     moving its heartbeat back. A long batch whose heartbeat is fresh is left running."""
-    import os
-    import subprocess
-    import sys
-    import time
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import update
 
-    path = tmp_path / "big.csv"
-    rows = [f"Salon {i},https://salon-{i}.example,512-555-{i:04d},Austin,TX,Salon"
-            for i in range(60_000)]
-    path.write_text("company,website,phone,city,state,industry\n" + "\n".join(rows) + "\n")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "LEADFLOW_DATABASE_URL": pg_settings,
-           "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
-    code = ("import sys; from flows.import_csv import import_csv; "
-            "import_csv(sys.argv[1], chunk_rows=200)")
-    log = tmp_path / "import.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=root, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc, log = start_big_import(tmp_path, pg_settings, prefect_server)
     try:
-        deadline = time.monotonic() + 180
-        while not leads_loaded() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
         assert proc.poll() is None, "the import ended before it could be killed"
         proc.kill()
         proc.wait(timeout=60)
