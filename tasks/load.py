@@ -459,6 +459,19 @@ def seen_leads(conn: Any) -> Seen:
     return Seen(int(lead_id or 0), int(version or 0))
 
 
+def lock_loads(session: Session) -> None:
+    """Wait for the lock every writer of leads' match keys takes (a load, `leadflow rekey`)
+    and hold it until the session's transaction ends: the advisory lock on PostgreSQL, the
+    write lock on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOAD_LOCK_KEY})
+    else:
+        # SQLite's transactions start deferred: the caller's reads would run before the write
+        # lock. A first write takes it now, so the reads and the writes form one critical
+        # section, as the advisory lock makes them on PostgreSQL.
+        session.execute(text("DELETE FROM leads WHERE 0"))
+
+
 def load_leads(
     session: Session,
     frame: pd.DataFrame,
@@ -478,13 +491,7 @@ def load_leads(
     if frame.empty:
         return LoadResult(0, 0, [])
     postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOAD_LOCK_KEY})
-    else:
-        # SQLite's transactions start deferred: the reads below would run before the write
-        # lock. A first write takes it now, so the reads and the inserts form one critical
-        # section, as the advisory lock makes them on PostgreSQL.
-        session.execute(text("DELETE FROM leads WHERE 0"))
+    lock_loads(session)
 
     n = len(frame)
     sources = [str(v) for v in _column(frame, "source")]
