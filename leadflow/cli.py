@@ -139,6 +139,27 @@ def sweep_batches() -> None:
 
 
 @app.command()
+def rekey(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what would change; write "
+                                 "nothing."),
+    batch_size: int = typer.Option(5000, "--batch-size", min=1, max=100_000,
+                                   help="Leads per transaction (a load waits for one at most)."),
+) -> None:
+    """Recompute the dedupe match keys of stored leads with today's rules (after an upgrade
+    that changed them), so that new rows match leads loaded before. Runs may go on meanwhile."""
+    from leadflow.cli_outreach import migrated_database
+    from tasks.rekey import rekey_leads
+
+    db = migrated_database()
+    result = rekey_leads(db, batch_size=batch_size, dry_run=dry_run)
+    for lead in result.examples:
+        changes = ", ".join(f"{c} {old!r} -> {new!r}" for c, old, new in lead.changed)
+        console.print(f"lead {lead.lead_id}: {changes}", markup=False, highlight=False)
+    console.print(f"{result.scanned} leads scanned, {result.rekeyed} "
+                  f"{'would be re-keyed (dry run: nothing written)' if dry_run else 're-keyed'}")
+
+
+@app.command()
 def generate(
     source: Source = typer.Option(Source.apollo, help="Where to look for leads first."),
     industry: str = typer.Option("salon", help="Industry keyword, e.g. salon, dental clinic."),

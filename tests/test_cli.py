@@ -64,7 +64,7 @@ def test_help_lists_the_commands(cli_env: dict[str, str], tmp_path: Path) -> Non
     for command in ("generate", "import-csv", "analyse-site", "dedupe-csv", "migrate", "demo",
                     "sandbox", "campaign", "outreach", "follow-ups", "reply", "review",
                     "tracking", "serve", "deploy", "deployments", "doctor", "warehouse-doc",
-                    "sweep-batches"):
+                    "sweep-batches", "rekey"):
         assert command in result.stdout
 
 
@@ -95,6 +95,46 @@ def test_sweep_batches_marks_failed_only_the_batches_of_dead_runs(
     with session_scope(url) as session:
         assert [(b.run_key, b.status) for b in session.query(LeadBatch).order_by(LeadBatch.id)
                 ] == [("dead", "failed"), ("alive", "running")]
+
+
+def test_rekey_reports_then_rewrites_stale_match_keys_and_dry_run_writes_nothing(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from models import Lead
+    from models.db import session_scope, upgrade_database
+
+    url = cli_env["LEADFLOW_DATABASE_URL"]
+    upgrade_database(url)
+    with session_scope(url) as session:  # phone keys as a release before the 00 prefix fix
+        for name, phone, e164 in (("Soho Nails", "0044 20 7946 0958", None),
+                                  ("Bella Salon", "(512) 555-0142", "+15125550142")):
+            session.add(Lead(company_name=name, phone=phone, phone_e164=e164, source="csv",
+                             sources=["csv"], name_key=name.lower(), name_block=name.split()[0]
+                             .lower()))
+
+    def phone_keys() -> list[tuple[str | None, int | None]]:
+        with session_scope(url) as session:
+            return [(lead.phone_e164, lead.key_version)
+                    for lead in session.query(Lead).order_by(Lead.id)]
+
+    dry = leadflow(cli_env, tmp_path, "rekey", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "lead 1: phone_e164 None -> '+442079460958'" in dry.stdout
+    assert "2 leads scanned, 1 would be re-keyed (dry run: nothing written)" in dry.stdout
+    assert phone_keys() == [(None, None), ("+15125550142", None)]
+
+    done = leadflow(cli_env, tmp_path, "rekey", "--batch-size", "1")
+    again = leadflow(cli_env, tmp_path, "rekey")
+    assert done.returncode == 0, done.stderr
+    assert "2 leads scanned, 1 re-keyed" in done.stdout
+    assert phone_keys() == [("+442079460958", 1), ("+15125550142", None)]
+    assert "2 leads scanned, 0 re-keyed" in again.stdout
+
+    for bad in ("0", "-3", "100001", "many"):
+        refused = leadflow(cli_env, tmp_path, "rekey", "--batch-size", bad)
+        assert refused.returncode == 2, refused.stderr
+        assert "Invalid value for '--batch-size'" in usage_error(refused.stderr)
+        assert "Traceback" not in refused.stderr
 
 
 def test_analyse_site_prints_one_json_object_per_file_per_line(
