@@ -21,7 +21,7 @@ from tests.tracking_app.conftest import make_outreach
 from tracking_app.bots import RULES_PATH, load_rules, parse_rules
 from tracking_app.client_ip import truncated_network
 from tracking_app.hits import Hit, Outcome
-from tracking_app.stores import AsyncPgStore, Earlier, ThreadStore
+from tracking_app.stores import AsyncPgStore, Earlier, ThreadStore, record_batch_sql
 
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari"
 
@@ -49,6 +49,20 @@ def _stored(db_url: str) -> list[tuple[Any, ...]]:
                    EmailEvent.occurred_at, EmailEvent.method, EmailEvent.user_agent,
                    EmailEvent.ip_network, EmailEvent.is_machine, EmailEvent.machine_reason)
             .order_by(EmailEvent.id))]
+
+
+def _via_both_stores(db_url: str, batches: list[tuple[list[Hit], Earlier]]) -> list[Outcome]:
+    """The outcomes of `batches` recorded by the one-statement store, after checking that the
+    SQLAlchemy store (on an emptied events table) answers and writes the same."""
+    rules = load_rules()
+    via_statement = asyncio.run(_record(AsyncPgStore(db_url, rules), batches))
+    rows_statement = _stored(db_url)
+    with session_scope(db_url) as s:
+        s.execute(delete(EmailEvent))
+    via_sqlalchemy = asyncio.run(_record(ThreadStore(get_engine(db_url), rules), batches))
+    assert via_statement == via_sqlalchemy
+    assert rows_statement == _stored(db_url)
+    return via_statement
 
 
 def test_the_one_statement_store_decides_and_writes_like_the_sqlalchemy_store(
@@ -87,18 +101,7 @@ def test_the_one_statement_store_decides_and_writes_like_the_sqlalchemy_store(
         _hit("open", e1, now, ip="198.18.7.1"),  # ... and 61 s before
     ]
     second_earlier = [None] * 5 + [now - timedelta(seconds=60), now - timedelta(seconds=61)]
-    batches: list[tuple[list[Hit], Earlier]] = [(first, None), (second, second_earlier)]
-    rules = load_rules()
-
-    via_statement = asyncio.run(_record(AsyncPgStore(pg_clean, rules), batches))
-    rows_statement = _stored(pg_clean)
-    with session_scope(pg_clean) as s:
-        s.execute(delete(EmailEvent))
-    via_sqlalchemy = asyncio.run(_record(ThreadStore(get_engine(pg_clean), rules), batches))
-    rows_sqlalchemy = _stored(pg_clean)
-
-    assert via_statement == via_sqlalchemy
-    assert rows_statement == rows_sqlalchemy
+    via_statement = _via_both_stores(pg_clean, [(first, None), (second, second_earlier)])
     assert [(o.recorded, o.machine_reason) for o in via_statement] == [
         (True, None), (True, "repeat"), (True, "head_request"), (True, "no_user_agent"),
         (True, "scanner_http_library"), (True, "apple_mpp"), (True, "click_soon_after_delivery"),
@@ -127,3 +130,49 @@ def test_rules_without_the_delivery_or_repeat_rule_still_make_a_valid_statement(
     repeat = None if "repeat" in drop else "repeat"
     delivery = None if "soon_after_delivery" in drop else "click_soon_after_delivery"
     assert [o.machine_reason for o in outcomes] == [None, repeat, delivery]
+
+
+def test_hits_without_a_client_network_repeat_only_each_other(pg_clean: str) -> None:
+    """The probe seeks the network as the index stores it (coalesced): a hit whose client
+    address is unknown repeats an earlier one without a network, never one with a network,
+    and a hit with a network never repeats one without. Both stores agree."""
+    o = make_outreach(pg_clean)
+    e0 = o.email_ids[0]
+    now = datetime.now(UTC)
+
+    def no_network(at: datetime) -> Hit:
+        return Hit("open", e0, None, "GET", BROWSER, None, None, at)
+
+    first = [no_network(now - timedelta(seconds=50))]
+    second = [no_network(now - timedelta(seconds=20)),
+              _hit("open", e0, now - timedelta(seconds=19)),
+              no_network(now + timedelta(seconds=200))]
+    via_statement = _via_both_stores(pg_clean, [(first, None), (second, None)])
+    assert [o.machine_reason for o in via_statement] == [None, "repeat", None, None]
+
+
+def test_the_repeat_probe_seeks_email_kind_and_network_in_the_index(pg_clean: str) -> None:
+    """The plan PostgreSQL keeps for the prepared statement (the generic one) finds a hit's
+    earlier events by email, kind and client network in ix_email_events_repeat_key, so a hit
+    reads only its own client's events, not every event of its email in the window."""
+    rules = load_rules()
+    sql = record_batch_sql(rules).replace("%s", "$1")
+    engine = get_engine(pg_clean)
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cur:
+            cur.execute("SET plan_cache_mode = force_generic_plan")
+            cur.execute(f"PREPARE record_batch(text) AS {sql}")
+            cur.execute("EXPLAIN (FORMAT JSON) EXECUTE record_batch('[]')")
+            plan = cur.fetchone()[0]  # type: ignore[index]
+    probes = [node for node in _plan_nodes(plan[0]["Plan"])
+              if node.get("Relation Name") == "email_events" and "Index Name" in node]
+    assert [p["Index Name"] for p in probes] == ["ix_email_events_repeat_key"]
+    condition = probes[0]["Index Cond"]
+    assert "email_id =" in condition and "kind" in condition
+    assert "COALESCE(ip_network" in condition and "occurred_at >=" in condition
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
