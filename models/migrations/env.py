@@ -22,6 +22,20 @@ def _sqlite_migration_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA legacy_alter_table=ON")
 
 
+def _for_dialect(dialect: str) -> Any:
+    """Alembic's include_object: an index the models create only on other databases
+    (`Index.ddl_if(dialect=...)`) is not expected on this one."""
+
+    def include(obj: Any, _name: Any, type_: str, reflected: bool, _compare_to: Any) -> bool:
+        only = getattr(obj, "_ddl_if", None) if type_ == "index" and not reflected else None
+        if only is None or only.dialect is None:
+            return True
+        wanted = (only.dialect,) if isinstance(only.dialect, str) else tuple(only.dialect)
+        return dialect in wanted
+
+    return include
+
+
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url
@@ -34,6 +48,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=_for_dialect(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()
