@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from leadflow.settings import get_settings
@@ -110,6 +110,20 @@ def insert_ignore(
     dialect = session.get_bind().dialect.name
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
     session.execute(stmt.on_conflict_do_nothing(index_elements=keys), rows)
+
+
+def is_sqlite(session: Session) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def take_write_lock(session: Session) -> None:
+    """On SQLite, take the database's write lock now, for a critical section that reads and
+    then writes: its transactions start deferred (and pysqlite runs a SELECT outside any
+    transaction), so a write after a read could otherwise act on what another writer changed
+    since. PostgreSQL callers lock rows instead (`SELECT ... FOR UPDATE`); no-op there."""
+    if is_sqlite(session):
+        # Any write statement takes the lock, even one that matches no row.
+        session.execute(text("UPDATE lead_batches SET id = id WHERE 0"))
 
 
 def dispose_engines() -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Select, func, select, update
 from sqlalchemy.orm import Session
 
 from models import LeadBatch
+from models.db import take_write_lock
 
 # When a batch last showed a sign of life (batches from before heartbeat_at: when it started).
 LAST_SEEN = func.coalesce(LeadBatch.heartbeat_at, LeadBatch.started_at)
@@ -51,9 +52,11 @@ def sweep_stale_batches(session: Session, stale_after_s: float) -> list[StaleBat
     """Mark failed, with a note saying why and when, every running batch without a sign of life
     for more than `stale_after_s`; its figures are what it loaded before it died. A batch whose
     load is committing right now is locked by that load and skipped (on PostgreSQL): its run
-    is alive. Returns the batches swept."""
+    is alive; on SQLite the sweep takes the write lock first, so it waits for such a load
+    and then reads the heartbeat the load stamped. Returns the batches swept."""
     from tasks.batches import finish_batch
 
+    take_write_lock(session)
     locked = _stale(stale_after_s).with_for_update(skip_locked=True, of=LeadBatch)
     swept = [StaleBatch(batch_id, kind, _utc(seen))
              for batch_id, kind, seen in session.execute(locked)]

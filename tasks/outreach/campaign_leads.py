@@ -12,8 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models import Campaign, CampaignLead, Email, Lead
-from models.db import insert_ignore, session_scope
-from tasks.outreach.locks import take_write_lock
+from models.db import insert_ignore, session_scope, take_write_lock
 
 log = logging.getLogger(__name__)
 

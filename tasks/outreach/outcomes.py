@@ -25,9 +25,8 @@ from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
-from models.db import session_scope
+from models.db import session_scope, take_write_lock
 from tasks.outreach.bulk_rows import update_rows
-from tasks.outreach.locks import take_write_lock
 from tasks.outreach.providers import as_utc, next_hour
 from tasks.outreach.suppression import (
     cancel_later_steps,

@@ -22,8 +22,7 @@ from sqlalchemy.orm import Session
 from clients.keys import load_prefect_secret
 from leadflow.settings import Settings
 from models import SmtpProvider, SmtpSendCount
-from models.db import session_scope
-from tasks.outreach.locks import take_write_lock
+from models.db import session_scope, take_write_lock
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,9 @@ from sqlalchemy.orm import Session
 
 from leadflow.settings import Settings, get_settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
-from models.db import session_scope
+from models.db import is_sqlite, session_scope, take_write_lock
 from tasks.outreach.bulk_rows import insert_rows
 from tasks.outreach.delivery import DeliveryInterrupted, Parcel, deliver
-from tasks.outreach.locks import is_sqlite, take_write_lock
 from tasks.outreach.message import OutgoingEmail, render_message
 from tasks.outreach.outcomes import (
     FINAL_LEAD_STATUSES,

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from models import Email, EmailEvent
-from models.db import session_scope
-from tasks.outreach.locks import take_write_lock
+from models.db import session_scope, take_write_lock
 from tasks.outreach.suppression import normalise_address, stop_sequence
 
 

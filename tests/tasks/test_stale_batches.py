@@ -150,3 +150,44 @@ def test_the_last_sign_of_life_is_told_in_utc_whatever_the_servers_time_zone(
     assert f"{stale.last_seen:%Y-%m-%d %H:%M:%S}" == said
     assert f"{swept.last_seen:%Y-%m-%d %H:%M:%S}" == said
     assert f"no sign of life since {said} UTC" in get(pg_clean, dead).notes[-1]
+
+
+def test_on_sqlite_a_sweep_waits_for_a_committing_load_and_leaves_its_batch_alone(
+    sqlite_url: str,
+) -> None:
+    """SQLite's transactions start deferred: a sweep that read the batch as silent before a
+    load stamped its heartbeat could not write after the load committed ("database is
+    locked"). The sweep takes the write lock first, waits for the load, then reads."""
+    import threading
+
+    from tasks.stale_batches import touch_batch
+
+    batch_id = new_batch(sqlite_url, "slow", heartbeat_age_s=3 * HOUR)
+    stamped, release = threading.Event(), threading.Event()
+
+    def load() -> None:  # a chunk load's transaction: heartbeat first, commit a bit later
+        with session_scope(sqlite_url) as loading:
+            touch_batch(loading, batch_id)
+            loading.flush()
+            stamped.set()
+            release.wait(10)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        assert stamped.wait(10)
+        threading.Timer(0.3, release.set).start()
+        with session_scope(sqlite_url) as session:
+            swept = sweep_stale_batches(session, 2 * HOUR)
+    finally:
+        release.set()
+        loader.join(10)
+    assert swept == []
+    batch = get(sqlite_url, batch_id)
+    assert batch.status == "running"
+    assert batch.heartbeat_at is not None
+    assert datetime.now(UTC) - _aware(batch.heartbeat_at) < timedelta(minutes=1)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
