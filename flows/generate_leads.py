@@ -24,6 +24,7 @@ from pydantic import Field, StringConstraints
 
 from leadflow.settings import MAX_RESULTS, MAX_SEARCH_TEXT, get_settings
 from tasks.batches import Rejected, failure_note, merge_validation, summary_rows
+from tasks.stale_batches import keep_alive
 from tasks.steps import (
     Chunk,
     OrderedLoads,
@@ -154,73 +155,75 @@ def generate_leads(
         notes.append(note)
         log.warning(note)
 
-    start_stage_timing(batch_id)  # reported when the run succeeds, else forgotten
-    try:
-        for current in order:
-            cursor: str | None = None
-            failed = False
-            # Pages sized for what is left to fetch (a PDL scroll keeps its first size: 150 in
-            # pages of 75, so its last chunk is not billed a page of 100 to keep 50).
-            page = run_page_size(current, max_results - fetched)
-            while fetched < max_results:
-                # Whole pages per chunk, so no chunk leaves part of a page behind the cursor.
-                want = min(max(page, settings.batch_size // page * page), max_results - fetched)
-                try:
-                    with timed(batch_id, "fetch", "call"):
-                        got = fetch_source_chunk(batch_id, current, industry, location,
-                                                 cursor, want, page)
-                except SourceFetchError as exc:
-                    what = ("is at its monthly limit" if isinstance(exc.error, QuotaExceededError)
-                            else "failed")
-                    give_up(current, f"{what} ({exc.error})")
-                    failed = True
+    # The batch's heartbeat beats while the run works (tasks/stale_batches.py).
+    with keep_alive(batch_id, settings.batch_stale_after_s):
+        start_stage_timing(batch_id)  # reported when the run succeeds, else forgotten
+        try:
+            for current in order:
+                cursor: str | None = None
+                failed = False
+                # Pages sized for what is left to fetch (a PDL scroll keeps its first size: 150 in
+                # pages of 75, so its last chunk is not billed a page of 100 to keep 50).
+                page = run_page_size(current, max_results - fetched)
+                while fetched < max_results:
+                    # Whole pages per chunk, so no chunk leaves part of a page behind the cursor.
+                    want = min(max(page, settings.batch_size // page * page), max_results - fetched)
+                    try:
+                        with timed(batch_id, "fetch", "call"):
+                            got = fetch_source_chunk(batch_id, current, industry, location,
+                                                     cursor, want, page)
+                    except SourceFetchError as exc:
+                        over = isinstance(exc.error, QuotaExceededError)
+                        what = "is at its monthly limit" if over else "failed"
+                        give_up(current, f"{what} ({exc.error})")
+                        failed = True
+                        break
+                    if current not in sources_used:
+                        sources_used.append(current)
+                    fetched += len(got.candidates) + len(got.rejected)
+                    log.info("fetched %d/%d candidates (%s)", fetched, max_results, current)
+                    chunk = Chunk(current, got.candidates, got.rejected)
+                    urls = [c.website for c in chunk.candidates if c.website]
+                    enriched = analysed = None
+                    if enrich:
+                        with timed(batch_id, "enrich", "call"):
+                            # quoted(): Prefect would otherwise walk every candidate for futures.
+                            enriched = enrich_emails.submit(batch_id, quoted(chunk.candidates))
+                    if analyse and urls:
+                        with timed(batch_id, "analyse", "call"):
+                            analysed = analyse_websites.submit(batch_id, quoted(urls))
+                    pending.append((chunk, enriched, analysed))
+                    while len(pending) >= max(1, settings.pipeline_depth):
+                        finish(*pending.popleft())  # overlaps the network stages still in flight
+                    if got.error is not None:  # after some pages: those are loaded, then fall back
+                        give_up(current, f"failed after {len(got.candidates) + len(got.rejected)} "
+                                         f"records of a chunk ({got.error}); they are kept")
+                        failed = True
+                        break
+                    cursor = got.next_cursor
+                    if cursor is None or not got.candidates and not got.rejected:
+                        break
+                if fetched >= max_results:
                     break
-                if current not in sources_used:
-                    sources_used.append(current)
-                fetched += len(got.candidates) + len(got.rejected)
-                log.info("fetched %d/%d candidates (%s)", fetched, max_results, current)
-                chunk = Chunk(current, got.candidates, got.rejected)
-                urls = [c.website for c in chunk.candidates if c.website]
-                enriched = analysed = None
-                if enrich:
-                    with timed(batch_id, "enrich", "call"):
-                        # quoted(): Prefect would otherwise walk every candidate for futures.
-                        enriched = enrich_emails.submit(batch_id, quoted(chunk.candidates))
-                if analyse and urls:
-                    with timed(batch_id, "analyse", "call"):
-                        analysed = analyse_websites.submit(batch_id, quoted(urls))
-                pending.append((chunk, enriched, analysed))
-                while len(pending) >= max(1, settings.pipeline_depth):
-                    finish(*pending.popleft())  # overlaps the network stages still in flight
-                if got.error is not None:  # after some pages: those are loaded, then fall back
-                    give_up(current, f"failed after {len(got.candidates) + len(got.rejected)} "
-                                     f"records of a chunk ({got.error}); they are kept")
-                    failed = True
-                    break
-                cursor = got.next_cursor
-                if cursor is None or not got.candidates and not got.rejected:
-                    break
-            if fetched >= max_results:
-                break
-            if not failed and current != order[-1]:
-                note = f"{current} has no more results for this search; trying the next source"
-                notes.append(note)
-                log.info(note)
-        if not sources_used:  # every source failed: a run that fetched nothing at all
-            raise NoSourceAvailable(f"no source could be queried ({'; '.join(notes)})")
-        while pending:
-            finish(*pending.popleft())
-        loads.wait()  # the last chunk's load, before the batch is closed
-    except BaseException as exc:
-        forget_stage_timing(batch_id)
-        loads.abandon()
-        log.error("lead generation failed: %s", failure_note(exc))
-        closed = close_batch(batch_id, rows_loaded, sources_used, validation,
-                             [*notes, *quota_notes(), f"run failed: {failure_note(exc)}"],
-                             status="failed",
-                             lead_ids=touched)
-        _publish_failed(closed.as_dict(), validation)
-        raise
+                if not failed and current != order[-1]:
+                    note = f"{current} has no more results for this search; trying the next source"
+                    notes.append(note)
+                    log.info(note)
+            if not sources_used:  # every source failed: a run that fetched nothing at all
+                raise NoSourceAvailable(f"no source could be queried ({'; '.join(notes)})")
+            while pending:
+                finish(*pending.popleft())
+            loads.wait()  # the last chunk's load, before the batch is closed
+        except BaseException as exc:
+            forget_stage_timing(batch_id)
+            loads.abandon()
+            log.error("lead generation failed: %s", failure_note(exc))
+            closed = close_batch(batch_id, rows_loaded, sources_used, validation,
+                                 [*notes, *quota_notes(), f"run failed: {failure_note(exc)}"],
+                                 status="failed",
+                                 lead_ids=touched)
+            _publish_failed(closed.as_dict(), validation)
+            raise
     stage_seconds = stage_report(batch_id)
     if fetched < max_results:
         searched = ", ".join(sources_used)

@@ -15,8 +15,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from leadflow.settings import get_settings
 from tasks.batches import Rejected, failure_note, merge_validation, summary_rows
 from tasks.csv_import import CsvImportReport, read_leads_csv
+from tasks.stale_batches import keep_alive
 from tasks.steps import (
     OrderedLoads,
     close_batch,
@@ -71,37 +73,39 @@ def import_csv(
     # Chunk k's load runs in the background while chunk k+1 is read, scored, deduped and
     # validated; loads stay one at a time, in file order.
     loads = OrderedLoads(submit_load, loaded)
-    start_stage_timing(batch_id)  # reported when the run succeeds, else forgotten
-    try:
-        chunks = read_leads_csv(path, chunk_rows)
-        while True:
-            with timed(batch_id, "read_csv"):
-                chunk = next(chunks, None)
-            if chunk is None:
-                break
-            report = chunk.report
-            rejected = [Rejected(**r.as_quarantine(report.source)) for r in chunk.rejected]
-            if chunk.leads:
-                frame = score_chunk(batch_id, quoted(to_frame(chunk.leads)))
-                frame, seen = dedupe_chunk(batch_id, quoted(frame))
-                checked = validate_chunk(batch_id, quoted(frame))
-                validation = merge_validation(validation, checked.summary)
-                rejected += [Rejected(**r.as_quarantine()) for r in checked.rejected]
-                valid = checked.valid
-            else:
-                valid, seen = to_frame([]), None
-            loads.add(valid, rejected, seen, (chunk.first_line, chunk.last_line))
-        loads.wait()  # the last chunk's load, before the batch is closed
-    except BaseException as exc:  # a cancellation (TerminationSignal) or Ctrl-C too
-        forget_stage_timing(batch_id)
-        loads.abandon()
-        log.error("import of %s failed: %s", path, failure_note(exc))
-        closed = close_batch(batch_id, rows_loaded, [report.source] if report else [],
-                             validation, [f"import failed: {failure_note(exc)}"],
-                             status="failed", lead_ids=touched)
-        if report is not None:  # else nothing was read: the error says why
-            _publish_failed(closed.as_dict(), validation, report)
-        raise
+    # The batch's heartbeat beats while the run works (tasks/stale_batches.py).
+    with keep_alive(batch_id, get_settings().batch_stale_after_s):
+        start_stage_timing(batch_id)  # reported when the run succeeds, else forgotten
+        try:
+            chunks = read_leads_csv(path, chunk_rows)
+            while True:
+                with timed(batch_id, "read_csv"):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                report = chunk.report
+                rejected = [Rejected(**r.as_quarantine(report.source)) for r in chunk.rejected]
+                if chunk.leads:
+                    frame = score_chunk(batch_id, quoted(to_frame(chunk.leads)))
+                    frame, seen = dedupe_chunk(batch_id, quoted(frame))
+                    checked = validate_chunk(batch_id, quoted(frame))
+                    validation = merge_validation(validation, checked.summary)
+                    rejected += [Rejected(**r.as_quarantine()) for r in checked.rejected]
+                    valid = checked.valid
+                else:
+                    valid, seen = to_frame([]), None
+                loads.add(valid, rejected, seen, (chunk.first_line, chunk.last_line))
+            loads.wait()  # the last chunk's load, before the batch is closed
+        except BaseException as exc:  # a cancellation (TerminationSignal) or Ctrl-C too
+            forget_stage_timing(batch_id)
+            loads.abandon()
+            log.error("import of %s failed: %s", path, failure_note(exc))
+            closed = close_batch(batch_id, rows_loaded, [report.source] if report else [],
+                                 validation, [f"import failed: {failure_note(exc)}"],
+                                 status="failed", lead_ids=touched)
+            if report is not None:  # else nothing was read: the error says why
+                _publish_failed(closed.as_dict(), validation, report)
+            raise
     stage_seconds = stage_report(batch_id)
     assert report is not None  # read_leads_csv always yields at least one chunk
 

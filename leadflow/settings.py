@@ -158,9 +158,10 @@ class Settings(BaseSettings):
     score_hot_threshold: int = 70
     score_warm_threshold: int = 40
     dedupe_name_threshold: float = Field(default=88.0, ge=0, le=100)
-    # A running batch with no sign of life (its start, a chunk loaded) for this long is marked
-    # failed by the next lead-generation or CSV-import run: its process was killed outright
-    # (SIGKILL, out of memory, a reboot). Keep it well above the time one chunk can take.
+    # A running batch with no sign of life for this long is marked failed by the next
+    # lead-generation or CSV-import run: its process was killed outright (SIGKILL, out of
+    # memory, a reboot). A live run's heartbeat beats every quarter of this (at most every 10
+    # minutes) from a thread, and with each chunk loaded.
     batch_stale_after_s: float = Field(default=7200.0, gt=0)
 
     @field_validator("schedule_timezone")

@@ -75,8 +75,9 @@ class LeadBatch(Base):
     # A run killed outright (SIGKILL, out of memory, a reboot) never closes its batch: the
     # next run marks a running batch failed once this is older than LEADFLOW_BATCH_STALE_AFTER_S.
     heartbeat_at: Mapped[datetime | None] = mapped_column(
-        comment="Last sign of life of the run (UTC): when it started and each chunk it loaded; "
-                "NULL for batches older than this column"
+        comment="Last sign of life of the run (UTC): when it started, each chunk it loaded and "
+                "every quarter of LEADFLOW_BATCH_STALE_AFTER_S while it runs; NULL for batches "
+                "older than this column"
     )
 
 

@@ -1,8 +1,16 @@
 """The heartbeat of a running lead batch, and the sweep that closes the batches of runs killed
-outright (SIGKILL, out of memory, a reboot), which never got to close them themselves."""
+outright (SIGKILL, out of memory, a reboot), which never got to close them themselves.
+
+A run stamps its batch's heartbeat when it starts, with each chunk it loads, and from a
+thread of its own (`keep_alive`) a few times per `LEADFLOW_BATCH_STALE_AFTER_S`: a live run
+whose chunk waits long on a source (rate limits, slow sites) is never taken for a dead one."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +18,9 @@ from sqlalchemy import Connection, Select, func, select, update
 from sqlalchemy.orm import Session
 
 from models import LeadBatch
-from models.db import take_write_lock
+from models.db import session_scope, take_write_lock
+
+log = logging.getLogger(__name__)
 
 # When a batch last showed a sign of life (batches from before heartbeat_at: when it started).
 LAST_SEEN = func.coalesce(LeadBatch.heartbeat_at, LeadBatch.started_at)
@@ -33,6 +43,32 @@ def touch_batch(session: Session, batch_id: int) -> None:
     """The run of this batch is alive: stamp its heartbeat (at its start and each chunk load)."""
     session.execute(update(LeadBatch).where(LeadBatch.id == batch_id)
                     .values(heartbeat_at=datetime.now(UTC)))
+
+
+@contextmanager
+def keep_alive(batch_id: int, stale_after_s: float, db_url: str | None = None) -> Iterator[None]:
+    """Stamp the batch's heartbeat every quarter of `stale_after_s` (at most every 10 minutes)
+    from a daemon thread while the block runs. A stamp that fails (the database briefly away)
+    is logged and tried again at the next beat: the sweep needs four missed beats in a row."""
+    every_s = min(stale_after_s / 4, 600.0)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                with session_scope(db_url) as session:
+                    touch_batch(session, batch_id)
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                log.warning("heartbeat of batch %s not stamped: %s", batch_id,
+                            type(exc).__name__)
+
+    thread = threading.Thread(target=beat, name=f"batch-{batch_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _stale(stale_after_s: float) -> Select[int, str, datetime]:

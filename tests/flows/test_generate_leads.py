@@ -445,6 +445,41 @@ def test_a_run_marks_failed_a_batch_left_running_by_a_dead_run(env: str) -> None
         assert s.get_one(LeadBatch, summary["batch_id"]).status == "done"
 
 
+def test_a_live_run_waiting_on_a_slow_source_is_never_swept_as_dead(
+    env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each Apollo page takes longer than the stale setting: only the run's heartbeat thread
+    shows the run alive to sweeps running all along beside it (as other runs' starts do)."""
+    from leadflow.settings import reset_settings_cache
+    from tasks.stale_batches import sweep_stale_batches
+
+    monkeypatch.setenv("LEADFLOW_BATCH_STALE_AFTER_S", "1.2")
+    reset_settings_cache()
+    sandbox_env.set_faults({"apollo": {"latency_ms": 1500}})
+    swept: list[int] = []
+    done = threading.Event()
+
+    def sweeper() -> None:
+        while not done.wait(0.2):
+            with session_scope(env) as s:
+                swept.extend(b.batch_id for b in sweep_stale_batches(s, 1.2))
+
+    thread = threading.Thread(target=sweeper)
+    thread.start()
+    try:
+        summary = run(max_results=50, enrich=False, analyse=False)
+    finally:
+        done.set()
+        thread.join()
+
+    assert summary["leads_generated"] > 0
+    assert swept == []
+    with session_scope(env) as s:
+        batch = s.get_one(LeadBatch, summary["batch_id"])
+        assert batch.status == "done"
+        assert not any("marked failed" in note for note in batch.notes)
+
+
 def test_hunter_timeouts_leave_leads_without_email_but_loaded(
     env: str, sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

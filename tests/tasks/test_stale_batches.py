@@ -191,3 +191,21 @@ def test_on_sqlite_a_sweep_waits_for_a_committing_load_and_leaves_its_batch_alon
 
 def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def test_keep_alive_stamps_the_heartbeat_while_its_block_runs_and_stops_after(
+    pg_clean: str,
+) -> None:
+    import time
+
+    from tasks.stale_batches import keep_alive
+
+    batch_id = new_batch(pg_clean, "slow-chunk", heartbeat_age_s=3 * HOUR)
+    with keep_alive(batch_id, 0.4, pg_clean):  # a beat every 0.1 s
+        time.sleep(0.6)
+        with get_engine(pg_clean).connect() as conn:
+            assert stale_batches(conn, 0.4) == []
+    last = get(pg_clean, batch_id).heartbeat_at
+    assert last is not None and datetime.now(UTC) - last < timedelta(seconds=1)
+    time.sleep(0.3)
+    assert get(pg_clean, batch_id).heartbeat_at == last  # the thread stopped with the block
