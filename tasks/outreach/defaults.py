@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.settings import get_settings
 from models import Campaign, Sequence, SequenceStep, Template
+from models.db import take_write_lock
 from tasks.outreach.templates import validate_template
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.json")
@@ -48,6 +49,10 @@ def ensure_sequence(session: Session, spec: dict[str, Any]) -> int:
     """Create the sequence, steps and template variants of `spec` that are missing."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DEFAULTS_LOCK_KEY})
+    else:
+        # SQLite's reads below would run before its write lock: another creator committing
+        # meanwhile would not be seen, and its rows added again (the unique names refuse).
+        take_write_lock(session)
     sequence = session.scalar(select(Sequence).where(Sequence.name == spec["name"]))
     if sequence is None:
         sequence = Sequence(name=spec["name"], description=spec.get("description"))

@@ -92,3 +92,22 @@ def test_create_campaign_uses_the_default_sequence_and_sender_from_settings(
 def test_create_campaign_refuses_unknown_fields(pg_clean: str) -> None:
     with session_scope(pg_clean) as session, pytest.raises(TypeError, match="sendr_name"):
         create_campaign(session, sendr_name="typo")
+
+
+def test_on_sqlite_defaults_created_by_another_run_meanwhile_are_found_not_added_again(
+    sqlite_url: str,
+) -> None:
+    """PostgreSQL queues the creators of the defaults on an advisory lock; SQLite's reads ran
+    before its write lock, so a second `campaign create` while the first was committing read
+    no default sequence and failed on the unique name when it added one."""
+    from tests.writers import writer_committing_soon
+
+    created: list[int] = []
+    other = writer_committing_soon(sqlite_url,
+                                   lambda s: created.append(ensure_default_sequence(s)))
+    with other, session_scope(sqlite_url) as session:
+        found = ensure_default_sequence(session)
+    assert found == created[0]
+    with session_scope(sqlite_url) as session:
+        assert session.scalar(select(func.count()).select_from(Sequence)) == 1
+        assert session.scalar(select(func.count()).select_from(SequenceStep)) == 3
