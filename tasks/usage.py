@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from clients.http import ApiCall, QuotaExceededError
 from models.api_usage import ApiConfig, ApiReservation, ApiUsage
+from models.db import take_write_lock
 from models.leads import LeadBatch
 
 
@@ -45,6 +46,8 @@ def ensure_api_configs(
 ) -> list[str]:
     """Insert a plan for every source that has none (existing plans are left as they are);
     returns the sources seeded. `key_ref` names the setting, never the key."""
+    # SQLite: the read must see plans another run is committing now, or both add them.
+    take_write_lock(session)
     existing = set(session.scalars(select(ApiConfig.source)))
     seeded = []
     for source, plan in defaults.items():

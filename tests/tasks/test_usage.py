@@ -45,6 +45,19 @@ def test_ensure_api_configs_seeds_missing_plans_once_and_keeps_edited_ones(pg_cl
         assert s.get(ApiConfig, "hunter").cost_per_unit == 0.0049  # type: ignore[union-attr]
 
 
+def test_on_sqlite_plans_seeded_by_another_run_meanwhile_are_kept_not_added_again(
+    sqlite_url: str,
+) -> None:
+    """Two runs opening their batches at once on a new SQLite database: the second read no
+    plans before the first committed its own, then failed on the plans' primary key."""
+    from tests.writers import writer_committing_soon
+
+    with writer_committing_soon(sqlite_url, ensure_api_configs), session_scope(sqlite_url) as s:
+        assert ensure_api_configs(s) == []
+    with session_scope(sqlite_url) as s:
+        assert s.scalar(select(func.count()).select_from(ApiConfig)) == len(DEFAULT_PLANS)
+
+
 def test_record_calls_writes_one_row_per_call_with_cost(pg_clean: str) -> None:
     with session_scope(pg_clean) as s:
         ensure_api_configs(s)
