@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Lead, LeadBatch, LeadSourceRecord, QuarantinedRow
-from models.db import insert_ignore
+from models.db import insert_ignore, take_write_lock
 from tasks.load import leads_created_by_batch
 from tasks.stale_batches import touch_batch
 
@@ -53,7 +53,10 @@ def start_batch(session: Session, run_key: str, kind: str, source: str, industry
                 location: str | None, max_results: int | None) -> int:
     """Create the batch record, or return the one this run (same run_key) already made; either
     way its heartbeat says the run is alive. A retried run finds its batch closed (failed, or
-    swept as dead) and works on it again: the batch is `running` until the run closes it."""
+    swept as dead) and works on it again: the batch is `running` until the run closes it.
+    On SQLite the write lock comes first: a sweep committing between the read and the write
+    would otherwise leave the live run's batch failed."""
+    take_write_lock(session)
     existing = session.scalar(select(LeadBatch).where(LeadBatch.run_key == run_key))
     if existing is not None:
         if existing.status != "running":
