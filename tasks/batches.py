@@ -54,10 +54,12 @@ def start_batch(session: Session, run_key: str, kind: str, source: str, industry
     """Create the batch record, or return the one this run (same run_key) already made; either
     way its heartbeat says the run is alive. A retried run finds its batch closed (failed, or
     swept as dead) and works on it again: the batch is `running` until the run closes it.
-    On SQLite the write lock comes first: a sweep committing between the read and the write
-    would otherwise leave the live run's batch failed."""
+    The batch's row is locked before it is read (SQLite: the write lock first): a sweep
+    committing between the read and the write would otherwise leave the live run's batch
+    failed; a sweep that comes later skips the locked row."""
     take_write_lock(session)
-    existing = session.scalar(select(LeadBatch).where(LeadBatch.run_key == run_key))
+    existing = session.scalar(select(LeadBatch).where(LeadBatch.run_key == run_key)
+                              .with_for_update())
     if existing is not None:
         if existing.status != "running":
             existing.status = "running"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from clients.http import ApiCall, QuotaExceededError
@@ -45,28 +47,28 @@ def ensure_api_configs(
     session: Session, defaults: Mapping[str, Plan] = DEFAULT_PLANS
 ) -> list[str]:
     """Insert a plan for every source that has none (existing plans are left as they are);
-    returns the sources seeded. `key_ref` names the setting, never the key."""
+    returns the sources seeded. `key_ref` names the setting, never the key. Two runs seeding
+    at once (their first batches) both succeed: a plan the other committed is left alone."""
     # SQLite: the read must see plans another run is committing now, or both add them.
     take_write_lock(session)
     existing = set(session.scalars(select(ApiConfig.source)))
-    seeded = []
-    for source, plan in defaults.items():
-        if source in existing:
-            continue
-        session.add(
-            ApiConfig(
-                source=source,
-                plan_name=plan.plan_name,
-                monthly_limit=plan.monthly_limit,
-                cost_per_unit=plan.cost_per_unit,
-                unit=plan.unit,
-                key_ref=f"LEADFLOW_{source.upper()}_API_KEY",
-                is_active=True,
-            )
-        )
-        seeded.append(source)
-    session.flush()
-    return seeded
+    missing = [source for source in defaults if source not in existing]
+    if not missing:
+        return []
+    rows = [
+        {"source": source, "plan_name": defaults[source].plan_name,
+         "monthly_limit": defaults[source].monthly_limit,
+         "cost_per_unit": defaults[source].cost_per_unit, "unit": defaults[source].unit,
+         "key_ref": f"LEADFLOW_{source.upper()}_API_KEY", "is_active": True}
+        for source in missing
+    ]
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # PostgreSQL: a plan another run is inserting makes this one wait for its commit, then
+    # skip the row.
+    seeded = set(session.scalars(
+        upsert(ApiConfig).values(rows).on_conflict_do_nothing(index_elements=["source"])
+        .returning(ApiConfig.source)))
+    return [source for source in missing if source in seeded]
 
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:

@@ -93,6 +93,12 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty database: the session's PostgreSQL one, then a SQLite file."""
+    return request.getfixturevalue("pg_clean" if request.param == "postgresql" else "sqlite_url")
+
+
 @dataclass
 class Sandbox:
     base_url: str

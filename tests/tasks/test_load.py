@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 from sqlalchemy import func, select
 
 from models import Lead, LeadSourceRecord
@@ -24,11 +23,6 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 def count(session, model) -> int:  # type: ignore[no-untyped-def]
     return session.scalar(select(func.count()).select_from(model))
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue("pg_clean" if request.param == "postgresql" else "sqlite_url")
 
 
 def test_loading_the_same_batch_twice_creates_no_duplicate(db_url: str) -> None:

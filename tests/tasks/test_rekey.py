@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-import pytest
 from sqlalchemy import select, update
 
 from models import Lead
@@ -19,11 +18,6 @@ from tasks.dedupe import dedupe_frame, match_existing
 from tasks.keys import KEY_COLUMNS, add_keys
 from tasks.load import Seen, load_leads, lock_loads, seen_leads
 from tasks.rekey import KEY_SOURCES, current_keys, rekey_leads
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue("pg_clean" if request.param == "postgresql" else "sqlite_url")
 
 
 def keys_of(fields: dict[str, Any]) -> dict[str, Any]:

@@ -189,21 +189,20 @@ def test_on_sqlite_a_sweep_waits_for_a_committing_load_and_leaves_its_batch_alon
     assert datetime.now(UTC) - _aware(batch.heartbeat_at) < timedelta(minutes=1)
 
 
-def test_on_sqlite_a_run_restarting_while_its_batch_is_swept_finds_it_running_again(
-    sqlite_url: str,
-) -> None:
+def test_a_run_restarting_while_its_batch_is_swept_finds_it_running_again(db_url: str) -> None:
     """A crashed run started again (same run_key) while another run's sweep was committing:
     start_batch read its batch as running before the sweep's write, kept that status and only
     stamped the heartbeat, so the live run's batch stayed failed with a 'no sign of life'
-    note. It takes the write lock first and reads the batch as the sweep left it."""
+    note. It locks the batch's row (SQLite: the write lock) and reads it as the sweep left
+    it."""
     from tests.writers import writer_committing_soon
 
-    batch_id = new_batch(sqlite_url, "crashed", heartbeat_age_s=3 * HOUR)
-    sweep = writer_committing_soon(sqlite_url, lambda s: sweep_stale_batches(s, 2 * HOUR))
-    with sweep, session_scope(sqlite_url) as session:
+    batch_id = new_batch(db_url, "crashed", heartbeat_age_s=3 * HOUR)
+    sweep = writer_committing_soon(db_url, lambda s: sweep_stale_batches(s, 2 * HOUR))
+    with sweep, session_scope(db_url) as session:
         again = start_batch(session, "crashed", "generate", "apollo", "salon", "TX", 10)
     assert again == batch_id
-    batch = get(sqlite_url, batch_id)
+    batch = get(db_url, batch_id)
     assert batch.status == "running"
     assert batch.finished_at is None
 

@@ -45,16 +45,14 @@ def test_ensure_api_configs_seeds_missing_plans_once_and_keeps_edited_ones(pg_cl
         assert s.get(ApiConfig, "hunter").cost_per_unit == 0.0049  # type: ignore[union-attr]
 
 
-def test_on_sqlite_plans_seeded_by_another_run_meanwhile_are_kept_not_added_again(
-    sqlite_url: str,
-) -> None:
-    """Two runs opening their batches at once on a new SQLite database: the second read no
-    plans before the first committed its own, then failed on the plans' primary key."""
+def test_plans_seeded_by_another_run_meanwhile_are_kept_not_added_again(db_url: str) -> None:
+    """Two runs opening their batches at once on a new database: the second read no plans
+    before the first committed its own, then failed on the plans' primary key."""
     from tests.writers import writer_committing_soon
 
-    with writer_committing_soon(sqlite_url, ensure_api_configs), session_scope(sqlite_url) as s:
+    with writer_committing_soon(db_url, ensure_api_configs), session_scope(db_url) as s:
         assert ensure_api_configs(s) == []
-    with session_scope(sqlite_url) as s:
+    with session_scope(db_url) as s:
         assert s.scalar(select(func.count()).select_from(ApiConfig)) == len(DEFAULT_PLANS)
 
 
@@ -131,11 +129,6 @@ def test_metering_and_quota_work_on_sqlite(sqlite_url: str) -> None:
 def test_month_bounds_wraps_december() -> None:
     start, end = month_bounds(datetime(2025, 12, 31, 23, 0, tzinfo=UTC))
     assert (start, end) == (datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue("pg_clean" if request.param == "postgresql" else "sqlite_url")
 
 
 def test_reserved_units_count_as_spent_until_settled(db_url: str) -> None:
