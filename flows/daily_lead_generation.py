@@ -27,7 +27,6 @@ def daily_lead_generation() -> list[dict[str, Any]]:
     from tasks.outreach.campaign_leads import (
         active_campaign_ids,
         linked_since_local_midnight,
-        matching_lead_ids,
     )
 
     log = get_run_logger()
@@ -56,8 +55,7 @@ def daily_lead_generation() -> list[dict[str, Any]]:
                 summary = generate_leads(source=cast(SourceName, source), industry=industry,
                                          location=location, max_results=wanted)
                 result["batches"].append(summary["batch_id"])
-                lead_ids = matching_lead_ids(db, campaign_id, wanted)
-                result["leads_linked"] += link_campaign_leads(campaign_id, lead_ids)
+                result["leads_linked"] += link_campaign_leads(campaign_id, wanted)
         except Exception as exc:  # one campaign's failure must not starve the others
             result["error"] = f"{type(exc).__name__}: {exc}"[:300]
             log.error("campaign %s: lead generation failed: %s", campaign_id, result["error"])

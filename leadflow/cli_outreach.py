@@ -118,10 +118,10 @@ def campaign_link(
     limit: int = typer.Option(50, min=1, max=100_000, help="How many leads at most."),
 ) -> None:
     """Link the best new leads that match the campaign's industry and location."""
-    from tasks.outreach.campaign_leads import link_leads, matching_lead_ids
+    from tasks.outreach.campaign_leads import link_matching_leads
 
     db = _campaign_db(campaign_id)
-    linked = link_leads(db, campaign_id, matching_lead_ids(db, campaign_id, limit))
+    linked = link_matching_leads(db, campaign_id, limit)
     console.print(f"{linked} leads linked to campaign {campaign_id}")
 
 

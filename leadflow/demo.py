@@ -85,7 +85,7 @@ def run_outreach(industry: str, location: str, leads: int) -> dict[str, Any]:
     from flows.execute_campaign import execute_campaign
     from leadflow.settings import get_settings
     from models.db import session_scope
-    from tasks.outreach.campaign_leads import link_leads, matching_lead_ids
+    from tasks.outreach.campaign_leads import link_matching_leads
     from tasks.outreach.defaults import create_campaign
 
     settings = get_settings()
@@ -97,7 +97,7 @@ def run_outreach(industry: str, location: str, leads: int) -> dict[str, Any]:
             # The demo sends whenever it is run: the whole day, every day.
             send_window_start_hour=0, send_window_end_hour=0, send_weekdays=list(range(7)),
         )
-    linked = link_leads(db, campaign_id, matching_lead_ids(db, campaign_id, leads))
+    linked = link_matching_leads(db, campaign_id, leads)
     console.print(f"campaign {campaign_id}: {linked} leads linked; executing "
                   "(route -> compose -> send step 1; steps 2 and 3 scheduled)")
     result = execute_campaign(campaign_id=campaign_id)

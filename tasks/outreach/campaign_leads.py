@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Campaign, CampaignLead, Email, Lead
@@ -17,45 +17,68 @@ from models.db import insert_ignore, session_scope, take_write_lock
 log = logging.getLogger(__name__)
 
 
+LINK_LOCK_KEY = 0x1EAD11C  # pg_advisory_xact_lock key: one linking of leads at a time
+
+
 def link_leads(db_url: str, campaign_id: int, lead_ids: Sequence[int]) -> int:
-    """Link leads to a campaign (idempotent) and recompute its `leads_generated`. Returns how
-    many links are new."""
+    """Link these leads to a campaign (idempotent) and recompute its `leads_generated`.
+    Returns how many links are new."""
     with session_scope(db_url) as session:
-        # The count before must be the one this insert adds to (SQLite: nobody writes between).
+        _lock_links(session)
+        return _link(session, campaign_id, lead_ids)
+
+
+def link_matching_leads(db_url: str, campaign_id: int, limit: int) -> int:
+    """Link up to `limit` of the best new leads that match the campaign (`link_matching`).
+    Returns how many links are new."""
+    with session_scope(db_url) as session:
+        return link_matching(session, campaign_id, limit)
+
+
+def link_matching(session: Session, campaign_id: int, limit: int) -> int:
+    """In the caller's transaction: link up to `limit` new leads with an email that fit the
+    campaign's industry and location and are not yet in any campaign, best score first. The
+    choice and the links are one critical section (an advisory lock; SQLite's write lock), so
+    two campaigns linking at once never both take a lead."""
+    _lock_links(session)
+    campaign = session.get_one(Campaign, campaign_id)
+    in_a_campaign = select(CampaignLead.lead_id)
+    query = select(Lead.id).where(
+        Lead.status == "new", Lead.email_norm.is_not(None), Lead.id.not_in(in_a_campaign)
+    )
+    if campaign.target_industry:
+        query = query.where(func.lower(Lead.industry) == campaign.target_industry.lower())
+    if campaign.target_location:
+        city = campaign.target_location.split(",")[0].strip().lower()
+        query = query.where(func.lower(Lead.city) == city)
+    query = query.order_by(Lead.quality_score.desc().nulls_last(), Lead.id).limit(limit)
+    return _link(session, campaign_id, list(session.scalars(query)))
+
+
+def _lock_links(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LINK_LOCK_KEY})
+    else:
         take_write_lock(session)
-        before = _linked_count(session, campaign_id)
-        rows = [{"campaign_id": campaign_id, "lead_id": lead_id, "status": "pending",
-                 "routing": {}} for lead_id in dict.fromkeys(lead_ids)]
-        for start in range(0, len(rows), 1000):
-            insert_ignore(session, CampaignLead.__table__, rows[start : start + 1000],
-                          ["campaign_id", "lead_id"])
-        after = _linked_count(session, campaign_id)
-        session.execute(update(Campaign).where(Campaign.id == campaign_id)
-                        .values(leads_generated=after))
-        return after - before
+
+
+def _link(session: Session, campaign_id: int, lead_ids: Sequence[int]) -> int:
+    # The count before must be the one this insert adds to (the caller holds the lock).
+    before = _linked_count(session, campaign_id)
+    rows = [{"campaign_id": campaign_id, "lead_id": lead_id, "status": "pending",
+             "routing": {}} for lead_id in dict.fromkeys(lead_ids)]
+    for start in range(0, len(rows), 1000):
+        insert_ignore(session, CampaignLead.__table__, rows[start : start + 1000],
+                      ["campaign_id", "lead_id"])
+    after = _linked_count(session, campaign_id)
+    session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                    .values(leads_generated=after))
+    return after - before
 
 
 def _linked_count(session: Session, campaign_id: int) -> int:
     return int(session.scalar(select(func.count()).select_from(CampaignLead)
                               .where(CampaignLead.campaign_id == campaign_id)) or 0)
-
-
-def matching_lead_ids(db_url: str, campaign_id: int, limit: int) -> list[int]:
-    """New leads with an email that fit the campaign's industry and location and are not yet in
-    any campaign, best score first."""
-    with session_scope(db_url) as session:
-        campaign = session.get_one(Campaign, campaign_id)
-        in_a_campaign = select(CampaignLead.lead_id)
-        query = select(Lead.id).where(
-            Lead.status == "new", Lead.email_norm.is_not(None), Lead.id.not_in(in_a_campaign)
-        )
-        if campaign.target_industry:
-            query = query.where(func.lower(Lead.industry) == campaign.target_industry.lower())
-        if campaign.target_location:
-            city = campaign.target_location.split(",")[0].strip().lower()
-            query = query.where(func.lower(Lead.city) == city)
-        query = query.order_by(Lead.quality_score.desc().nulls_last(), Lead.id).limit(limit)
-        return list(session.scalars(query))
 
 
 def pending_lead_ids(db_url: str, campaign_id: int) -> list[int]:

@@ -32,10 +32,11 @@ def worker_name() -> str:
 
 
 @task(name="link-campaign-leads", **DB_TASK)
-def link_campaign_leads(campaign_id: int, lead_ids: list[int]) -> int:
-    from tasks.outreach.campaign_leads import link_leads
+def link_campaign_leads(campaign_id: int, limit: int) -> int:
+    """Link up to `limit` of the best new leads matching the campaign; how many are new."""
+    from tasks.outreach.campaign_leads import link_matching_leads
 
-    return link_leads(_db(), campaign_id, lead_ids)
+    return link_matching_leads(_db(), campaign_id, limit)
 
 
 @task(name="enqueue-sequences", **DB_TASK)

@@ -1,5 +1,6 @@
-"""Which campaigns the hourly outreach serves: each active daily campaign once per local day,
-at its scheduled hour in its own time zone, daylight saving changes included."""
+"""Which campaigns the hourly outreach serves (each active daily campaign once per local day,
+at its scheduled hour in its own time zone, daylight saving changes included), and which leads
+a campaign links (the best matching new ones, never a lead another campaign has)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
-from models import Campaign
+from models import Campaign, CampaignLead, Lead
 from models.db import session_scope
-from tasks.outreach.campaign_leads import campaigns_due
+from tasks.outreach.campaign_leads import campaigns_due, link_matching, link_matching_leads
+from tasks.outreach.defaults import create_campaign
+from tests.tasks.outreach.conftest import add_leads
 from tests.tasks.outreach.mailserver import Outreach
+from tests.writers import writer_committing_soon
 
 
 def _due_hours(db: str, timezone: str, day: date) -> list[datetime]:
@@ -44,3 +48,50 @@ def test_a_daily_campaign_is_due_once_a_local_day_across_daylight_saving_changes
                   .values(schedule_type="daily", schedule_hour=hour))
 
     assert _due_hours(pg_clean, timezone, day) == [t.replace(tzinfo=UTC) for t in expected_utc]
+
+
+def test_linking_takes_the_best_matching_new_leads_not_in_any_campaign(db_url: str) -> None:
+
+
+    with session_scope(db_url) as session:
+        campaign = create_campaign(session, name="Austin salons", target_industry="Salon",
+                                   target_location="Austin, TX")
+        best, good, taken = add_leads(session, 3)
+        for lead_id, score in ((best, 90), (good, 60), (taken, 95)):
+            session.execute(update(Lead).where(Lead.id == lead_id)
+                            .values(quality_score=score, email_norm=f"o{lead_id}@x.example"))
+        add_leads(session, 1, city="Dallas", email_norm="dallas@x.example")
+        add_leads(session, 1, industry="dentist", email_norm="dentist@x.example")
+        add_leads(session, 1, email=None)
+        other = create_campaign(session, name="other")
+        session.add(CampaignLead(campaign_id=other, lead_id=taken, status="pending",
+                                 routing={}))
+
+    assert link_matching_leads(db_url, campaign, 1) == 1
+    assert link_matching_leads(db_url, campaign, 10) == 1
+    with session_scope(db_url) as session:
+        linked = session.scalars(select(CampaignLead.lead_id)
+                                 .where(CampaignLead.campaign_id == campaign)).all()
+        assert sorted(linked) == sorted([best, good])
+        assert session.get_one(Campaign, campaign).leads_generated == 2
+
+
+def test_two_campaigns_linking_at_once_never_both_take_a_lead(db_url: str) -> None:
+    """The second linker chose while the first's links were not committed: without one
+    critical section for the choice and the links, it took the same leads."""
+
+
+    with session_scope(db_url) as session:
+        first = create_campaign(session, name="first", target_industry="salon")
+        second = create_campaign(session, name="second", target_industry="salon")
+        for lead_id in add_leads(session, 4):
+            session.execute(update(Lead).where(Lead.id == lead_id)
+                            .values(email_norm=f"o{lead_id}@x.example"))
+
+    with writer_committing_soon(db_url, lambda s: link_matching(s, first, 3)):
+        assert link_matching_leads(db_url, second, 3) == 1
+    with session_scope(db_url) as session:
+        per_lead = session.execute(select(CampaignLead.lead_id, func.count())
+                                   .group_by(CampaignLead.lead_id)).all()
+        assert len(per_lead) == 4
+        assert all(n == 1 for _, n in per_lead)
