@@ -68,7 +68,9 @@ def keep_alive(batch_id: int, stale_after_s: float, db_url: str | None = None) -
         yield
     finally:
         stop.set()
-        thread.join()
+        # A beat stuck on an unreachable database must not hold the run's end for long; a
+        # late stamp on a closed batch changes nothing.
+        thread.join(timeout=30)
 
 
 def _stale(stale_after_s: float) -> Select[int, str, datetime]:
