@@ -6,7 +6,12 @@ for the rest of the batch, and one result per message.
 What the results mean for the queue (sent, retry, bounce, review...) is recorded elsewhere
 (tasks/outreach/outcomes.py); nothing here writes an email's row. An unexpected error mid-batch
 (the database, the outbox folder, the SMTP library) raises DeliveryInterrupted, which still
-carries one result per message, so the messages already handed over are recorded sent."""
+carries one result per message, so the messages already handed over are recorded sent.
+
+Each message is checked once more just before it is handed over (`LastCheck`: the claim still
+held, the address not suppressed, the sequence not stopped), since a batch takes as long as its
+slowest SMTP replies: what remains between that check and the server taking the message is one
+SMTP transaction (MAIL, RCPT, DATA) on a connection already open."""
 
 from __future__ import annotations
 
@@ -59,6 +64,13 @@ class Result:
     provider_id: int | None
     response: str
     at: datetime
+    stop_reason: str | None = None  # cancelled: why the lead's sequence stops
+
+
+# A parcel's last check before it is handed over: None to send it, else the result to record
+# instead (cancelled: suppressed or stopped since the batch was loaded; wait: the claim is no
+# longer this worker's).
+LastCheck = Callable[[Parcel], Result | None]
 
 
 class DeliveryInterrupted(Exception):
@@ -99,12 +111,14 @@ def deliver(
     settings: Settings,
     pool: SenderPool,
     now_fn: Callable[[], datetime],
+    last_check: LastCheck | None = None,
 ) -> list[Result]:
     """One result per parcel. Raises DeliveryInterrupted (with one result per parcel all the
     same) when an unexpected error stops the batch."""
     progress = _Progress()
     try:
-        return _deliver(db_url, parcels, settings, pool, now_fn, progress)
+        return _deliver(db_url, parcels, settings, pool, now_fn, progress,
+                        last_check or _send_all)
     except Exception as exc:
         raise DeliveryInterrupted(exc, _interrupted(parcels, progress, exc, now_fn())) from exc
 
@@ -116,12 +130,16 @@ def _deliver(
     pool: SenderPool,
     now_fn: Callable[[], datetime],
     progress: _Progress,
+    last_check: LastCheck,
 ) -> list[Result]:
     with session_scope(db_url) as session:
         providers = active_providers(session)
         configured = providers or has_providers(session)
     if not configured:
         for parcel in parcels:
+            if (instead := last_check(parcel)) is not None:
+                progress.done(instead)
+                continue
             # Written whole or not at all, and never twice: a retry is safe.
             progress.in_flight = (parcel, "temporary", None)
             progress.done(_to_outbox(parcel, settings, now_fn))
@@ -132,7 +150,8 @@ def _deliver(
                 for p in parcels]
     down: dict[int, str] = {}  # providers unusable during this batch, and why
     for avoid, group in _by_avoided_provider(parcels).items():
-        _deliver_group(db_url, group, avoid, settings, pool, now_fn, down, progress)
+        _deliver_group(db_url, group, avoid, settings, pool, now_fn, down, progress,
+                       last_check)
     results = list(progress.results.values())
     if not down:
         return results  # left over only for want of capacity: `wait` for the next hour
@@ -153,6 +172,10 @@ def _interrupted(parcels: list[Parcel], progress: _Progress, exc: Exception, at:
         if parcel.email_id not in results:
             results[parcel.email_id] = Result(parcel.email_id, "temporary", None, why, at)
     return list(results.values())
+
+
+def _send_all(_parcel: Parcel) -> Result | None:
+    return None
 
 
 def _why(exc: BaseException) -> str:
@@ -178,6 +201,7 @@ def _deliver_group(
     now_fn: Callable[[], datetime],
     down: dict[int, str],
     progress: _Progress,
+    last_check: LastCheck,
 ) -> None:
     remaining = list(parcels)
     while remaining:
@@ -188,7 +212,8 @@ def _deliver_group(
         provider = reservation.provider
         window = (reservation.hour_start, reservation.day_start)
         batch, remaining = remaining[: reservation.count], remaining[reservation.count :]
-        used = 0
+        used = 0  # handed over: the reservation they used
+        handled = 0  # of `batch`: handed over or settled by the last check
         # 5.7.x in a row: their results stand unless the provider turns out to refuse everything.
         refused: list[Parcel] = []
         try:
@@ -198,11 +223,16 @@ def _deliver_group(
                     # A new hour (or day): what is left is reserved again in the new window, so
                     # each send counts in the window it happens in.
                     break
+                if (instead := last_check(parcel)) is not None:
+                    progress.done(instead)
+                    handled += 1
+                    continue
                 # The server may take the message even if sending it raises unexpectedly.
                 progress.in_flight = (parcel, "unknown", provider.id)
                 delivery = sender.send(provider.from_email or parcel.envelope_from,
                                        parcel.recipient, parcel.message)
                 used += 1
+                handled += 1
                 progress.done(_result(parcel, delivery, provider, now_fn()))
                 if delivery.policy_refusal:
                     refused.append(parcel)
@@ -211,7 +241,7 @@ def _deliver_group(
                             f"{len(refused)} messages in a row refused: {delivery.summary}")
                     continue
                 refused = []
-            remaining = batch[used:] + remaining
+            remaining = batch[handled:] + remaining
         except ProviderUnavailable as exc:
             # Nothing of the current message was accepted (nor of the refused ones): they and
             # the rest of the batch go to the next provider with capacity.
@@ -220,7 +250,7 @@ def _deliver_group(
                 del progress.results[parcel.email_id]
             down[provider.id] = f"{provider.name}: {exc}"[:300]
             log.warning("SMTP provider %s unavailable: %s", provider.name, exc)
-            remaining = refused + batch[used:] + remaining
+            remaining = refused + batch[handled:] + remaining
         finally:
             release(db_url, reservation, reservation.count - used)
     at = now_fn()

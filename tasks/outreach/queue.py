@@ -6,7 +6,8 @@ recorded exactly once.
                             sending window whose previous step is sent (FOR UPDATE SKIP
                             LOCKED; SQLite: under its write lock)
     send_claimed_emails     suppression re-checked, messages handed to providers (or the outbox),
-                            outcomes recorded (tasks/outreach/outcomes.py)
+                            each checked again just before (`last_check`), outcomes recorded
+                            (tasks/outreach/outcomes.py)
     release_expired_claims  sending rows whose claim expired -> review (never resent blindly)
     requeue_review          review -> queued, when a person found the message was not delivered
     mark_review_sent        review -> sent, when a person found it was
@@ -30,7 +31,7 @@ from leadflow.settings import Settings, get_settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
 from models.db import is_sqlite, session_scope, take_write_lock
 from tasks.outreach.bulk_rows import insert_rows
-from tasks.outreach.delivery import DeliveryInterrupted, Parcel, deliver
+from tasks.outreach.delivery import DeliveryInterrupted, LastCheck, Parcel, Result, deliver
 from tasks.outreach.message import OutgoingEmail, render_message
 from tasks.outreach.outcomes import (
     FINAL_LEAD_STATUSES,
@@ -381,6 +382,40 @@ def _prepare(rows: list[Any], suppressed: set[str], now: datetime
     return parcels, decided
 
 
+def last_check(db_url: str, worker_id: str, now_fn: Callable[[], datetime]) -> LastCheck:
+    """The check of each message just before it is handed over: a batch is loaded and checked
+    once, then sent one message after another for as long as the servers take, and meanwhile
+    an unsubscribe, a bounce or a reply may stop the lead, and the claim may expire (another
+    run then puts it up for review, and a person may requeue it). Not sent, such a message is
+    `cancelled` as `_prepare` would have, or, when the claim is no longer this worker's,
+    queued again without using an attempt (recorded only if the row is still this worker's)."""
+
+    def check(parcel: Parcel) -> Result | None:
+        now = as_utc(now_fn())
+        with session_scope(db_url) as session:
+            row = session.execute(
+                select(Email.status, Email.claimed_by, Email.claim_expires_at,
+                       CampaignLead.status.label("link_status"), CampaignLead.stop_reason)
+                .outerjoin(CampaignLead, (CampaignLead.campaign_id == Email.campaign_id)
+                           & (CampaignLead.lead_id == Email.lead_id))
+                .where(Email.id == parcel.email_id)
+            ).one_or_none()
+            suppressed = bool(suppressed_addresses(session, [parcel.recipient]))
+        if (row is None or row.status != "sending" or row.claimed_by != worker_id
+                or row.claim_expires_at is None or as_utc(row.claim_expires_at) <= now):
+            return Result(parcel.email_id, "wait", None,
+                          "claim expired before the message was handed over: not sent", now)
+        if suppressed:
+            return Result(parcel.email_id, "cancelled", None, "address suppressed", now,
+                          stop_reason="suppressed")
+        if row.link_status == "stopped":
+            return Result(parcel.email_id, "cancelled", None,
+                          f"sequence stopped: {row.stop_reason}", now)
+        return None
+
+    return check
+
+
 def send_claimed_emails(
     db_url: str,
     email_ids: list[int],
@@ -406,13 +441,14 @@ def send_claimed_emails(
     pool = senders or SenderPool()
     interrupted: DeliveryInterrupted | None = None
     try:
-        results = deliver(db_url, parcels, settings, pool, now_fn) if parcels else []
+        results = deliver(db_url, parcels, settings, pool, now_fn,
+                          last_check(db_url, worker_id, now_fn)) if parcels else []
     except DeliveryInterrupted as exc:
         results, interrupted = exc.results, exc
     finally:
         if senders is None:
             pool.close()
-    outcomes += [Outcome(r.email_id, r.outcome, r.at, r.provider_id, r.response)
+    outcomes += [Outcome(r.email_id, r.outcome, r.at, r.provider_id, r.response, r.stop_reason)
                  for r in results]
     counts = record_outcomes(db_url, worker_id, outcomes, settings)
     if interrupted is not None:

@@ -17,8 +17,8 @@ from sqlalchemy import select, update
 from leadflow.tokens import verify
 from models import Campaign, CampaignLead, Lead, SmtpSendCount, Suppression
 from models.db import session_scope
-from tasks.outreach.queue import drain_queue, release_expired_claims
-from tasks.outreach.suppression import suppress
+from tasks.outreach.queue import drain_queue, release_expired_claims, requeue_review
+from tasks.outreach.suppression import stop_sequence, suppress
 from tests.conftest import ROOT
 from tests.tasks.outreach.mailserver import (
     ACCEPT_AND_DROP,
@@ -422,6 +422,101 @@ def test_suppression_added_after_queueing_is_honoured_at_send_time(outreach_pg, 
     assert {(links[e.lead_id].status, links[e.lead_id].stop_reason) for e in stopped} == {
         ("stopped", "suppressed")}
     assert _status(outreach_pg, ids)["cancelled"] == 2
+
+
+
+def test_an_unsubscribe_or_reply_during_a_batch_stops_its_later_messages(
+    outreach_pg, smtp_servers, send_clock
+):
+    """The batch is loaded and checked once, then handed over message by message: each is
+    checked again just before, so an address unsubscribed (or a lead that replied) while an
+    earlier message of the batch is on the wire gets nothing."""
+    db = outreach_pg.db_url
+    cid = outreach_pg.campaign(steps=(0, 3))
+    leads = outreach_pg.leads(3)
+    ids = outreach_pg.queue(cid, leads)
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 0 and rcpt == "lead0@dest0.example":
+            # The tracking app's unsubscribe and a recorded reply, committed meanwhile.
+            with session_scope(db) as s:
+                suppress(s, "lead1@dest1.example", "unsubscribed")
+                stop_sequence(s, leads[1], "unsubscribed")
+                stop_sequence(s, leads[2], "replied")
+        return None
+
+    server = smtp_servers(script=script)
+    outreach_pg.provider("relay", server.port)
+
+    report = drain_queue(db, "w", now_fn=send_clock())
+
+    assert [r.rcpt_tos for r in server.received] == [["lead0@dest0.example"]]
+    assert (report.sent, report.cancelled) == (1, 2)
+    rows = outreach_pg.emails(ids)
+    assert [rows[i].status for i in ids] == ["sent", "cancelled", "cancelled"]
+    follow_ups = {e.lead_id: e.status for e in outreach_pg.emails().values()
+                  if e.step_number == 2}
+    assert follow_ups == {leads[0]: "scheduled", leads[1]: "cancelled", leads[2]: "cancelled"}
+    with session_scope(db) as s:  # the slots set aside for them are given back
+        assert {c.count for c in s.scalars(select(SmtpSendCount))} == {1}
+
+
+def test_a_claim_lost_mid_batch_stops_the_worker_sending_the_rest(outreach_pg, smtp_servers,
+                                                                  send_clock):
+    """A slow batch outlives its claims: another run's start puts them up for review and a
+    person, finding nothing at the provider yet, requeues them. The first worker must not send
+    them as well (each message arrives once)."""
+    db = outreach_pg.db_url
+    now = send_clock()
+    ids: list[int] = []
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 0 and rcpt == "lead0@dest0.example":
+            now.advance(minutes=11)  # the claims (600 s) expire while this message is sent
+            assert release_expired_claims(db, now.now) == 3
+            assert requeue_review(db, ids[1:], now=now.now) == 2
+        return None
+
+    server = smtp_servers(script=script)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign(steps=(0, 3))
+    ids += outreach_pg.queue(cid, outreach_pg.leads(3))
+
+    drain_queue(db, "slow", now_fn=now)
+    drain_queue(db, "other", now_fn=now)
+
+    received = Counter(server.message_ids())
+    assert len(received) == 3 and set(received.values()) == {1}
+    assert {e.status for e in outreach_pg.emails(ids).values()} == {"sent"}
+
+
+def test_a_claim_expired_mid_batch_is_not_sent_but_queued_again(outreach_pg, smtp_servers,
+                                                                 send_clock):
+    """The worker's own clock passes the claim's expiry mid-batch: what it has not handed over
+    yet goes back to the queue (no attempt used), not out under a claim it no longer holds."""
+    db = outreach_pg.db_url
+    now = send_clock()
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 0 and rcpt == "lead0@dest0.example":
+            now.advance(minutes=11)
+        return None
+
+    server = smtp_servers(script=script)
+    outreach_pg.provider("relay", server.port)
+    cid = outreach_pg.campaign(steps=(0, 3))
+    ids = outreach_pg.queue(cid, outreach_pg.leads(3))
+
+    report = drain_queue(db, "slow", now_fn=now)
+
+    assert [r.rcpt_tos for r in server.received] == [["lead0@dest0.example"]]
+    assert (report.sent, report.waiting) == (1, 2)
+    rows = outreach_pg.emails(ids)
+    assert [(rows[i].status, rows[i].attempts, rows[i].claimed_by) for i in ids[1:]] == [
+        ("queued", 0, None)] * 2
+    now.advance(hours=1)
+    assert drain_queue(db, "later", now_fn=now).sent == 2
+    assert len(set(server.message_ids())) == len(server.message_ids()) == 3
 
 
 def _links(db: str) -> list[CampaignLead]:
