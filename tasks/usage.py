@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -81,25 +81,27 @@ def month_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def used_this_month(session: Session, source: str, now: datetime | None = None) -> int:
+def _used_units(source: str, now: datetime | None) -> Select[int]:
     start, end = month_bounds(now or datetime.now(UTC))
-    total = session.scalar(
-        select(func.coalesce(func.sum(ApiUsage.units), 0)).where(
-            ApiUsage.source == source, ApiUsage.called_at >= start, ApiUsage.called_at < end
-        )
+    return select(func.coalesce(func.sum(ApiUsage.units), 0)).where(
+        ApiUsage.source == source, ApiUsage.called_at >= start, ApiUsage.called_at < end
     )
-    return int(total or 0)
+
+
+def _reserved_units(source: str, now: datetime | None) -> Select[int]:
+    return select(func.coalesce(func.sum(ApiReservation.units), 0)).where(
+        ApiReservation.source == source,
+        ApiReservation.expires_at > (now or datetime.now(UTC)),
+    )
+
+
+def used_this_month(session: Session, source: str, now: datetime | None = None) -> int:
+    return int(session.scalar(_used_units(source, now)) or 0)
 
 
 def reserved_now(session: Session, source: str, now: datetime | None = None) -> int:
     """Units set aside for calls in flight (reservations not yet settled nor expired)."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(ApiReservation.units), 0)).where(
-            ApiReservation.source == source,
-            ApiReservation.expires_at > (now or datetime.now(UTC)),
-        )
-    )
-    return int(total or 0)
+    return int(session.scalar(_reserved_units(source, now)) or 0)
 
 
 def remaining_quota(session: Session, source: str, now: datetime | None = None) -> int | None:
@@ -110,8 +112,12 @@ def remaining_quota(session: Session, source: str, now: datetime | None = None) 
         return None
     if not config.is_active:
         return 0
-    spent = used_this_month(session, source, now) + reserved_now(session, source, now)
-    return max(0, config.monthly_limit - spent)
+    # Used and reserved in one statement (one snapshot on PostgreSQL): a settle, which moves
+    # units from the reservations to api_usage without the plan's lock, committing between two
+    # reads would be counted in neither, and those units granted again.
+    spent = session.scalar(select(_used_units(source, now).scalar_subquery()
+                                  + _reserved_units(source, now).scalar_subquery()))
+    return max(0, config.monthly_limit - int(spent or 0))
 
 
 def check_quota(

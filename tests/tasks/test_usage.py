@@ -196,6 +196,39 @@ def test_runs_reserving_at_once_never_exceed_the_monthly_limit(db_url: str) -> N
         assert remaining_quota(s, "pdl", NOW) == 0
 
 
+def test_a_run_settling_while_another_reserves_is_counted_once_not_missed(pg_clean: str) -> None:
+    """Settling does not wait for the plan's row: on PostgreSQL it may commit between the
+    reserver's reads. A settle that turns 60 reserved units into 60 used ones must be seen as
+    one or the other, never neither (the reserver was granted the 60 again: 160 of 100)."""
+    from sqlalchemy import event
+
+    from models.db import get_engine
+
+    with session_scope(pg_clean) as s:
+        ensure_api_configs(s, {"pdl": Plan(monthly_limit=100, cost_per_unit=0.1, unit="record")})
+    with session_scope(pg_clean) as s:
+        first = reserve_quota(s, "pdl", 60, NOW)
+    reserver = threading.get_ident()
+    settled: list[bool] = []
+
+    def settle_after_the_first_read(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if threading.get_ident() == reserver and not settled and "api_usage" in statement:
+            settled.append(True)  # the other run settles now, on a connection of its own
+            with session_scope(pg_clean) as other:
+                settle_quota(other, first, [call("pdl", 60)])
+
+    engine = get_engine(pg_clean)
+    event.listen(engine, "after_cursor_execute", settle_after_the_first_read)
+    try:
+        with session_scope(pg_clean) as s:
+            granted = reserve_quota(s, "pdl", 100, NOW).units
+    finally:
+        event.remove(engine, "after_cursor_execute", settle_after_the_first_read)
+
+    assert settled == [True]
+    assert granted == 40
+
+
 def test_a_batch_remembers_the_status_a_source_answered_it_with(db_url: str) -> None:
     """Hunter's 429 (its monthly quota is used up) is metered with the batch like any call, so
     the batch's later chunks can tell without asking Hunter again; other batches and other
