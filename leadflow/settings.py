@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     send_batch_size: int = 50
     # A claimed email not finished within this time goes to `review` (never resent blindly).
     send_claim_timeout_s: float = 600.0
+    # A batch being sent checks its messages not sent yet again (claims, suppressions, stopped
+    # sequences) once this long has passed since its last check.
+    send_recheck_after_s: float = Field(default=1.0, ge=0)
     send_max_attempts: int = 5
     send_retry_base_s: float = 60.0
     ai_timeout_s: float = 10.0

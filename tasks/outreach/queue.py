@@ -6,7 +6,7 @@ recorded exactly once.
                             sending window whose previous step is sent (FOR UPDATE SKIP
                             LOCKED; SQLite: under its write lock)
     send_claimed_emails     suppression re-checked, messages handed to providers (or the outbox),
-                            each checked again just before (`last_check`), outcomes recorded
+                            each checked again before it goes (`SendTimeCheck`), outcomes recorded
                             (tasks/outreach/outcomes.py)
     release_expired_claims  sending rows whose claim expired -> review (never resent blindly)
     requeue_review          review -> queued, when a person found the message was not delivered
@@ -31,7 +31,7 @@ from leadflow.settings import Settings, get_settings
 from models import Campaign, CampaignLead, Email, Lead, SequenceStep
 from models.db import is_sqlite, session_scope, take_write_lock
 from tasks.outreach.bulk_rows import insert_rows
-from tasks.outreach.delivery import DeliveryInterrupted, LastCheck, Parcel, Result, deliver
+from tasks.outreach.delivery import DeliveryInterrupted, Parcel, Result, deliver
 from tasks.outreach.message import OutgoingEmail, render_message
 from tasks.outreach.outcomes import (
     FINAL_LEAD_STATUSES,
@@ -382,38 +382,65 @@ def _prepare(rows: list[Any], suppressed: set[str], now: datetime
     return parcels, decided
 
 
-def last_check(db_url: str, worker_id: str, now_fn: Callable[[], datetime]) -> LastCheck:
-    """The check of each message just before it is handed over: a batch is loaded and checked
-    once, then sent one message after another for as long as the servers take, and meanwhile
-    an unsubscribe, a bounce or a reply may stop the lead, and the claim may expire (another
-    run then puts it up for review, and a person may requeue it). Not sent, such a message is
-    `cancelled` as `_prepare` would have, or, when the claim is no longer this worker's,
-    queued again without using an attempt (recorded only if the row is still this worker's)."""
+class SendTimeCheck:
+    """The check of each message just before it is handed over (a `LastCheck`). A batch is
+    loaded and checked once, then sent one message after another for as long as the servers
+    take; meanwhile an unsubscribe, a bounce or a reply may stop a lead, and the claims may
+    expire (another run then puts them up for review, and a person may requeue them).
 
-    def check(parcel: Parcel) -> Result | None:
-        now = as_utc(now_fn())
-        with session_scope(db_url) as session:
-            row = session.execute(
-                select(Email.status, Email.claimed_by, Email.claim_expires_at,
+    Once `every_s` has passed on the worker's clock since the last check, the messages not
+    handed over yet are checked again, all in one read: still claimed by this worker and not
+    expired, address not suppressed, sequence not stopped. A message that fails is
+    `cancelled` as `_prepare` would have, or, when the claim is no longer this worker's,
+    queued again without using an attempt (recorded only if the row is still this worker's).
+    A batch whose servers answer quickly is not read again; a slow one at most once per
+    `every_s` (checking every message cost ~4 ms of a worker's CPU per email, more than the
+    send itself: benchmarks/send_throughput.py)."""
+
+    def __init__(self, db_url: str, worker_id: str, now_fn: Callable[[], datetime],
+                 parcels: list[Parcel], checked_at: datetime, every_s: float) -> None:
+        self._db_url = db_url
+        self._worker_id = worker_id
+        self._now_fn = now_fn
+        self._every = timedelta(seconds=every_s)
+        self._waiting = {p.email_id: p for p in parcels}  # not handed over yet
+        self._checked_at = checked_at
+        self._verdicts: dict[int, Result] = {}  # email id -> what to record instead of sending
+
+    def __call__(self, parcel: Parcel) -> Result | None:
+        now = as_utc(self._now_fn())
+        if now - self._checked_at >= self._every:
+            self._check(now)
+        self._waiting.pop(parcel.email_id, None)
+        return self._verdicts.pop(parcel.email_id, None)
+
+    def _check(self, now: datetime) -> None:
+        ids = list(self._waiting)
+        with session_scope(self._db_url) as session:
+            rows = {r.id: r for r in session.execute(
+                select(Email.id, Email.status, Email.claimed_by, Email.claim_expires_at,
                        CampaignLead.status.label("link_status"), CampaignLead.stop_reason)
                 .outerjoin(CampaignLead, (CampaignLead.campaign_id == Email.campaign_id)
                            & (CampaignLead.lead_id == Email.lead_id))
-                .where(Email.id == parcel.email_id)
-            ).one_or_none()
-            suppressed = bool(suppressed_addresses(session, [parcel.recipient]))
-        if (row is None or row.status != "sending" or row.claimed_by != worker_id
-                or row.claim_expires_at is None or as_utc(row.claim_expires_at) <= now):
-            return Result(parcel.email_id, "wait", None,
-                          "claim expired before the message was handed over: not sent", now)
-        if suppressed:
-            return Result(parcel.email_id, "cancelled", None, "address suppressed", now,
-                          stop_reason="suppressed")
-        if row.link_status == "stopped":
-            return Result(parcel.email_id, "cancelled", None,
-                          f"sequence stopped: {row.stop_reason}", now)
-        return None
-
-    return check
+                .where(Email.id.in_(ids))
+            )}
+            suppressed = suppressed_addresses(
+                session, {p.recipient for p in self._waiting.values()})
+        self._checked_at = now
+        for email_id, parcel in self._waiting.items():
+            row = rows.get(email_id)
+            if (row is None or row.status != "sending" or row.claimed_by != self._worker_id
+                    or row.claim_expires_at is None or as_utc(row.claim_expires_at) <= now):
+                self._verdicts[email_id] = Result(
+                    email_id, "wait", None,
+                    "claim expired before the message was handed over: not sent", now)
+            elif parcel.recipient in suppressed:
+                self._verdicts[email_id] = Result(email_id, "cancelled", None,
+                                                  "address suppressed", now,
+                                                  stop_reason="suppressed")
+            elif row.link_status == "stopped":
+                self._verdicts[email_id] = Result(email_id, "cancelled", None,
+                                                  f"sequence stopped: {row.stop_reason}", now)
 
 
 def send_claimed_emails(
@@ -441,8 +468,9 @@ def send_claimed_emails(
     pool = senders or SenderPool()
     interrupted: DeliveryInterrupted | None = None
     try:
-        results = deliver(db_url, parcels, settings, pool, now_fn,
-                          last_check(db_url, worker_id, now_fn)) if parcels else []
+        check = SendTimeCheck(db_url, worker_id, now_fn, parcels, now,
+                              settings.send_recheck_after_s)
+        results = deliver(db_url, parcels, settings, pool, now_fn, check) if parcels else []
     except DeliveryInterrupted as exc:
         results, interrupted = exc.results, exc
     finally:

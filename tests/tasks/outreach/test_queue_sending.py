@@ -424,20 +424,22 @@ def test_suppression_added_after_queueing_is_honoured_at_send_time(outreach_pg, 
     assert _status(outreach_pg, ids)["cancelled"] == 2
 
 
-
 def test_an_unsubscribe_or_reply_during_a_batch_stops_its_later_messages(
     outreach_pg, smtp_servers, send_clock
 ):
-    """The batch is loaded and checked once, then handed over message by message: each is
-    checked again just before, so an address unsubscribed (or a lead that replied) while an
-    earlier message of the batch is on the wire gets nothing."""
+    """The batch is loaded and checked once, then handed over message by message; once
+    LEADFLOW_SEND_RECHECK_AFTER_S (1 s) has passed, what is left is checked again before the
+    next message goes, so an address unsubscribed (or a lead that replied) while a slow
+    earlier message of the batch was on the wire gets nothing."""
     db = outreach_pg.db_url
+    now = send_clock()
     cid = outreach_pg.campaign(steps=(0, 3))
     leads = outreach_pg.leads(3)
     ids = outreach_pg.queue(cid, leads)
 
     def script(stage: str, rcpt: str, n: int) -> str | None:
         if stage == "data" and n == 0 and rcpt == "lead0@dest0.example":
+            now.advance(seconds=2)  # a slow server
             # The tracking app's unsubscribe and a recorded reply, committed meanwhile.
             with session_scope(db) as s:
                 suppress(s, "lead1@dest1.example", "unsubscribed")
@@ -448,7 +450,7 @@ def test_an_unsubscribe_or_reply_during_a_batch_stops_its_later_messages(
     server = smtp_servers(script=script)
     outreach_pg.provider("relay", server.port)
 
-    report = drain_queue(db, "w", now_fn=send_clock())
+    report = drain_queue(db, "w", now_fn=now)
 
     assert [r.rcpt_tos for r in server.received] == [["lead0@dest0.example"]]
     assert (report.sent, report.cancelled) == (1, 2)

@@ -130,10 +130,12 @@ def test_late_outcomes_of_an_expired_claim_are_recorded(outreach_pg: Outreach, s
                                                         send_clock):
     db = outreach_pg.db_url
     expired: list[int] = []
+    now = send_clock()
 
     def script(stage: str, rcpt: str, n: int) -> str | None:
         if stage == "data" and n == 0:  # the worker stalls past its claim mid-batch
-            expired.append(release_expired_claims(db, T0 + dt.timedelta(minutes=11)))
+            now.advance(minutes=11)
+            expired.append(release_expired_claims(db, now.now))
         return None
 
     server = smtp_servers(script=script)
@@ -143,7 +145,7 @@ def test_late_outcomes_of_an_expired_claim_are_recorded(outreach_pg: Outreach, s
     ids = outreach_pg.queue(cid, leads)
     claimed = claim_due_emails(db, "slow", 10, T0)
 
-    report = send_claimed_emails(db, claimed, "slow", now_fn=send_clock())
+    report = send_claimed_emails(db, claimed, "slow", now_fn=now)
 
     assert expired == [3]
     # The message on the wire when the claims expired is recorded sent (its review replaced);
