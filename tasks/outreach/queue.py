@@ -388,11 +388,13 @@ class SendTimeCheck:
     take; meanwhile an unsubscribe, a bounce or a reply may stop a lead, and the claims may
     expire (another run then puts them up for review, and a person may requeue them).
 
-    Once `every_s` has passed on the worker's clock since the last check, the messages not
-    handed over yet are checked again, all in one read: still claimed by this worker and not
-    expired, address not suppressed, sequence not stopped. A message that fails is
-    `cancelled` as `_prepare` would have, or, when the claim is no longer this worker's,
-    queued again without using an attempt (recorded only if the row is still this worker's).
+    Once `every_s` has passed on the worker's clock since a message's last check (or the clock
+    went back), the messages not handed over yet (a provider that did not take them, being
+    unavailable, did not hand them over) are checked again, all in one read: still claimed by
+    this worker and not expired, address not suppressed, sequence not stopped. A message that
+    fails is `cancelled` as `_prepare` would have, or, when the claim is no longer this
+    worker's, queued again without using an attempt (recorded only if the row is still this
+    worker's).
     A batch whose servers answer quickly is not read again; a slow one at most once per
     `every_s` (checking every message cost ~4 ms of a worker's CPU per email, more than the
     send itself: benchmarks/send_throughput.py)."""
@@ -404,14 +406,19 @@ class SendTimeCheck:
         self._now_fn = now_fn
         self._every = timedelta(seconds=every_s)
         self._waiting = {p.email_id: p for p in parcels}  # not handed over yet
-        self._checked_at = checked_at
+        # When each message was last checked: one a provider did not take (ProviderUnavailable)
+        # comes back for the next provider, and later checks did not cover it.
+        self._checked_at = {p.email_id: checked_at for p in parcels}
         self._verdicts: dict[int, Result] = {}  # email id -> what to record instead of sending
 
     def __call__(self, parcel: Parcel) -> Result | None:
         now = as_utc(self._now_fn())
-        if now - self._checked_at >= self._every:
+        self._waiting[parcel.email_id] = parcel
+        since = now - self._checked_at.get(parcel.email_id, now - self._every)
+        # A clock stepped back (negative `since`) must not stop the checks until it catches up.
+        if not timedelta(0) <= since < self._every:
             self._check(now)
-        self._waiting.pop(parcel.email_id, None)
+        del self._waiting[parcel.email_id]
         return self._verdicts.pop(parcel.email_id, None)
 
     def _check(self, now: datetime) -> None:
@@ -426,7 +433,7 @@ class SendTimeCheck:
             )}
             suppressed = suppressed_addresses(
                 session, {p.recipient for p in self._waiting.values()})
-        self._checked_at = now
+        self._checked_at.update(dict.fromkeys(self._waiting, now))
         for email_id, parcel in self._waiting.items():
             row = rows.get(email_id)
             if (row is None or row.status != "sending" or row.claimed_by != self._worker_id

@@ -521,6 +521,73 @@ def test_a_claim_expired_mid_batch_is_not_sent_but_queued_again(outreach_pg, smt
     assert len(set(server.message_ids())) == len(server.message_ids()) == 3
 
 
+def test_a_message_moved_to_another_provider_is_checked_again_before_it_goes(
+    outreach_pg, smtp_servers, send_clock
+):
+    """A provider refusing everything (5.7.x in a row) hands its refused messages to the next
+    one; an address unsubscribed while they were refused is not sent to the second provider
+    (each was checked once already, before the first provider, and not again)."""
+    db = outreach_pg.db_url
+    now = send_clock()
+    leads = outreach_pg.leads(3)
+
+    def refuse(stage: str, rcpt: str, n: int) -> str | None:
+        if stage != "rcpt":
+            return None
+        if rcpt == "lead2@dest2.example":  # the third refusal in a row: the provider is dropped
+            now.advance(seconds=2)
+            with session_scope(db) as s:
+                suppress(s, "lead0@dest0.example", "unsubscribed")
+                stop_sequence(s, leads[0], "unsubscribed")
+        return "553 5.7.1 sender address rejected"
+
+    policy = smtp_servers(script=refuse)
+    spare = smtp_servers()
+    outreach_pg.provider("policy", policy.port, priority=1)
+    outreach_pg.provider("spare", spare.port, priority=2)
+    cid = outreach_pg.campaign()
+    ids = outreach_pg.queue(cid, leads)
+
+    report = drain_queue(db, "w", now_fn=now)
+
+    assert sorted(r.rcpt_tos[0] for r in spare.received) == [
+        "lead1@dest1.example", "lead2@dest2.example"]
+    assert (report.sent, report.cancelled) == (2, 1)
+    rows = outreach_pg.emails(ids)
+    assert [rows[i].status for i in ids] == ["cancelled", "sent", "sent"]
+
+
+def test_a_worker_clock_stepped_back_mid_batch_still_checks_again(outreach_pg, smtp_servers,
+                                                                   send_clock):
+    """The worker's clock stepped back (an NTP correction) while a message was on the wire:
+    the messages left are still checked again, not only once the clock is back where it was."""
+    db = outreach_pg.db_url
+    now = send_clock()
+    now.advance(minutes=30)  # stepping back stays in the same hour's sending window
+    cid = outreach_pg.campaign(steps=(0, 3))
+    leads = outreach_pg.leads(3)
+    ids = outreach_pg.queue(cid, leads)
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 0 and rcpt == "lead0@dest0.example":
+            now.advance(seconds=-30)
+            with session_scope(db) as s:
+                suppress(s, "lead1@dest1.example", "unsubscribed")
+                stop_sequence(s, leads[1], "unsubscribed")
+        return None
+
+    server = smtp_servers(script=script)
+    outreach_pg.provider("relay", server.port)
+
+    report = drain_queue(db, "w", now_fn=now)
+
+    assert [r.rcpt_tos for r in server.received] == [["lead0@dest0.example"],
+                                                     ["lead2@dest2.example"]]
+    assert (report.sent, report.cancelled) == (2, 1)
+    rows = outreach_pg.emails(ids)
+    assert [rows[i].status for i in ids] == ["sent", "cancelled", "sent"]
+
+
 def _links(db: str) -> list[CampaignLead]:
     with session_scope(db) as s:
         return list(s.scalars(select(CampaignLead)))
