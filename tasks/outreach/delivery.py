@@ -8,10 +8,11 @@ What the results mean for the queue (sent, retry, bounce, review...) is recorded
 (the database, the outbox folder, the SMTP library) raises DeliveryInterrupted, which still
 carries one result per message, so the messages already handed over are recorded sent.
 
-Each message is checked once more just before it is handed over (`LastCheck`: the claim still
-held, the address not suppressed, the sequence not stopped), since a batch takes as long as its
-slowest SMTP replies: what remains between that check and the server taking the message is one
-SMTP transaction (MAIL, RCPT, DATA) on a connection already open."""
+Each message goes through the caller's last check just before it is handed over (`LastCheck`:
+the claim still held, the address not suppressed, the sequence not stopped), since a batch takes
+as long as its slowest SMTP replies. The send queue's (queue.SendTimeCheck) reads the database
+again at most once per LEADFLOW_SEND_RECHECK_AFTER_S: what it can miss is what was committed
+within that time plus one SMTP transaction (MAIL, RCPT, DATA) on a connection already open."""
 
 from __future__ import annotations
 
