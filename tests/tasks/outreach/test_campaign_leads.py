@@ -51,12 +51,11 @@ def test_a_daily_campaign_is_due_once_a_local_day_across_daylight_saving_changes
 
 
 def test_linking_takes_the_best_matching_new_leads_not_in_any_campaign(db_url: str) -> None:
-
-
     with session_scope(db_url) as session:
         campaign = create_campaign(session, name="Austin salons", target_industry="Salon",
                                    target_location="Austin, TX")
-        best, good, taken = add_leads(session, 3)
+        # The best has the higher id: the choice must go by score, not by insertion order.
+        good, best, taken = add_leads(session, 3)
         for lead_id, score in ((best, 90), (good, 60), (taken, 95)):
             session.execute(update(Lead).where(Lead.id == lead_id)
                             .values(quality_score=score, email_norm=f"o{lead_id}@x.example"))
@@ -68,6 +67,9 @@ def test_linking_takes_the_best_matching_new_leads_not_in_any_campaign(db_url: s
                                  routing={}))
 
     assert link_matching_leads(db_url, campaign, 1) == 1
+    with session_scope(db_url) as session:
+        assert session.scalars(select(CampaignLead.lead_id)
+                               .where(CampaignLead.campaign_id == campaign)).all() == [best]
     assert link_matching_leads(db_url, campaign, 10) == 1
     with session_scope(db_url) as session:
         linked = session.scalars(select(CampaignLead.lead_id)
@@ -79,8 +81,6 @@ def test_linking_takes_the_best_matching_new_leads_not_in_any_campaign(db_url: s
 def test_two_campaigns_linking_at_once_never_both_take_a_lead(db_url: str) -> None:
     """The second linker chose while the first's links were not committed: without one
     critical section for the choice and the links, it took the same leads."""
-
-
     with session_scope(db_url) as session:
         first = create_campaign(session, name="first", target_industry="salon")
         second = create_campaign(session, name="second", target_industry="salon")
