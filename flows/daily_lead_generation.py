@@ -55,7 +55,7 @@ def daily_lead_generation() -> list[dict[str, Any]]:
                 summary = generate_leads(source=cast(SourceName, source), industry=industry,
                                          location=location, max_results=wanted)
                 result["batches"].append(summary["batch_id"])
-                result["leads_linked"] += link_campaign_leads(campaign_id, wanted)
+                result["leads_linked"] += link_campaign_leads(campaign_id, per_day)
         except Exception as exc:  # one campaign's failure must not starve the others
             result["error"] = f"{type(exc).__name__}: {exc}"[:300]
             log.error("campaign %s: lead generation failed: %s", campaign_id, result["error"])

@@ -130,13 +130,27 @@ def linked_since_local_midnight(db_url: str, campaign_id: int, now: datetime) ->
     """Leads linked to the campaign since midnight in its time zone: what today's
     leads-per-day has already used, whatever run linked them."""
     with session_scope(db_url) as session:
-        campaign = session.get_one(Campaign, campaign_id)
-        local = now.astimezone(ZoneInfo(campaign.timezone))
-        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        return int(session.scalar(
-            select(func.count()).select_from(CampaignLead).where(
-                CampaignLead.campaign_id == campaign_id,
-                CampaignLead.added_at >= midnight.astimezone(UTC))) or 0)
+        return _linked_today(session, campaign_id, now)
+
+
+def link_todays_leads(db_url: str, campaign_id: int, per_day: int, now: datetime) -> int:
+    """Link the best matching new leads up to what is left of the campaign's `per_day` today
+    (`link_matching`). What is left is counted inside the lock, so a retry after a commit
+    whose answer was lost links nothing more. Returns how many links are new."""
+    with session_scope(db_url) as session:
+        _lock_links(session)
+        left = per_day - _linked_today(session, campaign_id, now)
+        return link_matching(session, campaign_id, left) if left > 0 else 0
+
+
+def _linked_today(session: Session, campaign_id: int, now: datetime) -> int:
+    campaign = session.get_one(Campaign, campaign_id)
+    local = now.astimezone(ZoneInfo(campaign.timezone))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(session.scalar(
+        select(func.count()).select_from(CampaignLead).where(
+            CampaignLead.campaign_id == campaign_id,
+            CampaignLead.added_at >= midnight.astimezone(UTC))) or 0)
 
 
 def active_campaign_ids(db_url: str, *, automated_daily_only: bool = False) -> list[int]:

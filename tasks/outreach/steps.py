@@ -32,11 +32,12 @@ def worker_name() -> str:
 
 
 @task(name="link-campaign-leads", **DB_TASK)
-def link_campaign_leads(campaign_id: int, limit: int) -> int:
-    """Link up to `limit` of the best new leads matching the campaign; how many are new."""
-    from tasks.outreach.campaign_leads import link_matching_leads
+def link_campaign_leads(campaign_id: int, per_day: int) -> int:
+    """Link the best new leads matching the campaign, up to what is left of its `per_day`
+    today (safe to retry); how many are new."""
+    from tasks.outreach.campaign_leads import link_todays_leads
 
-    return link_matching_leads(_db(), campaign_id, limit)
+    return link_todays_leads(_db(), campaign_id, per_day, datetime.now(UTC))
 
 
 @task(name="enqueue-sequences", **DB_TASK)

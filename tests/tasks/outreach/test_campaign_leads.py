@@ -12,7 +12,12 @@ from sqlalchemy import func, select, update
 
 from models import Campaign, CampaignLead, Lead
 from models.db import session_scope
-from tasks.outreach.campaign_leads import campaigns_due, link_matching, link_matching_leads
+from tasks.outreach.campaign_leads import (
+    campaigns_due,
+    link_matching,
+    link_matching_leads,
+    link_todays_leads,
+)
 from tasks.outreach.defaults import create_campaign
 from tests.tasks.outreach.conftest import add_leads
 from tests.tasks.outreach.mailserver import Outreach
@@ -95,3 +100,28 @@ def test_two_campaigns_linking_at_once_never_both_take_a_lead(db_url: str) -> No
                                    .group_by(CampaignLead.lead_id)).all()
         assert len(per_lead) == 4
         assert all(n == 1 for _, n in per_lead)
+
+
+def test_todays_links_stop_at_the_leads_per_day_however_often_they_are_retried(
+    db_url: str,
+) -> None:
+    """The daily run's link task is retried after a commit whose answer was lost: what is left
+    of the day is counted inside the lock, so the retry links nothing more. Links made earlier
+    today count; yesterday's do not."""
+    now = datetime.now(UTC)  # links are stamped with the database's clock
+    with session_scope(db_url) as session:
+        campaign = create_campaign(session, name="Austin salons", target_industry="salon",
+                                   timezone="UTC")
+        leads = add_leads(session, 10)
+        for lead_id in leads:
+            session.execute(update(Lead).where(Lead.id == lead_id)
+                            .values(email_norm=f"o{lead_id}@x.example"))
+        for lead_id, added in ((leads[0], now - timedelta(days=1)), (leads[1], now)):
+            session.add(CampaignLead(campaign_id=campaign, lead_id=lead_id, status="pending",
+                                     routing={}, added_at=added))
+
+    assert link_todays_leads(db_url, campaign, 4, now) == 3  # 1 already linked today
+    assert link_todays_leads(db_url, campaign, 4, now) == 0  # the retry
+    assert link_todays_leads(db_url, campaign, 4, now + timedelta(days=1)) == 4
+    with session_scope(db_url) as session:
+        assert session.scalar(select(func.count()).select_from(CampaignLead)) == 2 + 3 + 4
