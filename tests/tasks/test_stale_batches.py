@@ -198,11 +198,15 @@ def test_a_run_restarting_while_its_batch_is_swept_finds_it_running_again(db_url
     from tests.writers import writer_committing_soon
 
     batch_id = new_batch(db_url, "crashed", heartbeat_age_s=3 * HOUR)
-    sweep = writer_committing_soon(db_url, lambda s: sweep_stale_batches(s, 2 * HOUR))
+    swept: list[int] = []
+    sweep = writer_committing_soon(db_url, lambda s: swept.extend(
+        b.batch_id for b in sweep_stale_batches(s, 2 * HOUR)))
     with sweep, session_scope(db_url) as session:
         again = start_batch(session, "crashed", "generate", "apollo", "salon", "TX", 10)
+    assert swept == [batch_id]  # the sweep did mark it failed first
     assert again == batch_id
     batch = get(db_url, batch_id)
+    assert any("no sign of life" in note for note in batch.notes)
     assert batch.status == "running"
     assert batch.finished_at is None
 
