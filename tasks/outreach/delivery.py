@@ -92,10 +92,20 @@ class _Progress:
     results: dict[int, Result] = field(default_factory=dict)  # by email id
     # The message being handed over: what it means if that raises, and to which provider.
     in_flight: tuple[Parcel, str, int | None] | None = None
+    checked: set[int] = field(default_factory=set)  # results the last check decided
 
     def done(self, result: Result) -> None:
         self.results[result.email_id] = result
         self.in_flight = None
+
+    def settled(self, parcel: Parcel, last_check: LastCheck) -> bool:
+        """Whether the last check decided this parcel's result instead of a send."""
+        instead = last_check(parcel)
+        if instead is None:
+            return False
+        self.done(instead)
+        self.checked.add(parcel.email_id)
+        return True
 
 
 def smtp_endpoint(provider: ProviderConfig, settings: Settings) -> SmtpEndpoint:
@@ -138,8 +148,7 @@ def _deliver(
         configured = providers or has_providers(session)
     if not configured:
         for parcel in parcels:
-            if (instead := last_check(parcel)) is not None:
-                progress.done(instead)
+            if progress.settled(parcel, last_check):
                 continue
             # Written whole or not at all, and never twice: a retry is safe.
             progress.in_flight = (parcel, "temporary", None)
@@ -158,8 +167,10 @@ def _deliver(
         return results  # left over only for want of capacity: `wait` for the next hour
     # A provider that may come back soon holds messages too: wait with backoff, not an hour.
     why = "no SMTP provider reachable: " + "; ".join(down.values())
-    return [Result(r.email_id, "unavailable", None, why[:500], r.at) if r.outcome == "wait"
-            else r for r in results]
+    # (A claim the last check found lost keeps its own `wait`.)
+    return [Result(r.email_id, "unavailable", None, why[:500], r.at)
+            if r.outcome == "wait" and r.email_id not in progress.checked else r
+            for r in results]
 
 
 def _interrupted(parcels: list[Parcel], progress: _Progress, exc: Exception, at: datetime
@@ -224,8 +235,7 @@ def _deliver_group(
                     # A new hour (or day): what is left is reserved again in the new window, so
                     # each send counts in the window it happens in.
                     break
-                if (instead := last_check(parcel)) is not None:
-                    progress.done(instead)
+                if progress.settled(parcel, last_check):
                     handled += 1
                     continue
                 # The server may take the message even if sending it raises unexpectedly.

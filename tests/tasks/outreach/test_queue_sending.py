@@ -588,6 +588,39 @@ def test_a_worker_clock_stepped_back_mid_batch_still_checks_again(outreach_pg, s
     assert [rows[i].status for i in ids] == ["sent", "cancelled", "sent"]
 
 
+def test_a_claim_expired_mid_batch_is_said_so_even_when_a_provider_was_down(
+    outreach_pg, smtp_servers, send_clock
+):
+    """A provider down earlier in the batch turns the batch's leftovers into "no SMTP provider
+    reachable" (a short backoff); a message the last check found with its claim expired keeps
+    its own reason and waits like any lost claim."""
+    from tests.conftest import free_port
+
+    db = outreach_pg.db_url
+    now = send_clock()
+
+    def script(stage: str, rcpt: str, n: int) -> str | None:
+        if stage == "data" and n == 0 and rcpt == "lead0@dest0.example":
+            now.advance(minutes=11)
+        return None
+
+    good = smtp_servers(script=script)
+    outreach_pg.provider("down", free_port(), priority=1)
+    outreach_pg.provider("good", good.port, priority=2)
+    cid = outreach_pg.campaign(steps=(0, 3))
+    ids = outreach_pg.queue(cid, outreach_pg.leads(3))
+
+    report = drain_queue(db, "slow", now_fn=now)
+
+    assert [r.rcpt_tos for r in good.received] == [["lead0@dest0.example"]]
+    assert (report.sent, report.waiting) == (1, 2)
+    rows = outreach_pg.emails(ids)
+    for i in ids[1:]:
+        assert (rows[i].status, rows[i].attempts) == ("queued", 0)
+        assert "claim expired" in rows[i].last_error
+        assert "no SMTP provider reachable" not in rows[i].last_error
+
+
 def _links(db: str) -> list[CampaignLead]:
     with session_scope(db) as s:
         return list(s.scalars(select(CampaignLead)))
