@@ -44,6 +44,7 @@ from tasks.steps import (
     timed,
     to_frame,
     validate_chunk,
+    waited,
 )
 
 if TYPE_CHECKING:
@@ -131,11 +132,11 @@ def generate_leads(
         if analysed is not None:
             apply_analyses(chunk.candidates, analysed.result())
         with timed(batch_id, "score", "call"):
-            frame = score_chunk(batch_id, quoted(to_frame(chunk.candidates)))
+            frame = waited(score_chunk, batch_id, quoted(to_frame(chunk.candidates)))
         with timed(batch_id, "dedupe", "call"):
-            frame, seen = dedupe_chunk(batch_id, quoted(frame))
+            frame, seen = waited(dedupe_chunk, batch_id, quoted(frame))
         with timed(batch_id, "validate", "call"):
-            checked = validate_chunk(batch_id, quoted(frame))
+            checked = waited(validate_chunk, batch_id, quoted(frame))
         validation = merge_validation(validation, checked.summary)
         rejected = chunk.rejected + [Rejected(**r.as_quarantine()) for r in checked.rejected]
         loads.add(checked.valid, rejected, seen, chunk)
@@ -170,8 +171,8 @@ def generate_leads(
                     want = min(max(page, settings.batch_size // page * page), max_results - fetched)
                     try:
                         with timed(batch_id, "fetch", "call"):
-                            got = fetch_source_chunk(batch_id, current, industry, location,
-                                                     cursor, want, page)
+                            got = waited(fetch_source_chunk, batch_id, current, industry,
+                                         location, cursor, want, page)
                     except SourceFetchError as exc:
                         over = isinstance(exc.error, QuotaExceededError)
                         what = "is at its monthly limit" if over else "failed"
@@ -232,8 +233,8 @@ def generate_leads(
     if enrich_failures[0]:
         notes.append(f"email enrichment failed for {enrich_failures[0]} leads (see the run logs)")
 
-    summary = close_batch(batch_id, rows_loaded, sources_used, validation, notes,
-                          lead_ids=touched).as_dict()
+    summary = waited(close_batch, batch_id, rows_loaded, sources_used, validation, notes,
+                     lead_ids=touched).as_dict()
     summary["stage_seconds"] = stage_seconds
     _publish(summary, validation)
     log.info("batch %s done: %s", batch_id, {k: summary[k] for k in

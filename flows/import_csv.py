@@ -33,6 +33,7 @@ from tasks.steps import (
     timed,
     to_frame,
     validate_chunk,
+    waited,
 )
 
 if TYPE_CHECKING:
@@ -86,9 +87,9 @@ def import_csv(
                 report = chunk.report
                 rejected = [Rejected(**r.as_quarantine(report.source)) for r in chunk.rejected]
                 if chunk.leads:
-                    frame = score_chunk(batch_id, quoted(to_frame(chunk.leads)))
-                    frame, seen = dedupe_chunk(batch_id, quoted(frame))
-                    checked = validate_chunk(batch_id, quoted(frame))
+                    frame = waited(score_chunk, batch_id, quoted(to_frame(chunk.leads)))
+                    frame, seen = waited(dedupe_chunk, batch_id, quoted(frame))
+                    checked = waited(validate_chunk, batch_id, quoted(frame))
                     validation = merge_validation(validation, checked.summary)
                     rejected += [Rejected(**r.as_quarantine()) for r in checked.rejected]
                     valid = checked.valid
@@ -109,8 +110,8 @@ def import_csv(
     stage_seconds = stage_report(batch_id)
     assert report is not None  # read_leads_csv always yields at least one chunk
 
-    summary = close_batch(batch_id, rows_loaded, [report.source], validation,
-                          [report.describe()], lead_ids=touched).as_dict()
+    summary = waited(close_batch, batch_id, rows_loaded, [report.source], validation,
+                     [report.describe()], lead_ids=touched).as_dict()
     summary["csv"] = report.as_dict()
     summary["stage_seconds"] = stage_seconds
     _publish(summary, validation, report)

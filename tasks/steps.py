@@ -11,10 +11,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import pandas as pd
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 relax_gc()  # any process that runs these tasks (a flow, a worker, the benchmarks)
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def quoted(value: T) -> T:
@@ -42,6 +44,17 @@ def quoted(value: T) -> T:
     item of an argument looking for futures (~4 s per 1,000-lead chunk). Typed as the value
     itself, as the task sees it."""
     return cast(T, quote(value))
+
+
+def waited(task: Task[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run `task` in the task runner's threads and wait for its result, so that the flow's own
+    thread only waits. Prefect cancels a run with SIGTERM, which its handler raises in the
+    flow's main thread wherever that thread is: inside a task run there it landed in the
+    middle of a database call or of Prefect's bookkeeping, and came out as another error
+    (retried, so the cancelled run went on to its end; or 'Task run is not set'). Raised in a
+    wait, it reaches the flow as itself; the task in its thread ends on its own, and the flow's
+    cleanup waits for the loads in flight anyway."""
+    return task.submit(*args, **kwargs).result()
 
 # --- stage timing (the benchmark reports time inside stages vs orchestration) -------------------
 

@@ -216,8 +216,10 @@ def start_big_import(tmp_path: Path, pg_settings: str,
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "LEADFLOW_DATABASE_URL": pg_settings,
            "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
-    code = ("import sys; from flows.import_csv import import_csv; "
-            "import_csv(sys.argv[1], chunk_rows=200)")
+    # SIGUSR1 prints every thread's stack to the log: what a run that does not end waits on.
+    code = ("import faulthandler, signal, sys; "
+            "faulthandler.register(signal.SIGUSR1, all_threads=True); "
+            "from flows.import_csv import import_csv; import_csv(sys.argv[1], chunk_rows=200)")
     log = tmp_path / "import.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=root, env=env,
@@ -226,6 +228,40 @@ def start_big_import(tmp_path: Path, pg_settings: str,
     while not leads_loaded() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     return proc, log
+
+
+def wait_or_dump(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Wait for the import's process to end; if it does not, fail with every thread's stack
+    (faulthandler, on SIGUSR1) and the end of its output: what it was stuck on."""
+    import signal
+
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the import did not end within {timeout:g} s:\n"
+                    + log.read_text(errors="replace")[-12000:])
+
+
+def assert_closed_as_cancelled(log: Path) -> None:
+    """The signalled import's batch ended `failed`, saying it was stopped by SIGTERM, with
+    what the chunks before the signal loaded; and its run's page shows it."""
+    from prefect.artifacts import Artifact
+
+    output = log.read_text(errors="replace")
+    with session_scope() as session:
+        batches = session.scalars(select(LeadBatch)).all()
+        assert [(b.kind, b.status) for b in batches] == [("import_csv", "failed")], output[-3000:]
+        assert batches[0].finished_at is not None
+        assert batches[0].notes == [
+            "import failed: stopped by SIGTERM (the run was cancelled or its process ended)"]
+        assert batches[0].leads_generated == leads_loaded() > 0
+    artifact = Artifact.get("csv-import-summary")
+    assert artifact is not None and artifact.description is not None
+    assert artifact.description.startswith(f"CSV import, batch {batches[0].id} (failed)")
 
 
 def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
@@ -240,25 +276,12 @@ def test_an_import_cancelled_mid_file_closes_its_batch_as_failed(
     try:
         assert proc.poll() is None, "the import ended before it could be cancelled"
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        wait_or_dump(proc, log, 120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    stderr = log.read_text(errors="replace")
-    with session_scope() as session:
-        batches = session.scalars(select(LeadBatch)).all()
-        assert [(b.kind, b.status) for b in batches] == [("import_csv", "failed")], stderr[-3000:]
-        assert batches[0].finished_at is not None
-        assert batches[0].notes == [
-            "import failed: stopped by SIGTERM (the run was cancelled or its process ended)"]
-        assert batches[0].leads_generated == leads_loaded() > 0
-    # The run's page shows the batch too, with what the chunks before the signal loaded.
-    from prefect.artifacts import Artifact
-
-    artifact = Artifact.get("csv-import-summary")
-    assert artifact is not None and artifact.description is not None
-    assert artifact.description.startswith(f"CSV import, batch {batches[0].id} (failed)")
+    assert_closed_as_cancelled(log)
 
 
 def test_the_next_import_marks_failed_a_batch_whose_process_was_killed_not_a_live_one(

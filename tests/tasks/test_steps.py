@@ -3,6 +3,9 @@ stage timing of a run."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from prefect import flow, task
 from sqlalchemy.exc import NoResultFound, OperationalError
@@ -59,3 +62,55 @@ def test_a_task_finishing_after_its_run_failed_records_no_stage_timing() -> None
     with timed(None, "score"):  # a stage body called outside a flow (the benchmarks)
         pass
     assert 987_654 not in STAGE_INTERVALS and 0 not in STAGE_INTERVALS
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_cancellation_while_the_flow_waits_on_a_database_task_stops_the_flow(
+    pg_url: str,
+) -> None:
+    """Prefect's cancellation (SIGTERM) is raised in the flow's main thread wherever it is.
+    With `waited`, the database call runs in a task runner thread and the flow's thread only
+    waits: the flow gets the TerminationSignal itself, and the task is not retried. (Called
+    in the flow's own thread, psycopg took the signal mid-query, the rollback that followed
+    failed, and the task retried that OperationalError: the cancelled run went on.)"""
+    import signal
+    import threading
+
+    from prefect.exceptions import TerminationSignal
+    from sqlalchemy import create_engine, text
+
+    from tasks.steps import waited
+
+    calls, started = [0], threading.Event()
+    engine = create_engine(pg_url)
+
+    @task(**{**DB_TASK, "retries": RETRIES, "retry_delay_seconds": 0})
+    def slow_query() -> None:
+        calls[0] += 1
+        with engine.connect() as conn:  # as the dedupe step reads: a query, then its
+            conn.execute(text("SELECT 1"))  # candidates on the driver's own cursor
+            started.set()
+            conn.connection.cursor().execute("SELECT pg_sleep(2)")
+
+    @flow
+    def run() -> None:
+        waited(slow_query)
+
+    def cancel() -> None:  # once the query runs, so Prefect's SIGTERM handler is in place
+        if started.wait(30):
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # Prefect passes the signal on to the handler it replaced once the flow has crashed:
+    # here one that ignores it, never the default one, which would end pytest.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    sender = threading.Thread(target=cancel)
+    try:
+        sender.start()
+        with pytest.raises(TerminationSignal):
+            run()
+    finally:
+        sender.join(30)
+        signal.signal(signal.SIGTERM, previous)
+        engine.dispose()
+    assert calls[0] == 1
