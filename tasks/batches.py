@@ -75,17 +75,38 @@ def start_batch(session: Session, run_key: str, kind: str, source: str, industry
     return batch.id
 
 
+def stopped_by_signal(exc: BaseException) -> BaseException | None:
+    """What stopped the run from outside, if `exc` is it or was raised while it was being
+    handled: Prefect's cancellation (TerminationSignal, for SIGTERM) or Ctrl-C
+    (KeyboardInterrupt). Raised in the middle of a database call, the signal can come out as
+    another error (psycopg's rollback of the interrupted query fails): such an error is not
+    retried, and the batch's note says what stopped the run."""
+    from prefect.exceptions import ExternalSignal
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt | ExternalSignal):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def failure_note(exc: BaseException) -> str:
     """What ended a failed run, for its batch's notes: the error's message, or what stopped a
     run from outside (Prefect's cancellation raises TerminationSignal, whose message is only
     the signal's number; Ctrl-C's KeyboardInterrupt has none)."""
-    if isinstance(exc, Exception):
-        return str(exc) or type(exc).__name__
-    signum = getattr(exc, "signal", None)  # TerminationSignal's, however it was raised
+    stop = stopped_by_signal(exc)
+    if stop is None:
+        if isinstance(exc, Exception):
+            return str(exc) or type(exc).__name__
+        stop = exc
+    signum = getattr(stop, "signal", None)  # TerminationSignal's, however it was raised
     if not isinstance(signum, int):
-        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        signum = stop.args[0] if stop.args and isinstance(stop.args[0], int) else None
     if signum is None:
-        return f"stopped ({type(exc).__name__})"
+        return f"stopped ({type(stop).__name__})"
     try:
         name = signal.Signals(signum).name
     except ValueError:

@@ -22,7 +22,7 @@ from prefect.utilities.annotations import quote
 from clients.http import ApiError, PermanentApiError, QuotaExceededError
 from leadflow.settings import get_settings
 from models.db import session_scope
-from tasks.batches import BatchSummary, Rejected, finish_batch, start_batch
+from tasks.batches import BatchSummary, Rejected, finish_batch, start_batch, stopped_by_signal
 from tasks.runtime import relax_gc
 from tasks.staging import CANDIDATE_COLUMNS, CandidateLead
 
@@ -128,21 +128,30 @@ def stage_report(batch_id: int) -> dict[str, float]:
 # --- retry policy ---------------------------------------------------------------------------------
 
 
-def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry transient failures, never a refused request or a spent
-    quota (the flow falls back to another source instead)."""
-    from tasks.sources import SourceFetchError
-
+def _failure(state: Any) -> Exception | None:
+    """The error a failed task run raised (None if it raised none)."""
     try:
         state.result()
-    except SourceFetchError as exc:
-        return _worth_retrying(exc.error)
-    except ApiError as exc:
-        return _worth_retrying(exc)
-    except ValueError:
-        return False
-    except Exception:
+    except Exception as exc:
+        return exc
+    return None
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry transient failures, never a refused request or a spent
+    quota (the flow falls back to another source instead), nor an error the run's own
+    cancellation caused (`stopped_by_signal`)."""
+    from tasks.sources import SourceFetchError
+
+    exc = _failure(state)
+    if exc is None:
         return True
+    if stopped_by_signal(exc) is not None or isinstance(exc, ValueError):
+        return False
+    if isinstance(exc, SourceFetchError):
+        return _worth_retrying(exc.error)
+    if isinstance(exc, ApiError):
+        return _worth_retrying(exc)
     return True
 
 
@@ -158,16 +167,13 @@ def retry_unless_hopeless(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition of database tasks: retry what another attempt may fix (the
     database unreachable or busy, a serialisation failure, a lost worker process), not a row
     that is not there (an unknown campaign) or a value refused (ValueError, LookupError,
-    TypeError: the same input fails the same way)."""
+    TypeError: the same input fails the same way), nor an error the run's own cancellation
+    caused (`stopped_by_signal`)."""
     from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 
-    try:
-        state.result()
-    except (NoResultFound, MultipleResultsFound, ValueError, LookupError, TypeError):
-        return False
-    except Exception:
-        return True
-    return True
+    exc = _failure(state)
+    hopeless = (NoResultFound, MultipleResultsFound, ValueError, LookupError, TypeError)
+    return exc is None or not (isinstance(exc, hopeless) or stopped_by_signal(exc) is not None)
 
 
 # The clients already retry each request (backoff, jitter, Retry-After); task retries cover a

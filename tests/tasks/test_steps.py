@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import pytest
 from prefect import flow, task
 from sqlalchemy.exc import NoResultFound, OperationalError
 
-from tasks.steps import DB_TASK
+from tasks.steps import DB_TASK, NETWORK_TASK
 from tests.flows.conftest import prefect_server  # noqa: F401  (one Prefect server per session)
 
 RETRIES = 2
 
 
-def _attempts(error: BaseException) -> int:
-    """How many times a task with the database tasks' options runs when it always raises."""
+def _attempts(error: BaseException, options: dict[str, Any] = DB_TASK) -> int:
+    """How many times a task with these options (the database tasks') runs when it always
+    raises."""
     calls = [0]
 
-    @task(**{**DB_TASK, "retries": RETRIES, "retry_delay_seconds": 0})
+    @task(**{**options, "retries": RETRIES, "retry_delay_seconds": 0})
     def failing() -> None:
         calls[0] += 1
         raise error
@@ -47,6 +49,34 @@ def test_a_database_task_retries_an_unreachable_database() -> None:
 ])
 def test_a_database_task_does_not_retry_what_fails_the_same_way(error: Exception) -> None:
     assert _attempts(error) == 1
+
+
+def _raised_while_stopping() -> OperationalError:
+    """What a database call interrupted by Prefect's cancellation raised: the rollback of the
+    interrupted query failed while the TerminationSignal was being handled."""
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    try:
+        try:
+            raise TerminationSignal(signal=signal.SIGTERM)
+        except TerminationSignal:
+            raise OperationalError("ROLLBACK", {}, Exception(
+                "sending query failed: another command is already in progress")) from None
+    except OperationalError as exc:
+        return exc
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.parametrize("options", [DB_TASK, NETWORK_TASK], ids=["database", "network"])
+def test_an_error_raised_while_the_run_is_being_cancelled_is_not_retried(
+    options: dict[str, Any],
+) -> None:
+    """A retry would carry on the run its cancellation stopped (the same error alone is)."""
+    assert _attempts(_raised_while_stopping(), options) == 1
+    assert _attempts(OperationalError("SELECT 1", {}, Exception("server closed")),
+                     options) == RETRIES + 1
 
 
 def test_a_task_finishing_after_its_run_failed_records_no_stage_timing() -> None:
